@@ -1,0 +1,103 @@
+"""``ptycho-exp``: post-hoc and utility commands (aggregate, status, plan, data, predict, rerun).
+
+Import-light: ``ptycho-exp --help`` imports no TensorFlow, pandas or matplotlib; each command
+imports what it needs when it runs. Training sweeps themselves are ``python -m ptycho_exp``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _add_data_commands(sub: argparse._SubParsersAction) -> None:
+    data = sub.add_parser("data", help="inspect, simulate or split contract NPZ files")
+    dsub = data.add_subparsers(dest="data_cmd", required=True)
+    p = dsub.add_parser("inspect", help="summarise a contract NPZ (shapes, photons, scan, overlap)")
+    p.add_argument("path")
+    p = dsub.add_parser("simulate", help="write a contract NPZ simulated from a job config")
+    p.add_argument("--out", required=True, help="output .npz")
+    p.add_argument("--which", choices=("train", "test"), default="test")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data=grf data.N=32")
+    p = dsub.add_parser("split", help="cut one scan into spatially disjoint train/test NPZs")
+    p.add_argument("path")
+    p.add_argument("--train-out", required=True)
+    p.add_argument("--test-out", required=True)
+    p.add_argument("--axis", choices=("y", "x"), default="y", help="y: top/bottom halves; x: left/right")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ptycho-exp",
+        description="Post-hoc tools for ptycho_exp studies. Run jobs and sweeps with "
+                    "`python -m ptycho_exp [-m] overrides...`.")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    from ptycho_exp.study.cli import add_study_commands
+
+    add_study_commands(sub)
+    p = sub.add_parser("plan", help="list the jobs a sweep would run (and which are done) without running")
+    p.add_argument("overrides", nargs="*", help="the same overrides as the sweep, e.g. study=generalization")
+    _add_data_commands(sub)
+    p = sub.add_parser("predict", help="reconstruct a contract NPZ with a trained network (.keras)")
+    p.add_argument("model_dir", help="a job's model/ folder (or the job folder)")
+    p.add_argument("data", help="contract NPZ with diffraction and positions")
+    p.add_argument("--out", required=True, help="output NPZ (stitched object)")
+    p = sub.add_parser("rerun", help="re-run a finished job in a new folder and compare its metrics")
+    p.add_argument("job_dir")
+    p.add_argument("--out", help="new job folder (default <job_dir>_rerun)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, rest = build_parser().parse_known_args(argv)
+    if rest and args.cmd != "plan":
+        print(f"ptycho-exp: unrecognised arguments: {' '.join(rest)}", file=sys.stderr)
+        return 2
+    try:
+        if args.cmd == "plan":
+            from ptycho_exp.study.plan import print_plan
+
+            return print_plan(list(args.overrides) + rest)
+        if args.cmd == "data":
+            return _data(args)
+        if args.cmd == "predict":
+            from ptycho_exp.predict import predict_file
+
+            print(predict_file(args.model_dir, args.data, args.out))
+            return 0
+        if args.cmd == "rerun":
+            from ptycho_exp.rerun import rerun_job
+
+            return rerun_job(Path(args.job_dir), Path(args.out) if args.out else None)
+        from ptycho_exp.study.cli import run_study_command
+
+        return run_study_command(args)
+    except (ValueError, OSError) as exc:  # bad input: one clear line, no traceback
+        print(f"ptycho-exp {args.cmd}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _data(args: argparse.Namespace) -> int:
+    if args.data_cmd == "inspect":
+        from ptycho_exp.data.tools import inspect_npz
+
+        print(inspect_npz(args.path))
+    elif args.data_cmd == "simulate":
+        from ptycho_exp.data.npz import save_contract_npz
+        from ptycho_exp.data.simulate import simulate_object_scan
+        from ptycho_exp.study.plan import compose_job_config
+
+        cfg = compose_job_config(args.overrides)
+        scan = simulate_object_scan(cfg.data, args.which)
+        save_contract_npz(args.out, scan)
+        print(f"wrote {args.out}: {scan.n_positions} patterns of {scan.N}x{scan.N} ({args.which} scan)")
+    elif args.data_cmd == "split":
+        from ptycho_exp.data.tools import split_npz
+
+        split_npz(args.path, args.train_out, args.test_out, axis=args.axis)
+        print(f"wrote {args.train_out} and {args.test_out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

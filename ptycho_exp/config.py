@@ -1,0 +1,239 @@
+"""Structured-config schema for every job, registered in Hydra's ConfigStore.
+
+The dataclasses are the schema: a typo'd key or a wrong type is rejected by
+OmegaConf when Hydra composes the config. Value ranges that a type cannot
+express are checked by :func:`validate` before any work starts; every error
+names the key and the fix.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+OBJECT_NAMES = ("lines", "grf", "points", "diagonals")
+SKIMAGE_OBJECTS = ("camera", "astronaut", "brick", "grass", "gravel", "moon", "text", "coins",
+                   "cell", "checkerboard", "shepp_logan_phantom")
+PROBE_NAMES = ("ideal_disk", "gaussian", "defocused", "file")
+PHASE_MODES = ("none", "tanh", "independent")
+SCAN_KINDS = ("grid", "random")
+MODEL_NAMES = ("pinn", "baseline", "ptylab", "tike")
+NETWORK_MODELS = ("pinn", "baseline")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid. The message names the key and the fix."""
+
+
+@dataclass
+class DataConfig:
+    kind: str = "simulate"            # simulate | npz
+    object: str = "lines"             # lines|grf|points|diagonals|<skimage image name>
+    object_phase: str = "tanh"        # none | tanh | independent
+    object_size: int = 392            # S: side of each simulated object (px)
+    N: int = 64                       # patch / diffraction size (px), power of two
+    gridsize: int = 1                 # g: g*g neighbouring patterns per sample
+    nphotons: float = 1e9             # mean total counts per pattern
+    noise: bool = True                # Poisson noise on/off
+    n_train: int = 512                # training samples (groups when gridsize>1)
+    n_test: Optional[int] = None      # test positions used (None: all of the test scan)
+    probe: str = "ideal_disk"         # ideal_disk | gaussian | defocused | file
+    probe_path: Optional[str] = None  # NPZ with probeGuess (probe=file)
+    probe_scale: float = 4.0
+    probe_defocus: float = 0.0        # quadratic phase strength (rad at the disk edge) for probe=defocused
+    scan: str = "grid"                # grid | random
+    train_stride: float = 4.0         # grid step of the training scan (px) = outer_offset_train / 2
+    test_stride: float = 10.0         # grid step of the test scan (px)
+    n_random_positions: int = 4096    # positions per object for scan=random
+    jitter: float = 0.0               # std of random position jitter (px)
+    train_seed: int = 0               # seed of the training object and its noise
+    test_seed: int = 12345            # seed of the held-out test object (fixed across arms)
+    train_path: Optional[str] = None  # kind=npz: contract NPZ for training
+    test_path: Optional[str] = None   # kind=npz: contract NPZ for testing
+    k_neighbors: int = 7              # gridsize>1: neighbours considered when grouping
+
+
+@dataclass
+class IterativeConfig:
+    algorithm: str = "ePIE"           # ptylab: ePIE|mPIE ; tike: rpie|lstsq_grad
+    iterations: int = 100
+    batch_size: int = 10
+    beta_object: float = 0.25
+    beta_probe: float = 0.25
+    probe_refine: bool = True
+    noise_model: str = "poisson"
+    adaptive_moments: bool = True
+    python: Optional[str] = None      # interpreter for the engine worker (tike: .venv-tike/bin/python)
+    timeout_s: Optional[float] = None
+
+
+@dataclass
+class ModelConfig:
+    name: str = "pinn"                # pinn | baseline | ptylab | tike
+    n_filters_scale: int = 2
+    nll_weight: float = 1.0
+    mae_weight: float = 0.0
+    tv_weight: float = 0.0
+    realspace_weight: float = 0.0
+    probe_trainable: bool = False
+    intensity_scale_trainable: bool = False
+    probe_big: bool = False
+    object_big: bool = True
+    iterative: IterativeConfig = field(default_factory=IterativeConfig)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 50
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    lr_factor: float = 0.5
+    lr_patience: int = 2
+    min_lr: float = 1e-4
+    early_stopping_patience: int = 6
+    val_fraction: float = 0.1
+    precision: str = "float32"        # float32 | mixed
+    jit_compile: bool = False
+    deterministic: bool = True
+    verbose: str = "auto"             # auto | quiet | progress
+    save_model: bool = True
+    tensorboard: bool = True
+
+
+@dataclass
+class EvalConfig:
+    crop: Optional[int] = None        # central crop kept when stitching (None: 20 px at N=64, scaled)
+    upsample_factor: int = 50
+    trim_px: int = 2
+    batch_size: int = 256
+    reference: str = "ground_truth"   # ground_truth | iterative
+    figures: bool = True
+    save_recon: bool = True
+
+
+@dataclass
+class HardwareConfig:
+    name: str = "local"
+    device: str = "cpu"               # cpu | gpu | auto
+    isolate: bool = True              # run each job in a child process (survives hard crashes)
+    intra_op_threads: int = 0         # 0: TensorFlow default
+    inter_op_threads: int = 0
+    retries: int = 0                  # re-run a failed job this many times
+
+
+@dataclass
+class PathsConfig:
+    cache_dir: str = ".cache/ptycho_exp"
+    output_dir: str = "${hydra:runtime.output_dir}"
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    seed: int = 1
+    tag: str = ""
+    fault: str = "none"               # testing only: none | raise | exit | sleep
+    objective: Any = None             # metric key(s) returned to sweepers (str or list)
+    study_name: str = "default"
+
+
+def register_configs() -> None:
+    """Register the schema in Hydra's ConfigStore (called by the entry point, never at import)."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    for group, node in (("model", ModelConfig), ("data", DataConfig), ("train", TrainConfig),
+                        ("eval", EvalConfig), ("hardware", HardwareConfig)):
+        cs.store(group=group, name=f"{group}_schema", node=node)
+
+
+def _is_pow2(n: int) -> bool:
+    return n > 0 and (n & (n - 1)) == 0
+
+
+def validate(cfg: Any) -> None:
+    """Check value ranges of a composed config; raise :class:`ConfigError` naming the key and the fix."""
+    d, m, t, e = cfg.data, cfg.model, cfg.train, cfg.eval
+
+    def fail(key: str, value: Any, fix: str) -> None:
+        raise ConfigError(f"{key}={value!r} is invalid: {fix}")
+
+    if m.name not in MODEL_NAMES:
+        fail("model.name", m.name, f"choose one of {', '.join(MODEL_NAMES)} (e.g. model=pinn)")
+    if d.kind not in ("simulate", "npz"):
+        fail("data.kind", d.kind, "choose simulate or npz (e.g. data=lines or data=npz)")
+    if not _is_pow2(d.N) or d.N < 16:
+        fail("data.N", d.N, "must be a power of two >= 16 (e.g. data.N=64)")
+    if d.gridsize < 1:
+        fail("data.gridsize", d.gridsize, "must be >= 1 (1 or 2 are usual)")
+    if d.gridsize > 4 or d.gridsize ** 2 > d.k_neighbors + 1:
+        fail("data.gridsize", d.gridsize,
+             f"gridsize**2={d.gridsize ** 2} needs data.k_neighbors >= {d.gridsize ** 2 - 1} and gridsize <= 4")
+    if not d.nphotons > 0:
+        fail("data.nphotons", d.nphotons, "must be > 0 (e.g. data.nphotons=1e9)")
+    if d.n_train <= 0:
+        fail("data.n_train", d.n_train, "must be > 0 (e.g. data.n_train=512)")
+    if d.n_test is not None and d.n_test <= 0:
+        fail("data.n_test", d.n_test, "must be > 0 or null (all test positions)")
+    if d.kind == "simulate":
+        if d.object not in OBJECT_NAMES + SKIMAGE_OBJECTS:
+            fail("data.object", d.object, f"choose one of {', '.join(OBJECT_NAMES + SKIMAGE_OBJECTS)}")
+        if d.object_size < 2 * d.N:
+            fail("data.object_size", d.object_size, f"must be >= 2*data.N = {2 * d.N}")
+    else:
+        for key in ("train_path", "test_path"):
+            if getattr(d, key) is None and not (key == "train_path" and m.name in ("ptylab", "tike")):
+                fail(f"data.{key}", None, f"data=npz needs data.{key}=/path/to/file.npz")
+    if d.object_phase not in PHASE_MODES:
+        fail("data.object_phase", d.object_phase, f"choose one of {', '.join(PHASE_MODES)}")
+    if d.probe not in PROBE_NAMES:
+        fail("data.probe", d.probe, f"choose one of {', '.join(PROBE_NAMES)}")
+    if d.probe == "file" and not d.probe_path:
+        fail("data.probe_path", d.probe_path, "data.probe=file needs data.probe_path=/path/with/probeGuess.npz")
+    if d.probe_scale <= 0:
+        fail("data.probe_scale", d.probe_scale, "must be > 0 (default 4)")
+    if d.scan not in SCAN_KINDS:
+        fail("data.scan", d.scan, f"choose one of {', '.join(SCAN_KINDS)}")
+    for key in ("train_stride", "test_stride"):
+        if getattr(d, key) <= 0:
+            fail(f"data.{key}", getattr(d, key), "must be > 0 px (e.g. 4 for training, 10 for test)")
+    if d.jitter < 0:
+        fail("data.jitter", d.jitter, "must be >= 0 px")
+    if d.n_random_positions <= 0:
+        fail("data.n_random_positions", d.n_random_positions, "must be > 0")
+    if m.n_filters_scale < 1:
+        fail("model.n_filters_scale", m.n_filters_scale, "must be >= 1")
+    for key in ("nll_weight", "mae_weight", "tv_weight", "realspace_weight"):
+        if getattr(m, key) < 0:
+            fail(f"model.{key}", getattr(m, key), "loss weights must be >= 0")
+    if m.name == "pinn" and m.nll_weight == 0 and m.mae_weight == 0:
+        fail("model.nll_weight", 0, "the PINN needs a data term: set model.nll_weight>0 or model.mae_weight>0")
+    if m.iterative.iterations <= 0:
+        fail("model.iterative.iterations", m.iterative.iterations, "must be > 0")
+    if t.epochs <= 0:
+        fail("train.epochs", t.epochs, "must be > 0")
+    if t.batch_size <= 0:
+        fail("train.batch_size", t.batch_size, "must be > 0 (e.g. 16)")
+    if not t.learning_rate > 0:
+        fail("train.learning_rate", t.learning_rate, "must be > 0 (e.g. 1e-3)")
+    if not 0 < t.val_fraction < 0.5:
+        fail("train.val_fraction", t.val_fraction, "must be in (0, 0.5): every mode keeps a validation split")
+    if t.precision not in ("float32", "mixed"):
+        fail("train.precision", t.precision, "choose float32 or mixed")
+    if t.verbose not in ("auto", "quiet", "progress"):
+        fail("train.verbose", t.verbose, "choose auto, quiet or progress")
+    if e.crop is not None and not 0 < e.crop <= d.N:
+        fail("eval.crop", e.crop, f"must be in 1..data.N={d.N} or null")
+    if e.reference not in ("ground_truth", "iterative"):
+        fail("eval.reference", e.reference, "choose ground_truth or iterative")
+    if cfg.hardware.device not in ("cpu", "gpu", "auto"):
+        fail("hardware.device", cfg.hardware.device, "choose cpu, gpu or auto")
+    if cfg.hardware.retries < 0:
+        fail("hardware.retries", cfg.hardware.retries, "must be >= 0")
+    if cfg.fault not in ("none", "raise", "exit", "sleep"):
+        fail("fault", cfg.fault, "testing hook: none, raise, exit or sleep")

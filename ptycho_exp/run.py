@@ -1,0 +1,278 @@
+"""One job's lifecycle: validate, skip-if-done, run (isolated), always record the outcome.
+
+``hydra_task`` is the Hydra task function (parent side, light: no TensorFlow). With
+``hardware.isolate`` (the default) the science runs in a child process
+(``python -m ptycho_exp.run <job dir>``), so TensorFlow state never leaks between jobs and a
+job that dies hard (OOM kill, ``os._exit``, segfault) is still recorded as failed with its
+exit status and peak memory. Either way ``result.json`` is written atomically.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from ptycho_exp import results
+from ptycho_exp.config import ConfigError, validate
+
+log = logging.getLogger("ptycho_exp.run")
+JOB_CONFIG_FILE = "job_config.json"
+
+
+# --------------------------------------------------------------------------- config helpers
+def job_config_dict(cfg: Any) -> dict:
+    """The resolved job config as plain containers (Hydra's own node removed)."""
+    from omegaconf import OmegaConf
+
+    container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    container.pop("hydra", None)
+    return container
+
+
+def as_config(job_cfg: dict) -> Any:
+    """A typed DictConfig (schema-checked) from a plain job config dict."""
+    from omegaconf import OmegaConf
+
+    from ptycho_exp.config import Config
+
+    return OmegaConf.merge(OmegaConf.structured(Config), job_cfg)
+
+
+def objective_value(result: dict, objective: Any) -> Any:
+    """The number(s) a sweeper optimises; NaN for a failed job."""
+    if objective is None:
+        return None
+    keys = [objective] if isinstance(objective, str) else list(objective)
+    ok = result.get("status") == "ok"
+    flat = {**result.get("metrics", {}), **result.get("timings", {}), **result.get("throughput", {})}
+    values = []
+    for key in keys:
+        v = flat.get(key) if ok else None
+        values.append(float(v) if isinstance(v, (int, float)) and v is not None else math.nan)
+    return values[0] if len(values) == 1 else values
+
+
+# --------------------------------------------------------------------------- result records
+def failed_result(job_cfg: dict, error: str, error_type: str, started: float, **extra: Any) -> dict:
+    return {"schema": results.SCHEMA_VERSION, "status": "failed", "error": error, "error_type": error_type,
+            "config_hash": results.config_hash(job_cfg), "model": job_cfg["model"]["name"],
+            "seed": job_cfg.get("seed"), "tag": job_cfg.get("tag", ""), "metrics": {},
+            "timings": {"total_s": time.time() - started}, "config": job_cfg,
+            "provenance": {**results.provenance(), "started_at": _iso(started),
+                           "finished_at": results.now_iso()}, **extra}
+
+
+def _iso(t: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
+
+
+def done_result(job_dir: Path, job_cfg: dict) -> dict | None:
+    """The job's ok result for this exact config, if it already exists (skip-if-done)."""
+    prev = results.read_result(job_dir)
+    if prev and prev.get("status") == "ok" and prev.get("config_hash") == results.config_hash(job_cfg):
+        return prev
+    return None
+
+
+def check_writable(job_dir: Path) -> None:
+    """Fail before any work when the output folder cannot be written."""
+    probe = job_dir / ".write_probe"
+    try:
+        job_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"paths.output_dir={str(job_dir)!r} is not writable ({exc.strerror}): "
+                          "choose a writable folder with hydra.run.dir=... or hydra.sweep.dir=...") from None
+
+
+# --------------------------------------------------------------------------- the science, guarded
+def train_and_evaluate(job_cfg: dict, job_dir: Path | str) -> dict:
+    """Run one job in this process and write ``result.json``; never raises for a job error."""
+    job_dir = Path(job_dir)
+    started = time.time()
+    try:
+        cfg = as_config(job_cfg)
+        validate(cfg)
+        from ptycho_exp.workflow import run_science
+
+        _inject_fault(cfg.fault)
+        outcome = run_science(cfg, job_dir)
+    except Exception as exc:  # a failed job is recorded, never propagated
+        detail = traceback.format_exc()
+        log.error("job failed: %s: %s", type(exc).__name__, exc)
+        res = failed_result(job_cfg, f"{type(exc).__name__}: {exc}", type(exc).__name__, started,
+                            traceback=detail)
+        results.write_json(job_dir / results.RESULT_FILE, res)
+        return res
+    res = {"schema": results.SCHEMA_VERSION, "status": "ok", "error": None, "error_type": None,
+           "config_hash": results.config_hash(job_cfg), "model": job_cfg["model"]["name"],
+           "seed": job_cfg.get("seed"), "tag": job_cfg.get("tag", ""), **outcome, "config": job_cfg,
+           "provenance": {**results.provenance(), "started_at": _iso(started),
+                          "finished_at": results.now_iso()}}
+    res.setdefault("timings", {})["total_s"] = time.time() - started
+    results.write_json(job_dir / results.RESULT_FILE, res)
+    return res
+
+
+def _inject_fault(fault: str) -> None:
+    """Testing hook (config key ``fault``): make this job fail in a chosen way."""
+    if fault == "raise":
+        raise RuntimeError("fault injection: fault=raise")
+    if fault == "exit":
+        sys.stdout.flush()
+        os._exit(1)
+    if fault == "sleep":
+        time.sleep(float(os.environ.get("PTYCHO_EXP_FAULT_SLEEP", "3600")))
+
+
+# --------------------------------------------------------------------------- isolation
+def _set_pdeathsig() -> None:  # pragma: no cover - runs in the child
+    """Die with the parent: a killed sweep leaves no orphan job writing results later."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def run_isolated(job_cfg: dict, job_dir: Path, env: dict | None = None) -> dict:
+    """Run the job in a child process; record a failure if the child dies without a result."""
+    started = time.time()
+    results.write_json(job_dir / JOB_CONFIG_FILE, job_cfg)
+    cmd = [sys.executable, "-m", "ptycho_exp.run", str(job_dir)]
+    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, preexec_fn=_set_pdeathsig)
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    peak_mb = usage.ru_maxrss / 1024.0
+    res = results.read_result(job_dir)
+    if res is not None and res.get("config_hash") == results.config_hash(job_cfg) \
+            and res.get("status") in ("ok", "failed") and _iso(started) <= res["provenance"]["finished_at"]:
+        return res
+    code = proc.returncode
+    why = (f"killed by signal {-code} ({signal.Signals(-code).name})" if code < 0
+           else f"exited with status {code}")
+    hint = " — probably out of memory" if code == -signal.SIGKILL else ""
+    res = failed_result(job_cfg, f"job process {why} without writing a result{hint}", "ProcessDied",
+                        started, resources={"peak_rss_mb": peak_mb}, exit_code=code)
+    results.write_json(job_dir / results.RESULT_FILE, res)
+    return res
+
+
+def child_env(cfg: Any, job_num: int, n_parallel: int) -> dict:
+    """Environment for one job: device visibility and thread counts."""
+    env: dict[str, str] = {}
+    device = cfg.hardware.device
+    if device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    else:
+        gpus = _visible_gpus()
+        if len(gpus) > 1 and n_parallel > 1:
+            env["CUDA_VISIBLE_DEVICES"] = gpus[job_num % len(gpus)]
+    if n_parallel > 1 and cfg.hardware.intra_op_threads == 0:
+        per_job = max(1, (os.cpu_count() or 1) // n_parallel)
+        env.update(OMP_NUM_THREADS=str(per_job), PTYCHO_EXP_INTRA_THREADS=str(per_job))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _visible_gpus() -> list[str]:
+    ids = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if ids is not None:
+        return [i for i in ids.split(",") if i.strip()]
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU")]
+
+
+# --------------------------------------------------------------------------- Hydra task (parent)
+def run_job(job_cfg: dict, job_dir: Path, isolate: bool, retries: int = 0, env: dict | None = None) -> dict:
+    """Skip if done, else run (isolated or in-process), re-running a failure up to ``retries`` times."""
+    prev = done_result(job_dir, job_cfg)
+    if prev is not None:
+        log.info("skip: %s already has an ok result for config %s", job_dir, prev["config_hash"])
+        return prev
+    res: dict = {}
+    for attempt in range(retries + 1):
+        if attempt:
+            log.warning("retry %d/%d of %s after: %s", attempt, retries, job_dir, res.get("error"))
+        res = run_isolated(job_cfg, job_dir, env) if isolate else train_and_evaluate(job_cfg, job_dir)
+        if res.get("status") == "ok":
+            break
+    if retries and res.get("status") != "ok":
+        res["attempts"] = retries + 1
+        results.write_json(job_dir / results.RESULT_FILE, res)
+    return res
+
+
+def hydra_task(cfg: Any) -> Any:
+    """The ``@hydra.main`` task: validate, run one job, return the sweep objective."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    job_dir = Path(hc.runtime.output_dir)
+    started = time.time()
+    job_cfg = job_config_dict(cfg)
+    try:
+        validate(cfg)
+        check_writable(job_dir)
+    except ConfigError as exc:
+        res = failed_result(job_cfg, str(exc), "ConfigError", started)
+        try:
+            results.write_json(job_dir / results.RESULT_FILE, res)
+        except OSError:
+            pass
+        if not multirun:
+            print(f"ptycho_exp: configuration error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        log.error("configuration error: %s", exc)
+        return objective_value(res, cfg.objective)
+    n_parallel = int(hc.launcher.get("n_jobs", 1) or 1) if "n_jobs" in hc.launcher else 1
+    job_num = int(hc.job.get("num", 0) or 0) if multirun else 0
+    env = child_env(cfg, job_num, max(1, n_parallel))
+    res = run_job(job_cfg, job_dir, cfg.hardware.isolate, cfg.hardware.retries, env)
+    status = res.get("status")
+    log.info("job %s: %s%s", job_dir, status, "" if status == "ok" else f" ({res.get('error')})")
+    if status != "ok" and not multirun:
+        print(f"ptycho_exp: job failed: {res.get('error')} (see {job_dir / results.RESULT_FILE})",
+              file=sys.stderr)
+        sys.exit(1)
+    return objective_value(res, cfg.objective)
+
+
+def _child_main(argv: list[str]) -> int:
+    """``python -m ptycho_exp.run <job dir>``: the isolated child."""
+    import json
+
+    job_dir = Path(argv[0])
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s",
+                        datefmt="%H:%M:%S", handlers=[logging.StreamHandler(sys.stdout),
+                                                      logging.FileHandler(job_dir / "job.log")])
+    for noisy in ("tensorflow", "absl", "matplotlib", "PIL", "h5py"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    job_cfg = json.loads((job_dir / JOB_CONFIG_FILE).read_text())
+    res = train_and_evaluate(job_cfg, job_dir)
+    return 0 if res["status"] == "ok" else 3
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main(sys.argv[1:]))

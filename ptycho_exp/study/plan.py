@@ -1,0 +1,123 @@
+"""``ptycho-exp plan``: expand a sweep like Hydra's basic sweeper and show each job's status.
+
+Nothing runs: configs are composed with Hydra's compose API, hashed exactly as a job hashes
+itself, and compared with the ``result.json`` files already in the sweep folder.
+"""
+from __future__ import annotations
+
+import itertools
+import sys
+from pathlib import Path
+from typing import Any
+
+from ptycho_exp import results
+
+
+def _conf_dir() -> str:
+    return str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def _split(overrides: list[str]) -> tuple[list[str], list[str]]:
+    """(fixed overrides, sweep overrides) as strings."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    fixed, sweep = [], []
+    for text, ov in zip(overrides, parsed):
+        (sweep if ov.is_sweep_override() else fixed).append(text)
+    return fixed, sweep
+
+
+def compose_job_config(overrides: list[str], return_hydra: bool = False) -> Any:
+    """The typed job config for these (non-sweep) overrides, as a job would see it."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from ptycho_exp.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=_conf_dir(), version_base=None):
+        cfg = compose(config_name="config", overrides=list(overrides) + ["paths.output_dir=."],
+                      return_hydra_config=return_hydra)
+    if not return_hydra:
+        OmegaConf.resolve(cfg)
+    return cfg
+
+
+def expand_sweep(overrides: list[str]) -> tuple[list[list[str]], Any]:
+    """Job override lists in Hydra's basic-sweeper order, and the composed (hydra) config."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    fixed, sweep = _split(overrides)
+    base = compose_job_config(fixed, return_hydra=True)
+    params = dict(base.hydra.sweeper.get("params") or {})
+    args = [f"{k}={v}" for k, v in params.items()] + list(overrides)
+    parsed = OverridesParser.create().parse_overrides(args)
+    keyed: dict[str, list[str]] = {}
+    for ov in parsed:  # later values of a key win, as in Hydra
+        key = ov.get_key_element()
+        keyed[key] = [f"{key}={v}" for v in ov.sweep_string_iterator()] if ov.is_sweep_override() \
+            else [f"{key}={ov.get_value_element_as_str()}"]
+    jobs = [list(combo) for combo in itertools.product(*keyed.values())]
+    return jobs, base
+
+
+def plan(overrides: list[str]) -> tuple[list[dict], Path | None]:
+    """One row per job: number, overrides, config hash, status in the sweep folder."""
+    from omegaconf import OmegaConf
+
+    from ptycho_exp.run import job_config_dict
+
+    jobs, base = expand_sweep(overrides)
+    sweep_dir = None
+    if any(o.startswith("hydra.sweep.dir=") for o in overrides):
+        sweep_dir = Path(next(o for o in overrides if o.startswith("hydra.sweep.dir=")).split("=", 1)[1])
+    rows = []
+    for num, job in enumerate(jobs):
+        job_over = [o for o in job if not o.startswith("hydra.")]
+        cfg = compose_job_config(job_over)
+        h = results.config_hash(job_config_dict(cfg))
+        status, seconds = "pending", None
+        if sweep_dir is not None:
+            prev = results.read_result(sweep_dir / str(num))
+            if prev:
+                same = prev.get("config_hash") == h
+                status = prev.get("status", "?") if same else "stale (config changed)"
+                seconds = (prev.get("timings") or {}).get("total_s")
+        rows.append({"job": num, "overrides": " ".join(o for o in job_over if o in _swept(jobs)),
+                     "model": OmegaConf.select(cfg, "model.name"), "hash": h, "status": status,
+                     "seconds": seconds})
+    return rows, sweep_dir
+
+
+def _swept(jobs: list[list[str]]) -> set[str]:
+    """Overrides whose value varies across jobs."""
+    if not jobs:
+        return set()
+    columns = list(zip(*jobs))
+    return {o for col in columns if len(set(col)) > 1 for o in col}
+
+
+def print_plan(overrides: list[str]) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    rows, sweep_dir = plan(overrides)
+    table = Table(title=f"{len(rows)} jobs" + (f" in {sweep_dir}" if sweep_dir else ""))
+    for col in ("job", "overrides", "hash", "status"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(str(r["job"]), r["overrides"], r["hash"], r["status"])
+    console = Console(file=sys.stdout, width=160)
+    console.print(table)
+    done = [r for r in rows if r["status"] == "ok"]
+    todo = len(rows) - len(done)
+    line = f"{len(done)} done, {todo} to run"
+    secs = [r["seconds"] for r in done if r["seconds"]]
+    if secs:
+        est = sum(secs) / len(secs) * todo
+        line += f"; estimated {est / 60:.1f} min of compute (mean of {len(secs)} finished jobs)"
+    else:
+        line += "; no finished jobs to estimate cost from"
+    console.print(line)
+    return 0
