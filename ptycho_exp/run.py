@@ -188,6 +188,7 @@ def child_env(cfg: Any, job_num: int, n_parallel: int) -> dict:
         per_job = max(1, (os.cpu_count() or 1) // n_parallel)
         env.update(OMP_NUM_THREADS=str(per_job), PTYCHO_EXP_INTRA_THREADS=str(per_job))
     env["PYTHONUNBUFFERED"] = "1"
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
     return env
 
 

@@ -1,0 +1,138 @@
+"""Content-addressed cache of simulated scans.
+
+The key is the sha256 of the canonical JSON of every data field that changes the simulated arrays of
+one scan (train or test), plus :data:`~ptycho_exp.data.simulate.SIMULATOR_VERSION` and ``which``.
+Fields that only select or group samples (``n_train``, ``n_test``, ``gridsize``, ``k_neighbors``),
+the NPZ paths (``kind``, ``train_path``, ``test_path``) and the other scan's seed/stride are left
+out, so e.g. every ``n_train`` arm shares one training scan and every arm shares the test scan.
+Fields that only matter for one choice are included only then (``probe_defocus`` for a defocused
+probe, the stride for a grid scan, ``n_random_positions`` for a random scan); a probe file enters by
+the sha256 of its bytes, not its path.
+
+Concurrency: the file ``<cache_dir>/<key>.npz`` only ever appears complete (written to a temp file
+in the same folder, then ``os.replace``), and simulation happens under ``<key>.lock`` (a
+``filelock.FileLock``), so two jobs asking for the same key simulate once: the second waits, then hits.
+A corrupt file (truncated, bad zip) is removed and simulated again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from typing import Any, Mapping, Optional, Tuple, Union
+
+from ptycho_exp.config import DataConfig
+from ptycho_exp.data.container import ScanData
+from ptycho_exp.data.npz import DataContractError, load_contract_npz, save_contract_npz
+from ptycho_exp.data.simulate import (SIMULATOR_VERSION, WHICH, resolve_data_fields, scan_seed,
+                                      scan_stride, simulate_object_scan)
+
+logger = logging.getLogger("ptycho_exp.data")
+
+_ALWAYS_KEYED = ("object", "object_phase", "object_size", "N", "nphotons", "noise", "probe", "probe_scale",
+                 "scan", "jitter")
+
+
+def _file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def key_fields(fields: Union[DataConfig, Mapping[str, Any]], which: str) -> dict:
+    """The canonical fields that determine the simulated ``which`` scan (what :func:`dataset_key` hashes)."""
+    f = resolve_data_fields(fields)
+    keyed = {name: f[name] for name in _ALWAYS_KEYED}
+    keyed["seed"] = scan_seed(f, which)
+    if f["scan"] == "grid":
+        keyed["stride"] = scan_stride(f, which)
+    else:
+        keyed["n_random_positions"] = f["n_random_positions"]
+    if f["probe"] == "defocused":
+        keyed["probe_defocus"] = f["probe_defocus"]
+    if f["probe"] == "file":
+        path = f["probe_path"]
+        keyed["probe_file_sha256"] = _file_sha256(path) if path and os.path.isfile(path) else str(path)
+    keyed["which"] = which
+    keyed["simulator_version"] = SIMULATOR_VERSION
+    return keyed
+
+
+def dataset_key(fields: Union[DataConfig, Mapping[str, Any]], which: Optional[str] = None) -> str:
+    """sha256 (hex) of the canonical JSON of :func:`key_fields`.
+
+    ``which`` ("train" or "test") may be given as an argument or as ``fields["which"]``.
+    """
+    if which is None:
+        if isinstance(fields, Mapping) and "which" in fields:
+            fields = dict(fields)
+            which = fields.pop("which")
+        else:
+            raise ValueError("dataset_key needs which='train' or 'test'")
+    elif isinstance(fields, Mapping) and "which" in fields:
+        fields = {k: v for k, v in fields.items() if k != "which"}
+    if which not in WHICH:
+        raise ValueError(f"which={which!r}: choose 'train' or 'test'")
+    canonical = json.dumps(key_fields(fields, which), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def cache_path(cache_dir: str, key: str) -> str:
+    """Path of the cached NPZ for ``key``."""
+    return os.path.join(os.fspath(cache_dir), f"{key}.npz")
+
+
+def _read_cached(path: str) -> Optional[ScanData]:
+    """The cached scan, or None when the file is absent or unreadable (truncated, not a zip...)."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        return load_contract_npz(path, check_intensity=False)
+    except DataContractError as exc:
+        logger.warning("dataset cache file %s is corrupt (%s); it will be simulated again", path, exc)
+        return None
+
+
+def load_or_simulate(cache_dir, fields: Union[DataConfig, Mapping[str, Any]],
+                     which: str) -> Tuple[ScanData, bool, str]:
+    """The ``which`` scan of ``fields`` from the cache, simulating and storing it on a miss.
+
+    Parameters
+    ----------
+    cache_dir : folder of the cache (created if needed)
+    fields : data config (``DataConfig``, dict or ``DictConfig``)
+    which : "train" or "test"
+
+    Returns
+    -------
+    (scan, hit, key): ``hit`` is True when the scan came from the cache (also when another job
+    simulated it while this one waited for the lock).
+    """
+    from filelock import FileLock
+
+    cache_dir = os.fspath(cache_dir)
+    os.makedirs(cache_dir, exist_ok=True)
+    key = dataset_key(fields, which)
+    path = cache_path(cache_dir, key)
+    scan = _read_cached(path)
+    if scan is not None:
+        logger.info("dataset cache hit (%s): %s", which, path)
+        return scan, True, key
+    with FileLock(os.path.join(cache_dir, f"{key}.lock")):
+        scan = _read_cached(path)  # another job may have written it while we waited
+        if scan is not None:
+            logger.info("dataset cache hit after waiting (%s): %s", which, path)
+            return scan, True, key
+        if os.path.exists(path):
+            os.remove(path)  # corrupt: replace it
+        logger.info("dataset cache miss (%s): simulating %s", which, path)
+        start = time.perf_counter()
+        scan = simulate_object_scan(fields, which)
+        scan.meta["cache_key"] = key
+        save_contract_npz(path, scan)
+        logger.info("simulated %d patterns in %.1f s -> %s", scan.n_positions, time.perf_counter() - start, path)
+    return scan, False, key

@@ -1,0 +1,163 @@
+"""Train/test samples for one job, from simulation (through the cache) or from contract NPZ files.
+
+Sampling rules
+--------------
+- Training: ``n_train`` samples whose centres are drawn with ``np.random.default_rng(seed)``
+  uniformly without replacement over the whole training scan (spatially unbiased); for
+  gridsize g > 1 each sample is a group of g² neighbours (see :func:`ptycho_exp.physics.scan.group_around`).
+- Test: every test position is a centre (so each belongs to at least one group), or ``n_test``
+  centres drawn with ``np.random.default_rng(data.test_seed)`` so every arm and seed sees the same
+  subset; the groups' neighbour choices use that same generator.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Union
+
+import numpy as np
+
+from ptycho_exp.config import ConfigError, DataConfig
+from ptycho_exp.data.container import Samples, ScanData
+from ptycho_exp.physics.forward import mean_pattern_energy, normalisation_factor
+from ptycho_exp.physics.probe import probe_diameter
+from ptycho_exp.physics.scan import extract_patches, group_around, relative_offsets, scan_summary
+
+
+@dataclass
+class Datasets:
+    """Everything a job needs from the data: samples for the networks and the scans behind them."""
+
+    train: Optional[Samples]
+    test: Samples
+    train_scan: Optional[ScanData]
+    test_scan: ScanData
+    info: dict = field(default_factory=dict)
+
+
+def make_samples(scan: ScanData, groups: np.ndarray) -> Samples:
+    """Samples (channels last) for ``groups`` (n, C) of indices into ``scan``."""
+    groups = np.asarray(groups, dtype=np.int64)
+    diffraction = np.ascontiguousarray(np.moveaxis(scan.diffraction[groups], 1, -1), dtype=np.float32)
+    patches = None
+    if scan.patches is not None:
+        patches = np.ascontiguousarray(np.moveaxis(scan.patches[groups], 1, -1), dtype=np.complex64)
+    return Samples(diffraction=diffraction, offsets=relative_offsets(scan.positions, groups),
+                   positions=np.asarray(scan.positions, dtype=np.float64)[groups], groups=groups,
+                   patches=patches)
+
+
+def ensure_ground_truth_patches(scan: ScanData) -> ScanData:
+    """Fill ``scan.patches`` from ``scan.object`` when only the object is known (in place; returns scan)."""
+    if scan.patches is None and scan.object is not None:
+        scan.patches = extract_patches(scan.object, scan.positions, scan.N)
+    return scan
+
+
+def training_groups(scan: ScanData, n_train: int, gridsize: int, k: int, seed: int) -> np.ndarray:
+    """``n_train`` spatially unbiased groups of the training scan; ConfigError naming data.n_train if too many."""
+    m = scan.n_positions
+    if n_train > m:
+        raise ConfigError(f"data.n_train={n_train} is invalid: the training scan has only {m} positions "
+                          f"(one sample per centre); use data.n_train<={m} or a denser scan "
+                          "(smaller data.train_stride, larger data.object_size or more data.n_random_positions)")
+    rng = np.random.default_rng(seed)
+    centres = rng.choice(m, size=n_train, replace=False).astype(np.int64)
+    return group_around(scan.positions, centres, gridsize, rng, k)
+
+
+def heldout_groups(scan: ScanData, n_test: Optional[int], gridsize: int, k: int, test_seed: int) -> np.ndarray:
+    """Groups centred on every test position, or on ``n_test`` of them drawn with ``default_rng(test_seed)``."""
+    m = scan.n_positions
+    rng = np.random.default_rng(test_seed)
+    if n_test is None:
+        centres = np.arange(m, dtype=np.int64)
+    else:
+        if n_test > m:
+            raise ConfigError(f"data.n_test={n_test} is invalid: the test scan has only {m} positions; "
+                              f"use data.n_test<={m} or data.n_test=null (all)")
+        centres = np.sort(rng.choice(m, size=n_test, replace=False)).astype(np.int64)
+    return group_around(scan.positions, centres, gridsize, rng, k)
+
+
+def _photon_stats(scan: ScanData) -> dict:
+    energy = mean_pattern_energy(scan.diffraction)
+    stats = {"mean_pattern_energy": energy,
+             "normalisation_factor": normalisation_factor(scan.diffraction, scan.N) if energy > 0 else None}
+    if "photon_scale" in scan.meta:
+        stats["mean_counts_per_pattern"] = float(scan.meta["photon_scale"]) ** 2 * energy
+        stats["nphotons"] = scan.meta.get("nphotons")
+        stats["noise"] = scan.meta.get("noise")
+    return stats
+
+
+def _load_npz_scan(path: str, N: int, key: str) -> ScanData:
+    from ptycho_exp.data.npz import load_contract_npz
+
+    scan = load_contract_npz(path)
+    if scan.N != N:
+        raise ConfigError(f"data.N={N} is invalid: {key}={path!r} holds {scan.N}×{scan.N} patterns; "
+                          f"set data.N={scan.N}")
+    return ensure_ground_truth_patches(scan)
+
+
+def build_datasets(data_cfg: Union[DataConfig, Mapping[str, Any]], seed: int, cache_dir,
+                   need_train: bool = True) -> Datasets:
+    """Train and test samples for one job.
+
+    Parameters
+    ----------
+    data_cfg : the ``data`` config (``DataConfig``, dict or ``DictConfig``)
+    seed : the job's seed (chooses the training subset)
+    cache_dir : dataset cache folder (simulated data)
+    need_train : False for engines without training (iterative); ``train`` is then None
+
+    Returns
+    -------
+    Datasets; ``info`` holds per split the cache ``hit``/``key`` (simulated), position and sample
+    counts, photon statistics and scan geometry, plus ``spatially_local`` and ``has_ground_truth``.
+    """
+    from ptycho_exp.data.simulate import resolve_data_fields
+
+    f = resolve_data_fields(data_cfg)
+    g, k = f["gridsize"], f["k_neighbors"]
+    info: dict = {"kind": f["kind"], "gridsize": g}
+    train_scan: Optional[ScanData] = None
+    if f["kind"] == "simulate":
+        from ptycho_exp.data.cache import load_or_simulate
+
+        if need_train:
+            train_scan, hit, key = load_or_simulate(cache_dir, f, "train")
+            info["train_cache"] = {"hit": hit, "key": key}
+        test_scan, hit, key = load_or_simulate(cache_dir, f, "test")
+        info["test_cache"] = {"hit": hit, "key": key}
+    elif f["kind"] == "npz":
+        if need_train:
+            if not f["train_path"]:
+                raise ConfigError("data.train_path=None is invalid: data=npz needs data.train_path=/path/to/file.npz")
+            train_scan = _load_npz_scan(f["train_path"], f["N"], "data.train_path")
+        if not f["test_path"]:
+            raise ConfigError("data.test_path=None is invalid: data=npz needs data.test_path=/path/to/file.npz")
+        test_scan = _load_npz_scan(f["test_path"], f["N"], "data.test_path")
+    else:
+        raise ConfigError(f"data.kind={f['kind']!r} is invalid: choose simulate or npz")
+
+    train = None
+    spatially_local = False
+    if train_scan is not None:
+        groups = training_groups(train_scan, f["n_train"], g, k, seed)
+        train = make_samples(train_scan, groups)
+        summary = scan_summary(train_scan.positions, train_scan.N, subset=groups,
+                               beam_diameter=probe_diameter(train_scan.probe))
+        spatially_local = spatially_local or summary["spatially_local"]
+        info["train"] = {"n_positions": train_scan.n_positions, "n_samples": train.n,
+                         "photons": _photon_stats(train_scan), "scan": summary}
+    groups = heldout_groups(test_scan, f["n_test"], g, k, f["test_seed"])
+    test = make_samples(test_scan, groups)
+    summary = scan_summary(test_scan.positions, test_scan.N, subset=groups,
+                           beam_diameter=probe_diameter(test_scan.probe))
+    spatially_local = spatially_local or summary["spatially_local"]
+    info["test"] = {"n_positions": test_scan.n_positions, "n_samples": test.n,
+                    "photons": _photon_stats(test_scan), "scan": summary}
+    info["spatially_local"] = bool(spatially_local)
+    info["has_ground_truth"] = bool(test_scan.patches is not None or test_scan.object is not None)
+    return Datasets(train=train, test=test, train_scan=train_scan, test_scan=test_scan, info=info)

@@ -1,0 +1,313 @@
+"""The NPZ data contract (SPEC §4), PtychoPINN-compatible.
+
+Required keys
+    ``xcoords``, ``ycoords``: (M,) real, patch centres in object px;
+    ``diffraction`` (or legacy ``diff3d``): (M, N, N) real, non-negative **amplitude**;
+    ``probeGuess``: (N, N) real or complex.
+Optional keys
+    ``objectGuess``: (H, W) ground truth / reference object; ``Y``: (M, N, N) ground-truth patches;
+    ``meta_json``: a JSON string (written by :func:`save_contract_npz`). Other keys are ignored.
+
+Files are read with ``allow_pickle=False``. Any breach raises :class:`DataContractError` (or
+:class:`DataPathError` for a bad path) with one message naming the file, the key, what was expected,
+what was found and the fix. Data are converted to float32 amplitude / complex64 / float64 positions.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import warnings
+import zipfile
+from typing import Optional
+
+import numpy as np
+
+from ptycho_exp.data.container import ScanData
+from ptycho_exp.physics.forward import normalisation_factor, pattern_energy
+
+logger = logging.getLogger("ptycho_exp.data")
+
+DIFFRACTION_KEYS = ("diffraction", "diff3d")
+REQUIRED_KEYS = ("xcoords", "ycoords", "probeGuess")
+PEAK_FRACTION_LIMIT = 0.4  # amplitude data that respects oversampling keeps < ~0.25 in its brightest pixel
+_SAMPLE_VALUES = 2_000_000
+
+
+class DataContractError(ValueError):
+    """An NPZ file breaks the data contract; the message names the file, key, expectation and fix."""
+
+    def __init__(self, message: str, path: Optional[str] = None, key: Optional[str] = None):
+        super().__init__(message)
+        self.path = path
+        self.key = key
+
+
+class DataPathError(DataContractError):
+    """A data path is missing, a directory or unreadable; the message names the path."""
+
+
+def _fail(path: str, key: Optional[str], problem: str, fix: str) -> DataContractError:
+    where = f"{path}: key '{key}'" if key else f"{path}:"
+    return DataContractError(f"{where} {problem}. Fix: {fix}", path=path, key=key)
+
+
+def _check_path(path: str) -> None:
+    if not os.path.exists(path):
+        raise DataPathError(f"data file {path!r} does not exist. Fix: check the path "
+                            "(data.train_path / data.test_path) and that the file was copied", path=path)
+    if os.path.isdir(path):
+        raise DataPathError(f"data path {path!r} is a directory, not an NPZ file. Fix: point to the .npz file "
+                            "inside it", path=path)
+    if not os.access(path, os.R_OK):
+        raise DataPathError(f"data file {path!r} is not readable (permission denied). Fix: chmod +r it or "
+                            "copy it somewhere readable", path=path)
+
+
+def _read_key(archive, path: str, key: str) -> np.ndarray:
+    try:
+        return archive[key]
+    except ValueError as exc:
+        if "pickle" in str(exc).lower() or "object" in str(exc).lower():
+            raise _fail(path, key, "holds a Python-object array (dtype=object); this file needs pickle, which "
+                        "is never used", "re-save it with plain numeric arrays, e.g. "
+                        f"np.savez(..., {key}=np.asarray(x, dtype=np.float32))") from exc
+        raise _fail(path, key, f"cannot be read ({exc})", "re-save the file with numpy.savez") from exc
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise _fail(path, key, f"is corrupt or truncated ({type(exc).__name__}: {exc})",
+                    "re-copy or re-save the file") from exc
+
+
+def _check_numeric(path: str, key: str, arr: np.ndarray, allow_complex: bool) -> None:
+    kind = arr.dtype.kind
+    allowed = "iuf" + ("c" if allow_complex else "")
+    if kind == "O":
+        raise _fail(path, key, "holds a Python-object array (dtype=object); this file needs pickle",
+                    "re-save it with plain numeric arrays")
+    if kind not in allowed:
+        what = "real or complex numbers" if allow_complex else "real numbers"
+        raise _fail(path, key, f"has dtype {arr.dtype}: expected {what}",
+                    "store it as float32" + (" or complex64" if allow_complex else ""))
+
+
+def _check_finite(path: str, key: str, arr: np.ndarray) -> None:
+    if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
+        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        raise _fail(path, key, f"contains {bad} NaN/Inf values", "remove or repair those entries before saving")
+
+
+def _check_not_empty(path: str, key: str, arr: np.ndarray) -> None:
+    if arr.size == 0:
+        raise _fail(path, key, f"is empty (shape {arr.shape})", "save the actual data")
+
+
+def intensity_suspicion(diffraction: np.ndarray) -> Optional[str]:
+    """Why ``diffraction`` looks like intensity rather than amplitude, or None.
+
+    Three signs, any of which is reported:
+
+    - whole numbers only (photon counts; an amplitude ``sqrt(counts)`` is mostly non-integer);
+    - photon-count quanta: the smallest distinct positive values stand 1 : 2 : 3 (intensity) rather
+      than 1 : sqrt 2 : sqrt 3 (amplitude);
+    - after normalising the mean pattern energy to (N/2)², the brightest pixel of a typical pattern
+      holds more than ``PEAK_FRACTION_LIMIT`` of its energy (amplitude data that respects the
+      oversampling condition keeps well under that; squaring concentrates it).
+    """
+    x = np.asarray(diffraction)
+    if x.size == 0:
+        return None
+    flat = x.reshape(-1)
+    sample = flat if flat.size <= _SAMPLE_VALUES else flat[:: flat.size // _SAMPLE_VALUES + 1]
+    sample = sample[np.isfinite(sample)] if sample.dtype.kind == "f" else sample
+    peak = float(np.max(sample)) if sample.size else 0.0
+    if peak > 1 and (x.dtype.kind in "iu" or np.all(np.mod(sample, 1) == 0)):
+        return f"all values are whole numbers up to {peak:g} (photon counts?)"
+    levels = np.unique(sample[sample > 0])[:3].astype(np.float64)
+    if levels.size == 3 and np.allclose(levels / levels[0], [1.0, 2.0, 3.0], rtol=2e-3):
+        return "its smallest values stand 1:2:3 (photon-count quanta of intensity, amplitude gives 1:1.41:1.73)"
+    energy = pattern_energy(x.reshape((-1,) + x.shape[-2:]))
+    has_signal = energy > 0
+    if np.any(has_signal):
+        peaks = np.max(x.reshape(x.shape[0], -1), axis=1).astype(np.float64)[has_signal]
+        fraction = float(np.median(peaks ** 2 / energy[has_signal]))
+        if fraction > PEAK_FRACTION_LIMIT:
+            return (f"its brightest pixel holds {fraction:.0%} of a typical pattern's energy "
+                    f"(amplitude data keeps < {PEAK_FRACTION_LIMIT:.0%})")
+    return None
+
+
+def _warn_intensity(path: str, key: str, reason: str) -> None:
+    message = (f"{path}: '{key}' looks like intensity, not amplitude: {reason}; take the square root "
+               f"(np.sqrt({key})) before saving if it is intensity")
+    logger.warning(message)
+    warnings.warn(message, UserWarning, stacklevel=3)
+
+
+def _open_archive(path: str):
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except PermissionError as exc:
+        raise DataPathError(f"data file {path!r} is not readable ({exc}). Fix: chmod +r it", path=path) from exc
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
+        raise _fail(path, None, f"is not a readable NPZ archive (truncated, or not a zip file: "
+                    f"{type(exc).__name__}: {exc})", "re-copy the file, or re-save it with numpy.savez") from exc
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise _fail(path, None, "is a single .npy array, not an NPZ archive with named keys",
+                    "save with np.savez(path, xcoords=..., ycoords=..., diffraction=..., probeGuess=...)")
+    return archive
+
+
+def load_contract_npz(path, check_intensity: bool = True) -> ScanData:
+    """Load and validate a contract NPZ file.
+
+    Parameters
+    ----------
+    path : path to the ``.npz`` file
+    check_intensity : warn (``logging`` and ``warnings``) when the data looks like intensity
+
+    Returns
+    -------
+    ScanData with ``diffraction`` float32 (M, N, N), ``positions`` = stack(ycoords, xcoords) float64,
+    ``probe`` complex64, ``object``/``patches`` complex64 when ``objectGuess``/``Y`` are present, and
+    ``meta`` holding ``source``, ``diffraction_key`` and ``normalisation_factor`` (plus ``meta_json``).
+
+    Raises
+    ------
+    DataPathError
+        The path is missing, a directory or unreadable.
+    DataContractError
+        Any breach of the contract (one message naming the key and the fix).
+    """
+    path = os.fspath(path)
+    _check_path(path)
+    with _open_archive(path) as archive:
+        keys = set(archive.files)
+        diff_key = next((k for k in DIFFRACTION_KEYS if k in keys), None)
+        missing = [k for k in REQUIRED_KEYS if k not in keys] + ([] if diff_key else ["diffraction"])
+        if missing:
+            raise _fail(path, missing[0], f"is missing (required keys {', '.join(missing)} not found; the file "
+                        f"has {sorted(keys)})",
+                        "save xcoords (M,), ycoords (M,), diffraction (M, N, N) amplitude and probeGuess (N, N)")
+        arrays = {k: _read_key(archive, path, k) for k in (diff_key,) + REQUIRED_KEYS}
+        for optional in ("objectGuess", "Y", "meta_json"):
+            if optional in keys:
+                arrays[optional] = _read_key(archive, path, optional)
+
+    diff = arrays[diff_key]
+    _check_numeric(path, diff_key, diff, allow_complex=False)
+    if diff.ndim != 3:
+        raise _fail(path, diff_key, f"has shape {diff.shape} (ndim {diff.ndim}): expected (M, N, N)",
+                    "stack the patterns into one (M, N, N) array (add a leading axis for a single pattern)")
+    _check_not_empty(path, diff_key, diff)
+    m, n = diff.shape[0], diff.shape[-1]
+    if diff.shape[1] != diff.shape[2]:
+        raise _fail(path, diff_key, f"has non-square patterns {diff.shape[1:]}: expected (M, N, N)",
+                    "crop the patterns to a square N×N around the zero frequency")
+    _check_finite(path, diff_key, diff)
+    if diff.dtype.kind == "i" and np.min(diff) < 0 or diff.dtype.kind == "f" and float(np.min(diff)) < 0:
+        raise _fail(path, diff_key, f"has negative values (min {float(np.min(diff)):g}): an amplitude is >= 0",
+                    "clip background-subtracted data at 0 (np.clip(x, 0, None)) and store sqrt(intensity)")
+
+    coords = {}
+    for key in ("xcoords", "ycoords"):
+        arr = arrays[key]
+        _check_numeric(path, key, arr, allow_complex=False)
+        if arr.ndim != 1 or arr.shape[0] != m:
+            raise _fail(path, key, f"has shape {arr.shape}: expected ({m},), one coordinate per pattern of "
+                        f"'{diff_key}' {diff.shape}", f"save {key} as a 1-D array of length {m}")
+        _check_finite(path, key, arr)
+        coords[key] = arr.astype(np.float64)
+
+    probe = arrays["probeGuess"]
+    _check_numeric(path, "probeGuess", probe, allow_complex=True)
+    if probe.shape != (n, n):
+        raise _fail(path, "probeGuess", f"has shape {probe.shape}: expected ({n}, {n}) to match the "
+                    f"{n}×{n} patterns of '{diff_key}'", f"save a ({n}, {n}) probe")
+    _check_finite(path, "probeGuess", probe)
+
+    obj = None
+    if "objectGuess" in arrays:
+        obj = arrays["objectGuess"]
+        _check_numeric(path, "objectGuess", obj, allow_complex=True)
+        if obj.ndim != 2:
+            raise _fail(path, "objectGuess", f"has shape {obj.shape}: expected a 2-D (H, W) object",
+                        "save the object as one 2-D complex array (or leave objectGuess out)")
+        _check_not_empty(path, "objectGuess", obj)
+        _check_finite(path, "objectGuess", obj)
+        obj = obj.astype(np.complex64)
+
+    patches = None
+    if "Y" in arrays:
+        patches = arrays["Y"]
+        _check_numeric(path, "Y", patches, allow_complex=True)
+        if patches.ndim == 4 and patches.shape[-1] == 1:  # PtychoPINN sometimes keeps a channel axis
+            patches = patches[..., 0]
+        if patches.shape != (m, n, n):
+            raise _fail(path, "Y", f"has shape {patches.shape}: expected ({m}, {n}, {n}) ground-truth patches",
+                        "save one N×N complex patch per pattern (or leave Y out)")
+        _check_finite(path, "Y", patches)
+        patches = patches.astype(np.complex64)
+
+    meta: dict = {}
+    if "meta_json" in arrays:
+        try:
+            meta.update(json.loads(str(arrays["meta_json"])))
+        except (json.JSONDecodeError, TypeError):
+            logger.warning("%s: 'meta_json' is not valid JSON; ignored", path)
+    meta.update({"source": path, "diffraction_key": diff_key})
+    diffraction = diff.astype(np.float32)
+    if np.any(pattern_energy(diff) > 0):
+        meta["normalisation_factor"] = normalisation_factor(diff, n)
+    if check_intensity:
+        reason = intensity_suspicion(diff)
+        if reason:
+            _warn_intensity(path, diff_key, reason)
+    positions = np.stack([coords["ycoords"], coords["xcoords"]], axis=1)
+    return ScanData(diffraction=diffraction, positions=positions, probe=probe.astype(np.complex64),
+                    object=obj, patches=patches, meta=meta)
+
+
+def _json_safe(meta: dict) -> str:
+    return json.dumps(meta, sort_keys=True, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v))
+
+
+def save_contract_npz(path, scan: ScanData) -> str:
+    """Write ``scan`` as a contract NPZ, atomically (temp file in the same folder + ``os.replace``).
+
+    Writes ``xcoords``, ``ycoords`` (float64), ``diffraction`` (float32), ``probeGuess`` (complex64),
+    plus ``objectGuess`` and ``Y`` (complex64) when present and ``meta_json`` when ``scan.meta`` is set.
+
+    Returns
+    -------
+    The path written.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    positions = np.asarray(scan.positions, dtype=np.float64)
+    arrays = {
+        "xcoords": positions[:, 1].copy(),
+        "ycoords": positions[:, 0].copy(),
+        "diffraction": np.asarray(scan.diffraction, dtype=np.float32),
+        "probeGuess": np.asarray(scan.probe, dtype=np.complex64),
+    }
+    if scan.object is not None:
+        arrays["objectGuess"] = np.asarray(scan.object, dtype=np.complex64)
+    if scan.patches is not None:
+        arrays["Y"] = np.asarray(scan.patches, dtype=np.complex64)
+    if scan.meta:
+        arrays["meta_json"] = np.asarray(_json_safe(scan.meta))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a data file should be as readable as any other
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path

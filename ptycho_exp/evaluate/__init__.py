@@ -1,0 +1,20 @@
+"""Evaluation: stitching, registration, metrics, FRC and figures (SPEC §6).
+
+Pure numpy/scipy/scikit-image; no TensorFlow. Figures import matplotlib lazily.
+"""
+
+from .metrics import compute_metrics
+from .pipeline import EvalResult, evaluate_object, evaluate_reconstruction, write_frc_csv
+from .stitch import Stitched, crop_to_scanned_box, default_crop, stitch_patches
+
+__all__ = [
+    "EvalResult",
+    "Stitched",
+    "compute_metrics",
+    "crop_to_scanned_box",
+    "default_crop",
+    "evaluate_object",
+    "evaluate_reconstruction",
+    "stitch_patches",
+    "write_frc_csv",
+]

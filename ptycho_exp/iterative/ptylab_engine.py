@@ -1,0 +1,210 @@
+"""PtyLab (CPU) ePIE / mPIE on in-memory arrays.
+
+Imports numpy and the standard library at module level only; PtyLab is imported inside
+:func:`reconstruct_ptylab`.  See ``shared/reference/ptylab.md`` for the recipe.
+
+Coordinate mapping (verified by ``tests/test_iterative.py``)
+-----------------------------------------------------------
+PtyLab works in metres: ``encoder = (positions - c) * dxo`` with ``c = round(mean(positions))`` (integer,
+so the encoder is centred on 0 as PtyLab requires) and converts back to the top-left pixel of each patch
+with ``round(encoder / dxo) + No//2 - Np//2`` in an ``No × No`` object.  Our patch top-left is
+``p - N/2``, so object index ``r`` is scan coordinate ``r + c - No//2 + (Np//2 - N/2)``: that is the
+returned ``origin`` (exact for integer positions; sub-pixel positions are rounded by PtyLab).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+__all__ = ["DEFAULTS", "forward_intensity", "normalised_data_error", "reconstruct_ptylab"]
+
+DEFAULTS: dict[str, Any] = {
+    "algorithm": "ePIE",  # ePIE | mPIE
+    "iterations": 100,
+    "betaObject": 0.25,
+    "betaProbe": 0.25,
+    "probe_refine": True,
+    "seed": 0,
+    "position_order": "random",  # random | sequential
+    # None: rescale the initial probe to the data power only when no probe guess is given
+    "probe_power_correction": None,
+    "fftshift_switch": True,
+    "verbose": False,
+}
+
+# Geometry: any consistent values; only dxo = wavelength*zo/(Nd*dxd) matters (Fraunhofer).
+_WAVELENGTH = 632.8e-9
+_ZO = 5e-2
+_DXO = 1e-5
+
+
+def forward_intensity(obj: np.ndarray, probe: np.ndarray, top_left: np.ndarray) -> np.ndarray:
+    """|FFT2_unitary(P · O[patch])|², zero frequency centred, for integer top-left corners (M, 2)."""
+    n = probe.shape[-1]
+    tl = np.asarray(top_left, dtype=np.int64)
+    patches = np.stack([obj[r : r + n, c : c + n] for r, c in tl])
+    far = np.fft.fft2(patches * probe[None], norm="ortho")
+    return np.fft.fftshift(np.abs(far) ** 2, axes=(-2, -1))
+
+
+def normalised_data_error(measured_intensity: np.ndarray, estimated_intensity: np.ndarray) -> float:
+    """PtyLab's data error: Σ_j Σ|I_meas - I_est| / Σ I_meas,j (summed over positions j)."""
+    num = np.sum(np.abs(measured_intensity - estimated_intensity), axis=(-2, -1))
+    den = np.sum(measured_intensity, axis=(-2, -1)) + 1e-20
+    return float(np.sum(num / den))
+
+
+def _settings(settings: dict[str, Any]) -> dict[str, Any]:
+    s = dict(DEFAULTS)
+    s.update({k: v for k, v in settings.items() if v is not None or k == "probe_power_correction"})
+    algo = str(s["algorithm"])
+    lookup = {"epie": "ePIE", "mpie": "mPIE"}
+    if algo.lower() not in lookup:
+        raise ValueError(f"ptylab algorithm must be 'ePIE' or 'mPIE', got {algo!r}")
+    s["algorithm"] = lookup[algo.lower()]
+    s["iterations"] = int(s["iterations"])
+    if s["iterations"] < 1:
+        raise ValueError(f"iterations must be >= 1, got {s['iterations']}")
+    if s["position_order"] not in ("random", "sequential"):
+        raise ValueError(f"position_order must be 'random' or 'sequential', got {s['position_order']!r}")
+    return s
+
+
+def reconstruct_ptylab(
+    diffraction: np.ndarray,
+    positions: np.ndarray,
+    probe: np.ndarray | None,
+    settings: dict[str, Any],
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float], np.ndarray, dict[str, Any]]:
+    """Run PtyLab ePIE/mPIE on contract data.
+
+    Parameters
+    ----------
+    diffraction : (M, N, N) amplitude, zero frequency centred (SPEC §1).
+    positions : (M, 2) float (row, col) patch centres in object pixels.
+    probe : (N, N) complex initial probe, or None for PtyLab's circular pupil.
+    settings : see :data:`DEFAULTS` (``algorithm``, ``iterations``, ``betaObject``, ``betaProbe``,
+        ``probe_refine``, ``seed``, ``position_order``, ``probe_power_correction``; mPIE also takes
+        ``alphaObject``, ``alphaProbe``, ``feedbackM``, ``frictionM``).
+
+    Returns
+    -------
+    object (H, W) complex64, probe (N, N) complex64, origin (row0, col0), data_error (iterations,)
+    float64 (PtyLab's per-iteration error), metadata dict.
+    """
+    s = _settings(settings)
+    amp = np.asarray(diffraction, dtype=np.float64)
+    if amp.ndim != 3 or amp.shape[1] != amp.shape[2]:
+        raise ValueError(f"diffraction must be (M, N, N), got {amp.shape}")
+    m, n = amp.shape[0], amp.shape[-1]
+    pos = np.asarray(positions, dtype=np.float64)
+    if pos.shape != (m, 2):
+        raise ValueError(f"positions must be ({m}, 2), got {pos.shape}")
+    if probe is not None and np.shape(probe) != (n, n):
+        raise ValueError(f"probe must be ({n}, {n}), got {np.shape(probe)}")
+
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    sink: Any = sys.stderr if s["verbose"] else io.StringIO()
+    rng_state = np.random.get_state()
+    np.random.seed(int(s["seed"]) % (2**32))
+    try:
+        with contextlib.redirect_stdout(sink):
+            import PtyLab
+            from PtyLab import Engines
+            from PtyLab.ExperimentalData.ExperimentalData import ExperimentalData
+            from PtyLab.Monitor.Monitor import DummyMonitor
+            from PtyLab.Params.Params import Params
+            from PtyLab.Reconstruction.Reconstruction import Reconstruction
+
+            intensity = (amp * amp).astype(np.float32)
+            centre = np.round(pos.mean(axis=0))
+            exp = ExperimentalData("test:nodata", "CPM")
+            exp.ptychogram = intensity
+            exp.wavelength = _WAVELENGTH
+            exp.zo = _ZO
+            exp.dxd = _WAVELENGTH * _ZO / (n * _DXO)
+            exp.encoder = (pos - centre) * _DXO
+            exp.entrancePupilDiameter = None
+            exp._setData()
+
+            params = Params()
+            params.gpuSwitch = False
+            params.propagatorType = "Fraunhofer"
+            params.positionOrder = s["position_order"]
+            params.fftshiftSwitch = bool(s["fftshift_switch"])
+            ppc = s["probe_power_correction"]
+            params.probePowerCorrectionSwitch = bool(probe is None if ppc is None else ppc)
+
+            rec = Reconstruction(exp, params)
+            rec.initializeObjectProbe()
+            if probe is not None:
+                p = np.asarray(probe, dtype=np.complex64).reshape(rec.probe.shape[:-2] + (n, n))
+                rec.initialGuessProbe = p.copy()
+                rec.probe = p.copy()
+
+            monitor = DummyMonitor()
+            engine_cls = getattr(Engines, s["algorithm"])
+            engine = engine_cls(rec, exp, params, monitor)
+            engine.numIterations = s["iterations"]
+            engine.betaObject = float(s["betaObject"])
+            engine.betaProbe = float(s["betaProbe"]) if s["probe_refine"] else 0.0
+            if s["algorithm"] == "mPIE":
+                for key in ("alphaObject", "alphaProbe", "feedbackM", "frictionM"):
+                    if key in settings and settings[key] is not None:
+                        setattr(engine, key, float(settings[key]))
+
+            t0 = time.perf_counter()
+            engine.reconstruct()
+            seconds = time.perf_counter() - t0
+    finally:
+        np.random.set_state(rng_state)
+
+    obj = np.asarray(rec.object).reshape(-1, rec.No, rec.No)[0].astype(np.complex64)
+    prb = np.asarray(rec.probe).reshape(-1, n, n)[0].astype(np.complex64)
+    top_left = np.asarray(rec.positions, dtype=np.int64)
+    origin_arr = centre - rec.No // 2 + (rec.Np // 2 - n / 2.0)
+    # Sanity: our top-left (p - N/2) minus PtyLab's top-left must equal the origin up to rounding.
+    resid = np.abs(pos - n / 2.0 - top_left - origin_arr)
+    if resid.max() > 0.5 + 1e-6:
+        raise RuntimeError(f"PtyLab position mapping changed (residual {resid.max():.3f} px); fix origin")
+
+    data_error = np.asarray(rec.error, dtype=np.float64).reshape(-1)
+    final_error = normalised_data_error(intensity.astype(np.float64), forward_intensity(obj, prb, top_left))
+    version = getattr(PtyLab, "__version__", None)
+    if version is None:
+        try:
+            from importlib.metadata import version as _v
+
+            version = _v("ptylab")
+        except Exception:  # noqa: BLE001  # pragma: no cover - metadata missing
+            version = "unknown"
+    meta = {
+        "engine": "ptylab",
+        "version": str(version),
+        "algorithm": s["algorithm"],
+        "iterations": int(s["iterations"]),
+        "seconds": float(seconds),
+        "iterations_per_second": float(s["iterations"] / max(seconds, 1e-12)),
+        "n_positions": int(m),
+        "probe_refine": bool(s["probe_refine"]),
+        "betaObject": float(s["betaObject"]),
+        "betaProbe": float(s["betaProbe"]),
+        "seed": int(s["seed"]),
+        "position_order": s["position_order"],
+        "probe_power_correction": bool(params.probePowerCorrectionSwitch),
+        "initial_probe": "guess" if probe is not None else "circ",
+        "object_shape": list(obj.shape),
+        # data error of the returned object/probe, same metric as data_error (PtyLab's error is
+        # accumulated during the sweep; this one is evaluated after it)
+        "final_data_error": final_error,
+        "data_error_metric": "sum_j sum|I_meas-I_est| / sum I_meas,j (PtyLab)",
+    }
+    return obj, prb, (float(origin_arr[0]), float(origin_arr[1])), data_error, meta

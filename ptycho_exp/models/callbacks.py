@@ -1,0 +1,113 @@
+"""Training callbacks and file outputs: per-epoch log line, history.csv, loss.png (atomic writes)."""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import time
+from pathlib import Path
+
+import keras
+
+from ._io import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+
+def history_csv_text(history: dict[str, list]) -> str:
+    """``history`` (key -> per-epoch values) as CSV text with a leading 1-based ``epoch`` column."""
+    keys = list(history)
+    n = max((len(v) for v in history.values()), default=0)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["epoch", *keys])
+    for i in range(n):
+        writer.writerow([i + 1, *(history[k][i] if i < len(history[k]) else "" for k in keys)])
+    return buf.getvalue()
+
+
+def plot_history(history: dict[str, list], path: Path, title: str = "") -> None:
+    """Save loss / val_loss (and the learning rate, when logged) per epoch as a PNG (Agg, atomic)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    has_lr = bool(history.get("learning_rate"))
+    fig = Figure(figsize=(9 if has_lr else 5.5, 3.6))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2 if has_lr else 1, squeeze=False)[0]
+    ax = axes[0]
+    values = []
+    for key in ("loss", "val_loss"):
+        ys = [float(v) for v in history.get(key, [])]
+        if ys:
+            ax.plot(range(1, len(ys) + 1), ys, marker="o", ms=3, label=key)
+            values += ys
+    finite = [v for v in values if math.isfinite(v)]
+    if finite and min(finite) > 0:
+        ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title(title or "training loss")
+    ax.legend()
+    if has_lr:
+        lr = [float(v) for v in history["learning_rate"]]
+        axes[1].plot(range(1, len(lr) + 1), lr, color="tab:green")
+        axes[1].set_yscale("log")
+        axes[1].set_xlabel("epoch")
+        axes[1].set_ylabel("learning rate")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+class HistoryRecorder(keras.callbacks.Callback):
+    """Collect every epoch's logs (plus the learning rate) and rewrite ``history.csv`` atomically.
+
+    Parameters
+    ----------
+    csv_path : Path or None
+        Where to write the CSV after every epoch (None: keep in memory only).
+    """
+
+    def __init__(self, csv_path: Path | None):
+        super().__init__()
+        self.csv_path = csv_path
+        self.history: dict[str, list] = {}
+        self.epoch_seconds: list[float] = []
+        self._t0 = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        if "learning_rate" not in logs:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        self.epoch_seconds.append(time.perf_counter() - self._t0)
+        logs["epoch_seconds"] = self.epoch_seconds[-1]
+        n_before = len(self.epoch_seconds) - 1
+        for key, value in logs.items():
+            self.history.setdefault(key, [float("nan")] * n_before).append(float(value))
+        if self.csv_path is not None:
+            atomic_write_bytes(self.csv_path, history_csv_text(self.history).encode())
+
+
+class EpochLogger(keras.callbacks.Callback):
+    """One ``logging`` line per epoch (used instead of the progress bar when output is not a terminal)."""
+
+    def __init__(self, epochs: int, name: str = "fit"):
+        super().__init__()
+        self.epochs = epochs
+        self.name = name
+        self._t0 = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        parts = " ".join(f"{k}={v:.4g}" for k, v in logs.items() if isinstance(v, (int, float)))
+        log.info("%s epoch %d/%d %s (%.1f s)", self.name, epoch + 1, self.epochs, parts,
+                 time.perf_counter() - self._t0)

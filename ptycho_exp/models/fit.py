@@ -1,0 +1,366 @@
+"""Train a network (PINN or baseline), predict object patches, save and load models.
+
+TensorFlow is imported inside the functions, so importing this module is cheap and the TF thread
+counts can still be set by :func:`fit_network` before any TF op runs.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from ._io import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.keras"
+META_FILE = "norm.json"
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit_network` returns.
+
+    ``model`` is the inference model (normalised diffraction -> complex patches); ``history``
+    maps each logged key (loss, val_loss, terms, learning_rate, epoch_seconds) to per-epoch
+    values; ``final_losses`` holds the last epoch's values plus ``best_epoch`` / ``best_val_loss``
+    (the weights are those of the best epoch); ``train_patterns_per_s`` counts diffraction
+    patterns (samples x C) per second of ``train_seconds`` (wall time of ``fit``, validation and
+    the first epoch's tracing included).
+    """
+
+    model: Any
+    norm_factor: float
+    history: dict[str, list] = field(default_factory=dict)
+    train_seconds: float = 0.0
+    n_params: int = 0
+    final_losses: dict = field(default_factory=dict)
+    epochs_run: int = 0
+    train_patterns_per_s: float = 0.0
+
+
+def compute_norm_factor(diffraction: np.ndarray) -> float:
+    """``f`` such that the mean per-pattern ``sum (f X)**2`` is ``(N/2)**2`` (float64 sums).
+
+    Parameters
+    ----------
+    diffraction : np.ndarray
+        Amplitudes (n, N, N, C) (or (n, N, N)); every (sample, channel) is one pattern.
+    """
+    x = np.asarray(diffraction)
+    if x.ndim == 3:
+        x = x[..., None]
+    n_px = x.shape[1]
+    per_pattern = np.sum(np.square(x, dtype=np.float64), axis=(1, 2))
+    mean = float(np.mean(per_pattern))
+    if not mean > 0 or not math.isfinite(mean):
+        raise ValueError(f"cannot normalise diffraction: mean total intensity per pattern is {mean}")
+    return math.sqrt((n_px / 2) ** 2 / mean)
+
+
+def configure_threads(threads: tuple[int, int]) -> None:
+    """Set TF (intra_op, inter_op) thread counts (0: leave TF's default); call before any TF op."""
+    import tensorflow as tf
+
+    intra, inter = (int(t) for t in threads)
+    for value, setter, getter in (
+        (intra, tf.config.threading.set_intra_op_parallelism_threads,
+         tf.config.threading.get_intra_op_parallelism_threads),
+        (inter, tf.config.threading.set_inter_op_parallelism_threads,
+         tf.config.threading.get_inter_op_parallelism_threads),
+    ):
+        if value <= 0 or getter() == value:
+            continue
+        try:
+            setter(value)
+        except RuntimeError as err:  # TF already initialised in this process
+            log.warning("could not set TF threads to %d (%s); keeping %d", value, err, getter())
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """Seed python, numpy, TF and Keras; enable TF op determinism when asked."""
+    import random
+
+    import keras
+    import tensorflow as tf
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    tf.random.set_seed(seed)
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def _quiet_auto() -> bool:
+    """True when the output is not an interactive terminal, under SLURM, or in a Hydra multirun."""
+    if not (hasattr(sys.stdout, "isatty") and sys.stdout.isatty()):
+        return True
+    if os.environ.get("SLURM_JOB_ID"):
+        return True
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    except Exception:  # hydra absent or not configured
+        return False
+
+
+def resolve_verbose(mode: str) -> int:
+    """``train.verbose`` (auto|quiet|progress) -> Keras ``verbose`` (0 quiet, 1 progress bar)."""
+    if mode == "progress":
+        return 1
+    if mode == "quiet":
+        return 0
+    return 0 if _quiet_auto() else 1
+
+
+def _split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random train / validation indices; both non-empty."""
+    if n < 2:
+        raise ValueError(f"need at least 2 samples to keep a validation split, got {n}")
+    n_val = min(n - 1, max(1, int(round(n * val_fraction))))
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def _datasets(x: dict, y: Any, train_idx, val_idx, batch_size: int, seed: int):
+    """tf.data pipelines (shuffled training, ordered validation); ``y``: None, an array or a tuple."""
+    import tensorflow as tf
+
+    def make(idx, shuffle: bool):
+        xs = {k: v[idx] for k, v in x.items()}
+        if y is None:
+            elems = (xs,)
+        else:
+            elems = (xs, tuple(t[idx] for t in y) if isinstance(y, tuple) else y[idx])
+        ds = tf.data.Dataset.from_tensor_slices(elems)
+        if shuffle:
+            ds = ds.shuffle(len(idx), seed=seed, reshuffle_each_iteration=True)
+        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+    return make(train_idx, True), make(val_idx, False)
+
+
+def _build(model_cfg, N: int, gridsize: int, probe, nphotons: float, dtype: str):
+    if model_cfg.name == "pinn":
+        from .pinn import build_pinn
+
+        return build_pinn(model_cfg, N, gridsize, probe, nphotons, dtype=dtype)
+    if model_cfg.name == "baseline":
+        from .baseline import build_baseline
+
+        return build_baseline(model_cfg, N, gridsize, dtype=dtype)
+    raise ValueError(f"model.name={model_cfg.name!r} is not a network model (pinn or baseline)")
+
+
+def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray, nphotons: float,
+                out_dir: Path, seed: int, threads: tuple[int, int] = (0, 0)) -> FitResult:
+    """Train the PINN or the baseline on ``samples`` and write its outputs to ``out_dir``.
+
+    Parameters
+    ----------
+    model_cfg : ModelConfig-like
+        ``name`` (pinn | baseline) and the architecture / loss knobs.
+    train_cfg : TrainConfig-like
+        Optimiser, schedule, early stopping, validation split, precision, output options.
+    samples : Samples
+        Training samples (diffraction (n,N,N,C) amplitude as stored; offsets; for the baseline
+        ``patches``). A random ``val_fraction`` of them is held out for validation.
+    probe : np.ndarray
+        (N, N) complex probe (PINN only).
+    nphotons : float
+        Mean counts per pattern (PINN's intensity scale).
+    out_dir : Path
+        Gets ``history.csv``, ``loss.png``, ``tensorboard/`` (if enabled) and ``model/``
+        (``model.keras`` + ``norm.json``, if ``save_model``).
+    seed : int
+        Seeds initialisation, the split and shuffling.
+    threads : tuple[int, int]
+        TF (intra_op, inter_op) threads; 0 keeps TF's default.
+
+    Returns
+    -------
+    FitResult
+    """
+    configure_threads(threads)
+    import keras
+
+    from .callbacks import EpochLogger, HistoryRecorder, plot_history
+
+    name = model_cfg.name
+    if name == "baseline" and samples.patches is None:
+        raise ValueError("model=baseline needs ground-truth patches (objectGuess or Y in the data) "
+                         "to train on; use model=pinn for data without a ground truth")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(seed, bool(train_cfg.deterministic))
+
+    diffraction = np.asarray(samples.diffraction)
+    n, N, C = diffraction.shape[0], diffraction.shape[1], diffraction.shape[-1]
+    gridsize = int(round(math.sqrt(C)))
+    if gridsize ** 2 != C:
+        raise ValueError(f"samples have {C} channels; expected gridsize**2")
+    norm = compute_norm_factor(diffraction)
+    x = {"diffraction": (diffraction.astype(np.float64) * norm).astype(np.float32)}
+    if C > 1:
+        x["offsets"] = np.asarray(samples.offsets, np.float32)
+    y = None
+    realspace = float(getattr(model_cfg, "realspace_weight", 0.0) or 0.0)
+    if name == "baseline":
+        from .baseline import split_targets
+
+        y = split_targets(np.asarray(samples.patches))
+    elif realspace > 0:
+        if samples.patches is None:
+            log.warning("model.realspace_weight=%g ignored: the data has no ground-truth patches", realspace)
+        else:
+            y = np.abs(np.asarray(samples.patches)).astype(np.float32)
+    train_idx, val_idx = _split(n, float(train_cfg.val_fraction), seed)
+    ds_train, ds_val = _datasets(x, y, train_idx, val_idx, int(train_cfg.batch_size), seed)
+
+    mixed = train_cfg.precision == "mixed"
+    model = _build(model_cfg, N, gridsize, probe, nphotons, "mixed_float16" if mixed else "float32")
+    if name == "pinn":
+        model.norm_factor = norm
+    optimizer = keras.optimizers.Adam(learning_rate=float(train_cfg.learning_rate))
+    if mixed:
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    model.compile(optimizer=optimizer, jit_compile=bool(train_cfg.jit_compile))
+
+    verbose = resolve_verbose(str(train_cfg.verbose))
+    recorder = HistoryRecorder(out_dir / "history.csv")
+    callbacks = [
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=float(train_cfg.lr_factor),
+                                          patience=int(train_cfg.lr_patience), min_lr=float(train_cfg.min_lr)),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(train_cfg.early_stopping_patience),
+                                      restore_best_weights=True),
+        recorder,
+    ]
+    if verbose == 0:
+        callbacks.append(EpochLogger(int(train_cfg.epochs), name=name))
+    if getattr(train_cfg, "tensorboard", False):
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(out_dir / "tensorboard"), write_graph=False,
+                                                     profile_batch=0))
+
+    t0 = time.perf_counter()
+    model.fit(ds_train, validation_data=ds_val, epochs=int(train_cfg.epochs), verbose=verbose,
+              callbacks=callbacks)
+    train_seconds = time.perf_counter() - t0
+
+    history = recorder.history
+    epochs_run = len(history.get("loss", []))
+    final = {k: v[-1] for k, v in history.items() if v}
+    val = history.get("val_loss", [])
+    if val:
+        best = int(np.nanargmin(val))
+        final.update(best_epoch=best + 1, best_val_loss=float(val[best]))
+    if name == "pinn":
+        final["intensity_scale"] = float(np.exp(keras.ops.convert_to_numpy(model.log_scale)))
+    plot_history(history, out_dir / "loss.png", title=f"{name} (N={N}, gridsize={gridsize})")
+
+    meta = {"norm_factor": norm, "N": N, "gridsize": gridsize, "model": name, "n_params": model.n_params,
+            "nphotons": float(nphotons), "needs_offsets": len(model.inference_model.inputs) > 1,
+            "format": 1}
+    if name == "pinn":
+        meta["intensity_scale"] = final["intensity_scale"]
+    if getattr(train_cfg, "save_model", True):
+        save_network(model.inference_model, out_dir / "model", meta)
+    patterns = len(train_idx) * C * epochs_run
+    return FitResult(model=model.inference_model, norm_factor=norm, history=history,
+                     train_seconds=train_seconds, n_params=model.n_params, final_losses=final,
+                     epochs_run=epochs_run, train_patterns_per_s=patterns / max(train_seconds, 1e-9))
+
+
+def save_network(model: Any, model_dir: Path, meta: dict) -> Path:
+    """Save ``model`` as ``model_dir/model.keras`` and ``meta`` as ``model_dir/norm.json`` (atomically)."""
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    target = model_dir / MODEL_FILE
+    tmp = model_dir / f".tmp-{os.getpid()}-{MODEL_FILE}"
+    model.save(tmp)
+    os.replace(tmp, target)
+    atomic_write_bytes(model_dir / META_FILE, json.dumps(meta, indent=2).encode())
+    return target
+
+
+def load_network(model_dir: Path) -> tuple[Any, dict]:
+    """Load a saved inference model (``safe_mode=True``) and its ``norm.json``.
+
+    Parameters
+    ----------
+    model_dir : Path
+        The ``model/`` folder, or the job folder that contains it.
+
+    Returns
+    -------
+    (keras.Model, dict)
+    """
+    import keras
+
+    from . import layers  # noqa: F401  (registers the custom layers)
+
+    model_dir = Path(model_dir)
+    if not (model_dir / MODEL_FILE).exists() and (model_dir / "model" / MODEL_FILE).exists():
+        model_dir = model_dir / "model"
+    path = model_dir / MODEL_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"no saved network at {path}")
+    meta = json.loads((model_dir / META_FILE).read_text()) if (model_dir / META_FILE).exists() else {}
+    return keras.saving.load_model(path, safe_mode=True), meta
+
+
+def predict_patches(model: Any, diffraction: np.ndarray, norm_factor: float, batch_size: int = 256,
+                    offsets: Optional[np.ndarray] = None) -> np.ndarray:
+    """Complex object patches for stored-amplitude diffraction, in chunks of ``batch_size``.
+
+    Parameters
+    ----------
+    model : keras.Model
+        An inference model (``FitResult.model`` or :func:`load_network`).
+    diffraction : np.ndarray
+        (n, N, N, C) amplitude as stored (normalised here by ``norm_factor``).
+    norm_factor : float
+        The training set's factor (``FitResult.norm_factor`` / ``norm.json``).
+    batch_size : int
+        Patterns per forward pass (bounds memory).
+    offsets : np.ndarray, optional
+        (n, C, 2); needed only by a PINN built with ``object_big=False`` and C > 1.
+
+    Returns
+    -------
+    np.ndarray
+        complex64 (n, N, N, C).
+    """
+    diffraction = np.asarray(diffraction)
+    if diffraction.ndim == 3:
+        diffraction = diffraction[..., None]
+    needs_offsets = len(model.inputs) > 1
+    if needs_offsets and offsets is None:
+        raise ValueError("this model (object_big=False, gridsize>1) needs the samples' offsets")
+    n = diffraction.shape[0]
+    out_shape = tuple(model.outputs[0].shape[1:])
+    out = np.empty((n, *out_shape), np.complex64)
+    for i in range(0, n, int(batch_size)):
+        chunk = (diffraction[i:i + batch_size].astype(np.float64) * norm_factor).astype(np.float32)
+        inputs = [chunk, np.asarray(offsets[i:i + batch_size], np.float32)] if needs_offsets else chunk
+        out[i:i + batch_size] = np.asarray(model.predict_on_batch(inputs))
+    return out
+
+
+def release_tf() -> None:
+    """Free Keras/TF state between fits in one process (``clear_session`` + garbage collection)."""
+    import keras
+
+    keras.backend.clear_session()
+    gc.collect()

@@ -1,0 +1,208 @@
+"""Physics-informed network (PtychoPINN-style, SPEC §5): encoder, two N/2 decoders, physics layers.
+
+The trainable :class:`PinnModel` wraps two functional models that share their layers:
+
+- ``inference_model``: normalised diffraction (n,N,N,C) -> complex object patches (n,N,N,C),
+  without the physics layers (with ``object_big=False`` and C>1 it also takes the offsets and
+  extracts each position's patch from the single centroid-frame object);
+- ``physics_model``: [diffraction, offsets] -> [predicted normalised amplitude, object patches]:
+  merge per group -> re-extract per position -> x probe -> unitary diffraction.
+
+The loss (``PinnModel.compute_loss``) is evaluated in counts: ``lam = (s * Xhat)**2`` with
+``s = exp(log_scale)`` (initialised to ``s_model = sqrt(nphotons) / (N/2)``, trainable if
+``intensity_scale_trainable``) and ``k = (s_model * x)**2`` for the normalised input ``x``.
+``k`` uses the fixed ``s_model`` (data in counts): with the same trainable ``s`` on both sides
+the NLL would simply drive ``s`` to 0.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from . import losses
+from .blocks import conv_up_block, decoder_trunk, encoder, encoder_filters
+from .layers import (BorderCombine, CentreOnCanvas, ComplexFromAmpPhase, Diffract, ExtractGroup,
+                     MergeGroup, PiTanh, ProbeIllumination)
+
+log = logging.getLogger(__name__)
+
+
+def _opt(cfg: Any, key: str, default: Any) -> Any:
+    """``cfg.key`` for a dataclass / DictConfig / Mapping, ``default`` when absent."""
+    if isinstance(cfg, dict):
+        return cfg.get(key, default)
+    return getattr(cfg, key, default)
+
+
+def _pinn_decoder(z, trunk: list[int], c_out: int, name: str, activation, N: int, border_filters: int,
+                  probe_big: bool, dtype):
+    """Decoder to N/2, output conv + activation (float32), zero-padded to N; optional border branch."""
+    x = decoder_trunk(z, trunk, name, dtype)
+    c = keras.layers.Conv2D(c_out, 3, padding="same", dtype="float32", name=f"{name}_out")(x)
+    c = activation(f"{name}_act")(c)
+    c = keras.layers.ZeroPadding2D(N // 4, dtype="float32", name=f"{name}_pad")(c)
+    if probe_big:
+        b = conv_up_block(x, border_filters, f"{name}_border", dtype)
+        b = keras.layers.Conv2D(c_out, 3, padding="same", dtype="float32", name=f"{name}_border_out")(b)
+        b = activation(f"{name}_border_act")(b)
+        c = BorderCombine(N // 2, name=f"{name}_with_border")([c, b])
+    return c
+
+
+def _sigmoid(name: str):
+    return keras.layers.Activation("sigmoid", dtype="float32", name=name)
+
+
+def _pi_tanh(name: str):
+    return PiTanh(name=name)
+
+
+class PinnModel(keras.Model):
+    """Trainer around the PINN's physics model; ``inference_model`` is what gets saved.
+
+    Parameters
+    ----------
+    inference_model, physics_model : keras.Model
+        Functional models sharing the network layers (see module docstring).
+    channels, N : int
+        C = gridsize**2 and the patch size.
+    nphotons : float
+        Mean counts per pattern; sets ``s_model = sqrt(nphotons) / (N/2)``.
+    weights : dict
+        Loss weights ``nll``, ``mae``, ``tv``, ``realspace``.
+    scale_trainable : bool
+        Train ``log_scale``.
+    support : int
+        Side of the central region the object is defined on (for the real-space term).
+    """
+
+    def __init__(self, inference_model, physics_model, *, channels: int, N: int, nphotons: float,
+                 weights: dict, scale_trainable: bool, support: int, **kwargs):
+        super().__init__(**kwargs)
+        self.inference_model = inference_model
+        self.physics_model = physics_model
+        self.channels = int(channels)
+        self.N = int(N)
+        self.support = int(support)
+        self.s_model = math.sqrt(float(nphotons)) / (N / 2)
+        self.loss_weights_ = {k: float(v) for k, v in weights.items()}
+        self.norm_factor = 1.0  # set by fit_network; scales the real-space target
+        self.log_scale = self.add_weight(shape=(), name="log_scale", trainable=bool(scale_trainable),
+                                         initializer=keras.initializers.Constant(math.log(self.s_model)))
+        self.term_names = ["nll", "mae"] + [k for k in ("tv", "realspace") if self.loss_weights_[k] > 0]
+        for k in self.term_names:
+            setattr(self, f"{k}_tracker", keras.metrics.Mean(name=k))
+        self.n_params = int(inference_model.count_params())
+        self.built = True
+
+    def call(self, inputs, training=False):
+        if isinstance(inputs, dict):
+            diff, offsets = inputs["diffraction"], inputs.get("offsets")
+        else:
+            diff, offsets = inputs, None
+        if self.channels > 1:
+            return self.physics_model([diff, offsets], training=training)
+        return self.physics_model(diff, training=training)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        amp_pred, patches = y_pred
+        x_amp = tf.cast(x["diffraction"] if isinstance(x, dict) else x, tf.float32)
+        s = tf.exp(tf.cast(self.log_scale, tf.float32))
+        s0 = self.s_model
+        terms = {
+            "nll": losses.poisson_nll(tf.square(s * amp_pred), tf.square(s0 * x_amp)),
+            "mae": losses.mae(amp_pred * (s / s0), x_amp),
+        }
+        if "tv" in self.term_names:
+            terms["tv"] = losses.total_variation(patches)
+        if "realspace" in self.term_names:
+            terms["realspace"] = self._realspace(patches, y, s)
+        total = 0.0
+        for k, v in terms.items():
+            getattr(self, f"{k}_tracker").update_state(v)
+            w = self.loss_weights_.get(k, 0.0)
+            if w > 0:
+                total = total + w * v
+        return total
+
+    def _realspace(self, patches, y, s):
+        """MAE of |object| against the ground-truth amplitude (scaled like the network's) on the support."""
+        if y is None:
+            return tf.constant(0.0)
+        lo = (self.N - self.support) // 2
+        target = tf.cast(y, tf.float32) * (self.norm_factor * self.s_model / s)
+        sl = (slice(None), slice(lo, lo + self.support), slice(lo, lo + self.support))
+        return losses.mae(tf.abs(patches)[sl], target[sl])
+
+
+def build_pinn(cfg: Any, N: int, gridsize: int, probe: np.ndarray, nphotons: float, *,
+               dtype: str = "float32") -> PinnModel:
+    """Build the PINN for ``N x N`` patches and ``gridsize**2`` channels.
+
+    Parameters
+    ----------
+    cfg : ModelConfig-like
+        Reads ``n_filters_scale``, ``object_big``, ``probe_big``, ``probe_trainable``,
+        ``intensity_scale_trainable`` and the loss weights.
+    N, gridsize : int
+        Patch size (power of two >= 16) and group side (C = gridsize**2 channels).
+    probe : np.ndarray
+        (N, N) complex probe.
+    nphotons : float
+        Mean counts per pattern (sets the model-side intensity scale).
+    dtype : str
+        Keras dtype policy of the convolutional layers ("float32" or "mixed_float16"); the
+        output activations and physics layers always run in float32 / complex64.
+
+    Returns
+    -------
+    PinnModel
+        With ``.inference_model``, ``.physics_model`` and ``.n_params`` (network parameters,
+        ~2.25 M at N=64, gridsize 1, scale 2).
+    """
+    C = int(gridsize) ** 2
+    scale = int(_opt(cfg, "n_filters_scale", 2))
+    object_big = bool(_opt(cfg, "object_big", True))
+    probe_big = bool(_opt(cfg, "probe_big", False))
+    support = N if probe_big else N // 2
+    canvas = 2 * N
+    enc = encoder_filters(N, scale)
+    trunk = list(reversed(enc[:-1]))
+    c_dec = C if object_big else 1
+
+    diff_in = keras.Input((N, N, C), name="diffraction")
+    z = encoder(diff_in, N, scale, dtype)
+    amp = _pinn_decoder(z, trunk, c_dec, "amp", _sigmoid, N, 32 * scale, probe_big, dtype)
+    phase = _pinn_decoder(z, trunk, c_dec, "phase", _pi_tanh, N, 32 * scale, probe_big, dtype)
+    obj = ComplexFromAmpPhase(name="object")([amp, phase])
+
+    if C > 1:
+        off_in = keras.Input((C, 2), name="offsets")
+        if object_big:
+            big = MergeGroup(support, canvas, name="merge_group")([obj, off_in])
+        else:
+            big = CentreOnCanvas(canvas, name="centre_on_canvas")(obj)
+        patches = ExtractGroup(N, name="extract_group")([big, off_in])
+        inputs = [diff_in, off_in]
+        inference = (keras.Model(diff_in, obj, name="pinn_inference") if object_big
+                     else keras.Model(inputs, patches, name="pinn_inference"))
+    else:
+        patches, inputs = obj, diff_in
+        inference = keras.Model(diff_in, obj, name="pinn_inference")
+    psi = ProbeIllumination(N, probe, trainable=bool(_opt(cfg, "probe_trainable", False)),
+                            name="probe_illumination")(patches)
+    amp_pred = Diffract(name="diffract")(psi)
+    physics = keras.Model(inputs, [amp_pred, patches], name="pinn_physics")
+
+    weights = {"nll": _opt(cfg, "nll_weight", 1.0), "mae": _opt(cfg, "mae_weight", 0.0),
+               "tv": _opt(cfg, "tv_weight", 0.0), "realspace": _opt(cfg, "realspace_weight", 0.0)}
+    model = PinnModel(inference, physics, channels=C, N=N, nphotons=nphotons, weights=weights,
+                      scale_trainable=bool(_opt(cfg, "intensity_scale_trainable", False)),
+                      support=support, name="pinn")
+    log.info("PINN: N=%d gridsize=%d n_filters_scale=%d -> %d parameters", N, gridsize, scale, model.n_params)
+    return model

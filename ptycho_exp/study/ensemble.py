@@ -1,0 +1,105 @@
+"""Seed ensembles: per parameter group, the complex mean of the registered reconstructions, scored.
+
+Each member's ``recon.npz`` holds ``recon`` and ``gt`` (aligned complex images of equal shape). Members are
+aligned to the first one (sub-pixel phase correlation on amplitudes, Fourier shift, then a global phase
+factor), averaged, and the ensemble is scored against ``gt`` with
+:func:`ptycho_exp.evaluate.metrics.compute_metrics` (imported lazily).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+RECON_FILE = "recon.npz"
+
+
+def load_recon(job_dir: Path | str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(recon, gt) from ``recon.npz`` (no pickles), or None when absent/unreadable."""
+    path = Path(job_dir) / RECON_FILE
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            rec, gt = np.asarray(z["recon"]), np.asarray(z["gt"])
+    except (OSError, KeyError, ValueError) as exc:
+        log.warning("unreadable %s: %s", path, exc)
+        return None
+    if rec.shape != gt.shape or rec.ndim != 2:
+        log.warning("%s: recon %s and gt %s must be equal 2-D shapes; skipped", path, rec.shape, gt.shape)
+        return None
+    return rec.astype(np.complex128), gt.astype(np.complex128)
+
+
+def align_to(reference: np.ndarray, image: np.ndarray, upsample_factor: int = 20) -> np.ndarray:
+    """``image`` shifted (sub-pixel, Fourier) and phase-rotated to best match ``reference``."""
+    from scipy.ndimage import fourier_shift
+    from skimage.registration import phase_cross_correlation
+
+    shift, _, _ = phase_cross_correlation(np.abs(reference), np.abs(image), upsample_factor=upsample_factor)
+    if np.any(np.abs(shift) > 0):
+        image = np.fft.ifftn(fourier_shift(np.fft.fftn(image), shift))
+    c = np.vdot(image, reference)  # sum(conj(image) * reference)
+    if abs(c) > 0:
+        image = image * (c / abs(c))
+    return image
+
+
+def ensemble_mean(recons: Sequence[np.ndarray]) -> np.ndarray:
+    """Complex mean of the members after aligning each to the first."""
+    ref = recons[0]
+    aligned = [ref] + [align_to(ref, r) for r in recons[1:]]
+    return np.mean(np.stack(aligned), axis=0)
+
+
+def _default_metrics() -> Callable[[np.ndarray, np.ndarray], dict]:
+    from ptycho_exp.evaluate.metrics import compute_metrics  # written elsewhere; imported lazily
+
+    return compute_metrics
+
+
+def ensemble_table(valid: "pd.DataFrame", group_keys: Sequence[str],
+                   compute_metrics: Callable[[np.ndarray, np.ndarray], dict] | None = None,
+                   compare_metrics: Sequence[str] = ()) -> "pd.DataFrame":
+    """One row per group of valid jobs that has ``recon.npz`` files: group keys, ``n_members``, the
+    ensemble's metrics, and ``members_mean_<m>`` (mean of the members' own scores) for ``compare_metrics``."""
+    import pandas as pd
+
+    compute_metrics = compute_metrics or _default_metrics()
+    rows = []
+    for key, g in valid.groupby(list(group_keys), dropna=False, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        members, gt, dirs = [], None, []
+        for job_dir in g["job_dir"]:
+            loaded = load_recon(job_dir)
+            if loaded is None:
+                continue
+            rec, this_gt = loaded
+            if gt is None:
+                gt = this_gt
+            elif this_gt.shape != gt.shape:
+                log.warning("%s: gt shape %s differs from the group's %s; skipped", job_dir, this_gt.shape,
+                            gt.shape)
+                continue
+            members.append(rec)
+            dirs.append(str(job_dir))
+        if not members:
+            continue
+        ens = ensemble_mean(members)
+        scores = compute_metrics(gt.astype(np.complex64), ens.astype(np.complex64))
+        row: dict[str, Any] = dict(zip(group_keys, key))
+        row["n_members"] = len(members)
+        row.update({k: float(v) for k, v in scores.items() if np.isscalar(v)})
+        used = g[g["job_dir"].astype(str).isin(dirs)]
+        for m in compare_metrics:
+            if m in used.columns:
+                row[f"members_mean_{m}"] = float(used[m].mean())
+        row["members"] = " ".join(Path(d).name for d in dirs)
+        rows.append(row)
+    return pd.DataFrame(rows)

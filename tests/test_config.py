@@ -1,0 +1,73 @@
+"""Config schema and validation: typos, types and ranges fail early with the key named."""
+from __future__ import annotations
+
+import time
+
+import pytest
+from omegaconf import OmegaConf
+
+from ptycho_exp.config import ConfigError, validate
+from ptycho_exp.study.plan import compose_job_config
+
+
+def test_default_config_composes_and_validates():
+    cfg = compose_job_config([])
+    validate(cfg)
+    assert cfg.model.name == "pinn" and cfg.data.N == 64 and cfg.data.nphotons == 1e9
+    assert cfg.train.batch_size == 16 and cfg.train.learning_rate == 1e-3
+
+
+@pytest.mark.parametrize("group", ["model=baseline", "model=ptylab", "model=tike", "data=grf", "data=points",
+                                   "data=diagonals", "hardware=parallel", "train=fast"])
+def test_every_group_option_composes(group):
+    validate(compose_job_config([group]))
+
+
+@pytest.mark.parametrize("override,key", [
+    ("data.N=63", "data.N"), ("data.N=8", "data.N"), ("data.gridsize=0", "data.gridsize"),
+    ("data.nphotons=0", "data.nphotons"), ("data.nphotons=-5", "data.nphotons"),
+    ("data.n_train=0", "data.n_train"), ("data.object=triangles", "data.object"),
+    ("data.probe=laser", "data.probe"), ("data.scan=spiral", "data.scan"),
+    ("data.object_phase=random", "data.object_phase"), ("train.epochs=0", "train.epochs"),
+    ("train.val_fraction=0", "train.val_fraction"), ("train.learning_rate=0", "train.learning_rate"),
+    ("train.precision=half", "train.precision"), ("eval.crop=100", "eval.crop"),
+    ("data.gridsize=5", "data.gridsize"), ("data.object_size=64", "data.object_size"),
+    ("model.nll_weight=-1", "model.nll_weight"), ("data.probe=file", "data.probe_path"),
+    ("hardware.device=tpu", "hardware.device"), ("data.n_test=-1", "data.n_test"),
+])
+def test_out_of_range_values_name_the_key(override, key):
+    cfg = compose_job_config([override])
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    assert str(err.value).startswith(key + "=")
+
+
+def test_npz_data_needs_paths():
+    with pytest.raises(ConfigError, match="data.train_path"):
+        validate(compose_job_config(["data=npz"]))
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("data.NN=3", "data.NN"), ("data.N=abc", "data.N"), ("train.epochs=1.5", "train.epochs"),
+    ("model.probe_trainable=maybe", "model.probe_trainable"), ("data=foo", "data/foo"),
+])
+def test_typos_and_wrong_types_are_rejected_by_the_schema(override, needle):
+    with pytest.raises(Exception) as err:
+        compose_job_config([override])
+    assert needle in str(err.value)
+
+
+def test_cfg_job_prints_resolved_config(cli):
+    res = cli(["data.N=64", "data.nphotons=1e4", "--cfg", "job"])
+    assert res.returncode == 0, res.stderr
+    cfg = OmegaConf.create(res.stdout)
+    assert cfg.data.N == 64 and cfg.data.nphotons == 1e4
+
+
+def test_bad_N_fails_fast_naming_the_key(cli, tmp_path):
+    t0 = time.time()
+    res = cli(["data.N=63", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert time.time() - t0 < 5
+    assert res.returncode != 0
+    assert "data.N" in res.stderr and "Traceback" not in res.stderr + res.stdout
+    assert not (tmp_path / "cache").exists()  # no work started
