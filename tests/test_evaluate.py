@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy.ndimage import gaussian_filter
 
 from ptycho_exp.evaluate.frc import frc50, frc_curve, frc_threshold_crossing
 from ptycho_exp.evaluate.metrics import (
@@ -255,7 +256,19 @@ def test_frc_crossing_interpolation():
     f = np.array([1.0, 0.9, 0.7, 0.3, 0.1])
     assert frc_threshold_crossing(f, 0.5) == pytest.approx(2.5)
     assert frc_threshold_crossing(f, 1 / 7) == pytest.approx(3 + (0.3 - 1 / 7) / 0.2)
-    assert frc_threshold_crossing(np.array([0.2, 0.1]), 0.5) == 0.0
+    # ring 0 (DC, fixed by normalisation) never decides: uncorrelated from ring 1 on -> crossing in (0, 1)
+    assert 0.0 < frc_threshold_crossing(np.array([0.2, 0.1]), 0.5) < 1.0
+    assert frc_threshold_crossing(np.array([-1.0, 0.9, 0.8]), 0.5) == 2.0
+
+
+def test_frc50_ignores_the_sign_of_the_dc_term():
+    """Two plane-removed phases with near-zero means of opposite sign: ring 0 is -1, FRC50 still high."""
+    rng = np.random.default_rng(3)
+    img = gaussian_filter(rng.normal(size=(96, 96)), 2)
+    a, b = img - img.mean() + 1e-6, img - img.mean() - 1e-6
+    _, curve = frc_curve(a, b)
+    assert curve[0] < 0
+    assert frc50(a, b) > 40
 
 
 # ----------------------------------------------------------------------------- pipeline

@@ -103,19 +103,26 @@ def frc_threshold_crossing(frc, threshold, rings=None) -> float:
     -------
     float
         Interpolated ring (cycles per image width) between the last ring at or
-        above the threshold and the first ring below it; ``rings[0]`` if the
-        first value is already below; ``rings[-1]`` (Nyquist) if it never drops.
+        above the threshold and the first ring below it; ``rings[-1]`` (Nyquist)
+        if it never drops.
+
+    Notes
+    -----
+    Ring 0 is the single zero-frequency coefficient. The evaluation fixes it by
+    normalisation (amplitude mean scaling, phase plane removal leaves a mean
+    near 0 whose sign is noise), so it says nothing about resolution: it is
+    taken as fully correlated and the search starts at ring 1.
     """
     f = np.nan_to_num(np.asarray(frc, dtype=np.float64), nan=0.0)
     rg = np.arange(f.size, dtype=np.float64) if rings is None else np.asarray(rings, float)
     if f.size == 0:
         return 0.0
+    f = f.copy()
+    f[0] = 1.0
     below = np.nonzero(f < threshold)[0]
     if below.size == 0:
         return float(rg[-1])
     i = int(below[0])
-    if i == 0:
-        return float(rg[0])
     f0, f1 = f[i - 1], f[i]
     t = (f0 - threshold) / (f0 - f1) if f0 != f1 else 0.0
     return float(rg[i - 1] + t * (rg[i] - rg[i - 1]))
