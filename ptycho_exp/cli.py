@@ -83,11 +83,20 @@ def _data(args: argparse.Namespace) -> int:
 
         print(inspect_npz(args.path))
     elif args.data_cmd == "simulate":
+        from hydra.errors import HydraException
+        from omegaconf.errors import OmegaConfBaseException
+
+        from ptycho_exp.config import validate
         from ptycho_exp.data.npz import save_contract_npz
         from ptycho_exp.data.simulate import simulate_object_scan
         from ptycho_exp.study.plan import compose_job_config
 
-        cfg = compose_job_config(args.overrides)
+        try:
+            cfg = compose_job_config(args.overrides)
+        except (HydraException, OmegaConfBaseException) as exc:  # typo'd key, wrong type: one line
+            cause = f" ({str(exc.__cause__).splitlines()[0]})" if exc.__cause__ else ""
+            raise ValueError(f"bad override: {exc}{cause}".replace("\n", "; ")) from None
+        validate(cfg)  # out-of-range values (data.N=63, ...) fail here, naming the key
         scan = simulate_object_scan(cfg.data, args.which)
         save_contract_npz(args.out, scan)
         print(f"wrote {args.out}: {scan.n_positions} patterns of {scan.N}x{scan.N} ({args.which} scan)")

@@ -21,13 +21,20 @@ import json
 import logging
 import os
 import time
-from typing import Any, Mapping, Optional, Tuple, Union
+from collections.abc import Mapping
+from typing import Any
 
 from ptycho_exp.config import DataConfig
 from ptycho_exp.data.container import ScanData
 from ptycho_exp.data.npz import DataContractError, load_contract_npz, save_contract_npz
-from ptycho_exp.data.simulate import (SIMULATOR_VERSION, WHICH, resolve_data_fields, scan_seed,
-                                      scan_stride, simulate_object_scan)
+from ptycho_exp.data.simulate import (
+    SIMULATOR_VERSION,
+    WHICH,
+    resolve_data_fields,
+    scan_seed,
+    scan_stride,
+    simulate_object_scan,
+)
 
 logger = logging.getLogger("ptycho_exp.data")
 
@@ -43,7 +50,7 @@ def _file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def key_fields(fields: Union[DataConfig, Mapping[str, Any]], which: str) -> dict:
+def key_fields(fields: DataConfig | Mapping[str, Any], which: str) -> dict:
     """The canonical fields that determine the simulated ``which`` scan (what :func:`dataset_key` hashes)."""
     f = resolve_data_fields(fields)
     keyed = {name: f[name] for name in _ALWAYS_KEYED}
@@ -62,7 +69,7 @@ def key_fields(fields: Union[DataConfig, Mapping[str, Any]], which: str) -> dict
     return keyed
 
 
-def dataset_key(fields: Union[DataConfig, Mapping[str, Any]], which: Optional[str] = None) -> str:
+def dataset_key(fields: DataConfig | Mapping[str, Any], which: str | None = None) -> str:
     """sha256 (hex) of the canonical JSON of :func:`key_fields`.
 
     ``which`` ("train" or "test") may be given as an argument or as ``fields["which"]``.
@@ -86,7 +93,7 @@ def cache_path(cache_dir: str, key: str) -> str:
     return os.path.join(os.fspath(cache_dir), f"{key}.npz")
 
 
-def _read_cached(path: str) -> Optional[ScanData]:
+def _read_cached(path: str) -> ScanData | None:
     """The cached scan, or None when the file is absent or unreadable (truncated, not a zip...)."""
     if not os.path.isfile(path):
         return None
@@ -97,8 +104,8 @@ def _read_cached(path: str) -> Optional[ScanData]:
         return None
 
 
-def load_or_simulate(cache_dir, fields: Union[DataConfig, Mapping[str, Any]],
-                     which: str) -> Tuple[ScanData, bool, str]:
+def load_or_simulate(cache_dir, fields: DataConfig | Mapping[str, Any],
+                     which: str) -> tuple[ScanData, bool, str]:
     """The ``which`` scan of ``fields`` from the cache, simulating and storing it on a miss.
 
     Parameters

@@ -8,7 +8,6 @@ Conventions (SPEC §1-4):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 
@@ -20,8 +19,8 @@ class ScanData:
     diffraction: np.ndarray              # (M, N, N) float32 amplitude
     positions: np.ndarray                # (M, 2) float64 [y, x] patch centres, object px
     probe: np.ndarray                    # (N, N) complex64
-    object: Optional[np.ndarray] = None  # (H, W) complex64 ground truth / reference
-    patches: Optional[np.ndarray] = None  # (M, N, N) complex64 ground-truth patches (Y)
+    object: np.ndarray | None = None  # (H, W) complex64 ground truth / reference
+    patches: np.ndarray | None = None  # (M, N, N) complex64 ground-truth patches (Y)
     meta: dict = field(default_factory=dict)
 
     @property
@@ -32,7 +31,7 @@ class ScanData:
     def N(self) -> int:
         return int(self.diffraction.shape[-1])
 
-    def subset(self, index: np.ndarray) -> "ScanData":
+    def subset(self, index: np.ndarray) -> ScanData:
         """Positions ``index`` of this scan (the object and probe are shared)."""
         return ScanData(self.diffraction[index], self.positions[index], self.probe, self.object,
                         None if self.patches is None else self.patches[index], dict(self.meta))
@@ -50,7 +49,7 @@ class Samples:
     offsets: np.ndarray                  # (n, C, 2) float64, relative to the group centroid
     positions: np.ndarray                # (n, C, 2) float64 absolute [y, x]
     groups: np.ndarray                   # (n, C) int64 indices into the scan
-    patches: Optional[np.ndarray] = None  # (n, N, N, C) complex64 ground-truth patches
+    patches: np.ndarray | None = None  # (n, N, N, C) complex64 ground-truth patches
 
     @property
     def n(self) -> int:

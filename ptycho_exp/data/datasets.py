@@ -11,8 +11,9 @@ Sampling rules
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Union
+from typing import Any
 
 import numpy as np
 
@@ -27,9 +28,9 @@ from ptycho_exp.physics.scan import extract_patches, group_around, relative_offs
 class Datasets:
     """Everything a job needs from the data: samples for the networks and the scans behind them."""
 
-    train: Optional[Samples]
+    train: Samples | None
     test: Samples
-    train_scan: Optional[ScanData]
+    train_scan: ScanData | None
     test_scan: ScanData
     info: dict = field(default_factory=dict)
 
@@ -65,7 +66,7 @@ def training_groups(scan: ScanData, n_train: int, gridsize: int, k: int, seed: i
     return group_around(scan.positions, centres, gridsize, rng, k)
 
 
-def heldout_groups(scan: ScanData, n_test: Optional[int], gridsize: int, k: int, test_seed: int) -> np.ndarray:
+def heldout_groups(scan: ScanData, n_test: int | None, gridsize: int, k: int, test_seed: int) -> np.ndarray:
     """Groups centred on every test position, or on ``n_test`` of them drawn with ``default_rng(test_seed)``."""
     m = scan.n_positions
     rng = np.random.default_rng(test_seed)
@@ -100,7 +101,7 @@ def _load_npz_scan(path: str, N: int, key: str) -> ScanData:
     return ensure_ground_truth_patches(scan)
 
 
-def build_datasets(data_cfg: Union[DataConfig, Mapping[str, Any]], seed: int, cache_dir,
+def build_datasets(data_cfg: DataConfig | Mapping[str, Any], seed: int, cache_dir,
                    need_train: bool = True) -> Datasets:
     """Train and test samples for one job.
 
@@ -121,7 +122,7 @@ def build_datasets(data_cfg: Union[DataConfig, Mapping[str, Any]], seed: int, ca
     f = resolve_data_fields(data_cfg)
     g, k = f["gridsize"], f["k_neighbors"]
     info: dict = {"kind": f["kind"], "gridsize": g}
-    train_scan: Optional[ScanData] = None
+    train_scan: ScanData | None = None
     if f["kind"] == "simulate":
         from ptycho_exp.data.cache import load_or_simulate
 

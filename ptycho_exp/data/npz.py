@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
 import warnings
 import zipfile
-from typing import Optional
 
 import numpy as np
 
@@ -32,13 +32,15 @@ logger = logging.getLogger("ptycho_exp.data")
 DIFFRACTION_KEYS = ("diffraction", "diff3d")
 REQUIRED_KEYS = ("xcoords", "ycoords", "probeGuess")
 PEAK_FRACTION_LIMIT = 0.4  # amplitude data that respects oversampling keeps < ~0.25 in its brightest pixel
+SUPPORT_LEAK_RATIO = 1.5  # simulated amplitude: <= 0.75 (1e4 photons) and far below at higher doses; intensity: >= 2.4
+_SUPPORT_PATTERNS = 512  # patterns averaged for the autocorrelation test
 _SAMPLE_VALUES = 2_000_000
 
 
 class DataContractError(ValueError):
     """An NPZ file breaks the data contract; the message names the file, key, expectation and fix."""
 
-    def __init__(self, message: str, path: Optional[str] = None, key: Optional[str] = None):
+    def __init__(self, message: str, path: str | None = None, key: str | None = None):
         super().__init__(message)
         self.path = path
         self.key = key
@@ -48,7 +50,7 @@ class DataPathError(DataContractError):
     """A data path is missing, a directory or unreadable; the message names the path."""
 
 
-def _fail(path: str, key: Optional[str], problem: str, fix: str) -> DataContractError:
+def _fail(path: str, key: str | None, problem: str, fix: str) -> DataContractError:
     where = f"{path}: key '{key}'" if key else f"{path}:"
     return DataContractError(f"{where} {problem}. Fix: {fix}", path=path, key=key)
 
@@ -102,17 +104,46 @@ def _check_not_empty(path: str, key: str, arr: np.ndarray) -> None:
         raise _fail(path, key, f"is empty (shape {arr.shape})", "save the actual data")
 
 
-def intensity_suspicion(diffraction: np.ndarray) -> Optional[str]:
+def _autocorrelation_support(probe: np.ndarray) -> np.ndarray | None:
+    """Lags (fftshifted, N×N bool) where the exit wave's autocorrelation can be non-zero, or None.
+
+    The exit wave ``P·O`` lives where ``|P| > 1 %`` of its peak, so its autocorrelation (the inverse
+    FFT of the intensity) lives on the autocorrelation of that support, dilated by 2 px. None when
+    that covers > 90 % of the grid (too little oversampling to tell amplitude from intensity).
+    """
+    from scipy.ndimage import binary_dilation
+
+    mag = np.abs(np.asarray(probe))
+    if mag.ndim != 2 or not mag.size or not mag.max() > 0:
+        return None
+    support = (mag > 1e-2 * mag.max()).astype(np.float64)
+    lags = np.abs(np.fft.fftshift(np.fft.ifft2(np.abs(np.fft.fft2(support)) ** 2))) > 0.5
+    lags = binary_dilation(lags, iterations=2)
+    return None if lags.mean() > 0.9 else lags
+
+
+def _support_leak(mean_intensity: np.ndarray, lags: np.ndarray) -> float:
+    """Fraction of the energy of ``|IFFT(mean_intensity)|`` (an autocorrelation) outside ``lags``."""
+    ac = np.abs(np.fft.fftshift(np.fft.ifft2(mean_intensity))) ** 2
+    total = float(ac.sum())
+    return float(ac[~lags].sum()) / total if total > 0 else 0.0
+
+
+def intensity_suspicion(diffraction: np.ndarray, probe: np.ndarray | None = None) -> str | None:
     """Why ``diffraction`` looks like intensity rather than amplitude, or None.
 
-    Three signs, any of which is reported:
+    Four signs, any of which is reported:
 
     - whole numbers only (photon counts; an amplitude ``sqrt(counts)`` is mostly non-integer);
     - photon-count quanta: the smallest distinct positive values stand 1 : 2 : 3 (intensity) rather
       than 1 : sqrt 2 : sqrt 3 (amplitude);
     - after normalising the mean pattern energy to (N/2)², the brightest pixel of a typical pattern
       holds more than ``PEAK_FRACTION_LIMIT`` of its energy (amplitude data that respects the
-      oversampling condition keeps well under that; squaring concentrates it).
+      oversampling condition keeps well under that; squaring concentrates it);
+    - with a ``probe`` (oversampled enough): the inverse FFT of the mean intensity is the exit wave's
+      autocorrelation, confined to the probe support's autocorrelation. If the data are read as
+      amplitude, ``IFFT(mean X**2)`` leaks outside it ``SUPPORT_LEAK_RATIO`` times more than
+      ``IFFT(mean X)`` does, the data are intensity (squaring them again doubles the support).
     """
     x = np.asarray(diffraction)
     if x.size == 0:
@@ -134,6 +165,15 @@ def intensity_suspicion(diffraction: np.ndarray) -> Optional[str]:
         if fraction > PEAK_FRACTION_LIMIT:
             return (f"its brightest pixel holds {fraction:.0%} of a typical pattern's energy "
                     f"(amplitude data keeps < {PEAK_FRACTION_LIMIT:.0%})")
+    lags = _autocorrelation_support(probe) if probe is not None and x.ndim == 3 else None
+    if lags is not None and lags.shape == x.shape[-2:] and np.any(has_signal):
+        step = max(1, x.shape[0] // _SUPPORT_PATTERNS)
+        sample = x[::step].astype(np.float64)
+        as_amplitude = _support_leak(np.mean(sample ** 2, axis=0), lags)
+        as_intensity = _support_leak(np.mean(sample, axis=0), lags)
+        if as_amplitude > SUPPORT_LEAK_RATIO * as_intensity:
+            return (f"read as amplitude, the autocorrelation (inverse FFT of the intensity) spreads outside the "
+                    f"probe's support ({as_amplitude:.2g} of its energy, vs {as_intensity:.2g} read as intensity)")
     return None
 
 
@@ -158,6 +198,127 @@ def _open_archive(path: str):
     return archive
 
 
+def _read_npy_header(fh, path: str, key: str) -> tuple[tuple, np.dtype]:
+    from numpy.lib import format as npy_format
+
+    try:
+        version = npy_format.read_magic(fh)
+        if version == (1, 0):
+            shape, _, dtype = npy_format.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            shape, _, dtype = npy_format.read_array_header_2_0(fh)
+        else:
+            shape, _, dtype = npy_format._read_array_header(fh, version)  # (3, 0): utf-8 field names
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile) as exc:
+        raise _fail(path, key, f"has a corrupt array header ({exc})", "re-save the file with numpy.savez") from None
+    return tuple(int(v) for v in shape), dtype
+
+
+def _npz_headers(path: str) -> dict:
+    """``{key: (shape, dtype)}`` of every array in an NPZ, read from the headers only (no data)."""
+    with open(path, "rb") as fh:
+        magic = fh.read(6)
+    if magic == b"\x93NUMPY":
+        raise _fail(path, None, "is a single .npy array, not an NPZ archive with named keys",
+                    "save with np.savez(path, xcoords=..., ycoords=..., diffraction=..., probeGuess=...)")
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        raise _fail(path, None, f"is not a readable NPZ archive (truncated, or not a zip file: {exc})",
+                    "re-copy the file, or re-save it with numpy.savez") from None
+    headers = {}
+    with zf:
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            key = info.filename[:-4]
+            try:
+                with zf.open(info) as member:
+                    shape, dtype = _read_npy_header(member, path, key)
+                    header_bytes = member.tell()
+            except (zipfile.BadZipFile, EOFError, OSError) as exc:
+                raise _fail(path, key, f"is corrupt or truncated ({type(exc).__name__}: {exc})",
+                            "re-copy or re-save the file") from None
+            if dtype.kind == "O" or dtype.hasobject:
+                raise _fail(path, key, "holds a Python-object array (dtype=object); this file needs pickle, "
+                            "which is never used", "re-save it with plain numeric arrays, e.g. "
+                            f"np.savez(..., {key}=np.asarray(x, dtype=np.float32))")
+            declared = math.prod(shape) * dtype.itemsize
+            stored = info.file_size - header_bytes
+            if declared != stored:
+                raise _fail(path, key, f"declares shape {shape} of {dtype} ({declared:,} bytes) but stores "
+                            f"{stored:,} bytes: its header is corrupt or the file is truncated",
+                            "re-copy the file, or re-save it with numpy.savez")
+            headers[key] = (shape, dtype)
+    return headers
+
+
+def contract_header(path) -> dict:
+    """Check an NPZ file's path and contract from its array headers, without reading the data.
+
+    Catches a missing/unreadable path, a non-zip or truncated file, object arrays (pickle), sizes the
+    header declares but the file does not hold, missing keys, and wrong shapes or dtypes. Value checks
+    (NaN/Inf, negative amplitude) need the data: :func:`load_contract_npz` does them.
+
+    Returns
+    -------
+    dict with ``M`` (patterns), ``N`` (pattern side), ``diffraction_key`` and ``arrays``
+    (``{key: (shape, dtype)}``).
+
+    Raises
+    ------
+    DataPathError, DataContractError
+        One message naming the file, the key and the fix.
+    """
+    path = os.fspath(path)
+    _check_path(path)
+    try:
+        arrays = _npz_headers(path)
+    except PermissionError as exc:
+        raise DataPathError(f"data file {path!r} is not readable ({exc}). Fix: chmod +r it", path=path) from None
+    diff_key = next((k for k in DIFFRACTION_KEYS if k in arrays), None)
+    missing = [k for k in REQUIRED_KEYS if k not in arrays] + ([] if diff_key else ["diffraction"])
+    if missing:
+        raise _fail(path, missing[0], f"is missing (required keys {', '.join(missing)} not found; the file "
+                    f"has {sorted(arrays)})",
+                    "save xcoords (M,), ycoords (M,), diffraction (M, N, N) amplitude and probeGuess (N, N)")
+
+    def need_kind(key: str, allow_complex: bool) -> None:
+        kind = arrays[key][1].kind
+        if kind not in "iuf" + ("c" if allow_complex else ""):
+            what = "real or complex numbers" if allow_complex else "real numbers"
+            raise _fail(path, key, f"has dtype {arrays[key][1]}: expected {what}",
+                        "store it as float32" + (" or complex64" if allow_complex else ""))
+
+    shape = arrays[diff_key][0]
+    need_kind(diff_key, allow_complex=False)
+    if len(shape) != 3:
+        raise _fail(path, diff_key, f"has shape {shape} (ndim {len(shape)}): expected (M, N, N)",
+                    "stack the patterns into one (M, N, N) array (add a leading axis for a single pattern)")
+    if math.prod(shape) == 0:
+        raise _fail(path, diff_key, f"is empty (shape {shape})", "save the actual data")
+    if shape[1] != shape[2]:
+        raise _fail(path, diff_key, f"has non-square patterns {shape[1:]}: expected (M, N, N)",
+                    "crop the patterns to a square N×N around the zero frequency")
+    m, n = shape[0], shape[2]
+    for key in ("xcoords", "ycoords"):
+        need_kind(key, allow_complex=False)
+        if arrays[key][0] != (m,):
+            raise _fail(path, key, f"has shape {arrays[key][0]}: expected ({m},), one coordinate per pattern of "
+                        f"'{diff_key}' {shape}", f"save {key} as a 1-D array of length {m}")
+    need_kind("probeGuess", allow_complex=True)
+    if arrays["probeGuess"][0] != (n, n):
+        raise _fail(path, "probeGuess", f"has shape {arrays['probeGuess'][0]}: expected ({n}, {n}) to match the "
+                    f"{n}×{n} patterns of '{diff_key}'", f"save a ({n}, {n}) probe")
+    if "objectGuess" in arrays:
+        need_kind("objectGuess", allow_complex=True)
+        obj_shape = arrays["objectGuess"][0]
+        if len(obj_shape) != 2 or math.prod(obj_shape) == 0:
+            raise _fail(path, "objectGuess", f"has shape {obj_shape}: expected a non-empty 2-D (H, W) object",
+                        "save the object as one 2-D complex array (or leave objectGuess out)")
+    return {"M": m, "N": n, "diffraction_key": diff_key, "arrays": arrays}
+
+
 def load_contract_npz(path, check_intensity: bool = True) -> ScanData:
     """Load and validate a contract NPZ file.
 
@@ -180,7 +341,7 @@ def load_contract_npz(path, check_intensity: bool = True) -> ScanData:
         Any breach of the contract (one message naming the key and the fix).
     """
     path = os.fspath(path)
-    _check_path(path)
+    contract_header(path)  # path, archive, pickle, declared sizes, keys and shapes: before reading any data
     with _open_archive(path) as archive:
         keys = set(archive.files)
         diff_key = next((k for k in DIFFRACTION_KEYS if k in keys), None)
@@ -260,7 +421,7 @@ def load_contract_npz(path, check_intensity: bool = True) -> ScanData:
     if np.any(pattern_energy(diff) > 0):
         meta["normalisation_factor"] = normalisation_factor(diff, n)
     if check_intensity:
-        reason = intensity_suspicion(diff)
+        reason = intensity_suspicion(diff, probe)
         if reason:
             _warn_intensity(path, diff_key, reason)
     positions = np.stack([coords["ycoords"], coords["xcoords"]], axis=1)

@@ -11,7 +11,8 @@ simulated arrays: it is part of every dataset cache key.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Union
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -34,7 +35,7 @@ _INT_FIELDS = {"object_size", "N", "gridsize", "n_train", "n_random_positions", 
                "k_neighbors"}
 
 
-def resolve_data_fields(data: Union[DataConfig, Mapping[str, Any]]) -> dict:
+def resolve_data_fields(data: DataConfig | Mapping[str, Any]) -> dict:
     """Plain dict of every ``DataConfig`` field with canonical Python types.
 
     Accepts a ``DataConfig``, a dict or an OmegaConf ``DictConfig``; missing keys take the
@@ -44,7 +45,7 @@ def resolve_data_fields(data: Union[DataConfig, Mapping[str, Any]]) -> dict:
     if dataclasses.is_dataclass(data):
         given = dataclasses.asdict(data)
     else:
-        given = {str(k): data[k] for k in data.keys()}
+        given = {str(k): data[k] for k in data}
     unknown = sorted(set(given) - set(_FIELD_TYPES))
     if unknown:
         raise KeyError(f"unknown data field(s) {unknown}; valid fields: {sorted(_FIELD_TYPES)}")
@@ -124,7 +125,7 @@ def simulate_positions(fields: Mapping[str, Any], which: str, rng: np.random.Gen
     return positions
 
 
-def simulate_object_scan(data_fields: Union[DataConfig, Mapping[str, Any]], which: str) -> ScanData:
+def simulate_object_scan(data_fields: DataConfig | Mapping[str, Any], which: str) -> ScanData:
     """Simulate the ``which`` ("train" or "test") scan described by the data config.
 
     Builds the object (seeded by ``train_seed``/``test_seed``), the probe, the positions and the

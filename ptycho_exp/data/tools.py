@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-from typing import Optional, Tuple
 
 import numpy as np
 
@@ -13,7 +12,7 @@ from ptycho_exp.physics.probe import probe_diameter
 from ptycho_exp.physics.scan import scan_summary
 
 
-def _describe(name: str, arr: Optional[np.ndarray]) -> str:
+def _describe(name: str, arr: np.ndarray | None) -> str:
     if arr is None:
         return f"  {name:<12} absent"
     return f"  {name:<12} shape {tuple(arr.shape)}  dtype {arr.dtype}"
@@ -28,36 +27,44 @@ def inspect_npz(path) -> str:
     data look like intensity. Raises the loader's errors for a file that breaks the contract.
     """
     path = os.fspath(path)
+    scan = load_contract_npz(path, check_intensity=False)  # the contract's clear errors come first
     with np.load(path, allow_pickle=False) as archive:
         raw = {k: (archive[k].shape, archive[k].dtype) for k in archive.files if k != "meta_json"}
-    scan = load_contract_npz(path, check_intensity=False)
     totals = pattern_energy(scan.diffraction)
     summary = scan_summary(scan.positions, scan.N, beam_diameter=probe_diameter(scan.probe))
     lines = [f"{path}", "keys:"]
     lines += [f"  {k:<12} shape {tuple(shape)}  dtype {dtype}" for k, (shape, dtype) in sorted(raw.items())]
     lines += [
         f"patterns: M={scan.n_positions}, N={scan.N}",
-        "total counts per pattern (sum X**2, assuming amplitude): "
-        f"mean {totals.mean():.4g}, min {totals.min():.4g}, max {totals.max():.4g}",
+        ("total counts per pattern (sum X**2, assuming amplitude): "
+         f"mean {totals.mean():.4g}, min {totals.min():.4g}, max {totals.max():.4g}"),
         f"amplitude range: {float(scan.diffraction.min()):.4g} .. {float(scan.diffraction.max()):.4g}",
     ]
+    scale = scan.meta.get("photon_scale")
+    if isinstance(scale, (int, float)) and scale > 0:
+        counts = float(scale) ** 2 * totals
+        nominal = scan.meta.get("nphotons")
+        lines.append(
+            f"photon counts per pattern (photon_scale**2 * sum X**2, photon_scale {float(scale):.4g}): "
+            f"mean {counts.mean():.4g}, min {counts.min():.4g}, max {counts.max():.4g}"
+            + (f" (nphotons {float(nominal):.4g}, noise {scan.meta.get('noise')})" if nominal is not None else ""))
     y0, y1, x0, x1 = summary.get("extent", [np.nan] * 4)
     lines += [
-        f"scan: y {y0:.1f}..{y1:.1f} px, x {x0:.1f}..{x1:.1f} px, mean nearest-neighbour step "
-        f"{summary.get('step', float('nan')):.2f} px",
+        (f"scan: y {y0:.1f}..{y1:.1f} px, x {x0:.1f}..{x1:.1f} px, mean nearest-neighbour step "
+         f"{summary.get('step', float('nan')):.2f} px"),
         f"overlap: patch {summary.get('patch_overlap') or 0:.0%}"
         + (f", beam {summary['beam_overlap']:.0%}" if summary.get("beam_overlap") is not None else "")
         + f" (probe diameter {probe_diameter(scan.probe):.1f} px at half max)",
         f"objectGuess: {'yes ' + str(scan.object.shape) if scan.object is not None else 'no'}",
         f"Y (ground-truth patches): {'yes' if 'Y' in raw else 'no'}",
     ]
-    reason = intensity_suspicion(scan.diffraction)
+    reason = intensity_suspicion(scan.diffraction, scan.probe)
     if reason:
         lines.append(f"WARNING: looks like intensity ({reason}); take the square root")
     return "\n".join(lines)
 
 
-def split_scan(scan: ScanData, axis: str = "y", gap: Optional[float] = None) -> Tuple[ScanData, ScanData]:
+def split_scan(scan: ScanData, axis: str = "y", gap: float | None = None) -> tuple[ScanData, ScanData]:
     """Cut a scan into two spatially disjoint halves at the median coordinate along ``axis``.
 
     Parameters
@@ -86,7 +93,7 @@ def split_scan(scan: ScanData, axis: str = "y", gap: Optional[float] = None) -> 
     return scan.subset(first), scan.subset(second)
 
 
-def split_npz(path, out_train, out_test, axis: str = "y", gap: Optional[float] = None) -> str:
+def split_npz(path, out_train, out_test, axis: str = "y", gap: float | None = None) -> str:
     """Split a contract NPZ into spatially disjoint train (top/left) and test (bottom/right) files.
 
     ``objectGuess`` and ``probeGuess`` are carried into both; ``Y`` is split with the patterns.

@@ -5,7 +5,7 @@ seed gives byte-identical objects. Amplitudes lie in [0, 1]; phases are chosen b
 """
 from __future__ import annotations
 
-from typing import Callable, Dict
+from collections.abc import Callable
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
@@ -117,7 +117,7 @@ def skimage_amplitude(name: str, size: int) -> np.ndarray:
     return _normalise_range(img)
 
 
-_GENERATORS: Dict[str, Callable[[int, np.random.Generator], np.ndarray]] = {
+_GENERATORS: dict[str, Callable[[int, np.random.Generator], np.ndarray]] = {
     "lines": lines_amplitude,
     "grf": grf_amplitude,
     "points": points_amplitude,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import zipfile
-from typing import Optional
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
@@ -47,7 +46,7 @@ def ideal_disk_probe(N: int) -> np.ndarray:
     return gaussian_filter(disk, sigma=1.0).astype(np.complex64)
 
 
-def gaussian_probe(N: int, sigma: Optional[float] = None) -> np.ndarray:
+def gaussian_probe(N: int, sigma: float | None = None) -> np.ndarray:
     """Real Gaussian probe ``exp(-r**2 / (2 sigma**2))``.
 
     Parameters
@@ -72,7 +71,7 @@ def defocused_probe(N: int, strength: float) -> np.ndarray:
     return (ideal_disk_probe(N) * np.exp(1j * phase)).astype(np.complex64)
 
 
-def disk_mask(N: int, radius: Optional[float] = None) -> np.ndarray:
+def disk_mask(N: int, radius: float | None = None) -> np.ndarray:
     """Boolean disk of ``radius`` (default N/4) centred on (N/2, N/2)."""
     radius = N / 4.0 if radius is None else float(radius)
     return _radius_grid(N) < radius
@@ -115,18 +114,26 @@ def load_probe(path: str) -> np.ndarray:
         raise FileNotFoundError(f"probe file {path!r} does not exist or is not a file; "
                                 "set data.probe_path to an NPZ holding 'probeGuess'")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            if "probeGuess" not in archive.files:
-                raise ValueError(f"probe file {path!r} has no key 'probeGuess' (keys: {sorted(archive.files)}); "
-                                 "save the probe as probeGuess=<(N, N) complex64>")
+        archive = np.load(path, allow_pickle=False)
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        # numpy reports a file that is neither .npy nor a zip as "pickled data": it is simply not an NPZ
+        raise ValueError(f"probe file {path!r} is not a readable NPZ (truncated, or not a zip file: "
+                         f"{type(exc).__name__}); re-save it with numpy.savez(path, probeGuess=probe)") from exc
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(f"probe file {path!r} is a single .npy array, not an NPZ with the key "  # noqa: TRY004
+                         "'probeGuess'; re-save it with numpy.savez(path, probeGuess=probe)")
+    with archive:
+        if "probeGuess" not in archive.files:
+            raise ValueError(f"probe file {path!r} has no key 'probeGuess' (keys: {sorted(archive.files)}); "
+                             "save the probe as probeGuess=<(N, N) complex64>")
+        try:
             probe = archive["probeGuess"]
-    except (zipfile.BadZipFile, EOFError, OSError) as exc:
-        raise ValueError(f"probe file {path!r} is not a readable NPZ ({exc}); re-save it with numpy.savez") from exc
-    except ValueError as exc:
-        if "probeGuess" in str(exc):
-            raise
-        raise ValueError(f"probe file {path!r}: key 'probeGuess' cannot be loaded without pickle ({exc}); "
-                         "re-save it as a plain numeric array") from exc
+        except ValueError as exc:
+            raise ValueError(f"probe file {path!r}: key 'probeGuess' cannot be loaded without pickle ({exc}); "
+                             "re-save it as a plain numeric array") from exc
+        except (zipfile.BadZipFile, EOFError, OSError) as exc:
+            raise ValueError(f"probe file {path!r} is not a readable NPZ: 'probeGuess' is corrupt or truncated "
+                             f"({type(exc).__name__}: {exc}); re-save it with numpy.savez") from exc
     if probe.ndim != 2 or probe.shape[0] != probe.shape[1] or probe.size == 0:
         raise ValueError(f"probe file {path!r}: 'probeGuess' must be a square (N, N) array, got shape {probe.shape}")
     if not (np.issubdtype(probe.dtype, np.number)):
@@ -137,7 +144,7 @@ def load_probe(path: str) -> np.ndarray:
 
 
 def make_probe(name: str, N: int, probe_scale: float = 4.0, defocus: float = 0.0,
-               path: Optional[str] = None) -> np.ndarray:
+               path: str | None = None) -> np.ndarray:
     """Build and normalise a probe by name.
 
     Parameters
