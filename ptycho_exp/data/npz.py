@@ -25,7 +25,7 @@ import zipfile
 import numpy as np
 
 from ptycho_exp.data.container import ScanData
-from ptycho_exp.physics.forward import normalisation_factor, pattern_energy
+from ptycho_exp.physics.forward import pattern_energy
 
 logger = logging.getLogger("ptycho_exp.data")
 
@@ -378,7 +378,7 @@ def load_contract_npz(path, check_intensity: bool = True) -> ScanData:
             raise _fail(path, key, f"has shape {arr.shape}: expected ({m},), one coordinate per pattern of "
                         f"'{diff_key}' {diff.shape}", f"save {key} as a 1-D array of length {m}")
         _check_finite(path, key, arr)
-        coords[key] = arr.astype(np.float64)
+        coords[key] = arr.astype(np.float64, copy=False)
 
     probe = arrays["probeGuess"]
     _check_numeric(path, "probeGuess", probe, allow_complex=True)
@@ -396,7 +396,7 @@ def load_contract_npz(path, check_intensity: bool = True) -> ScanData:
                         "save the object as one 2-D complex array (or leave objectGuess out)")
         _check_not_empty(path, "objectGuess", obj)
         _check_finite(path, "objectGuess", obj)
-        obj = obj.astype(np.complex64)
+        obj = obj.astype(np.complex64, copy=False)
 
     patches = None
     if "Y" in arrays:
@@ -408,7 +408,7 @@ def load_contract_npz(path, check_intensity: bool = True) -> ScanData:
             raise _fail(path, "Y", f"has shape {patches.shape}: expected ({m}, {n}, {n}) ground-truth patches",
                         "save one N×N complex patch per pattern (or leave Y out)")
         _check_finite(path, "Y", patches)
-        patches = patches.astype(np.complex64)
+        patches = patches.astype(np.complex64, copy=False)
 
     meta: dict = {}
     if "meta_json" in arrays:
@@ -417,15 +417,16 @@ def load_contract_npz(path, check_intensity: bool = True) -> ScanData:
         except (json.JSONDecodeError, TypeError):
             logger.warning("%s: 'meta_json' is not valid JSON; ignored", path)
     meta.update({"source": path, "diffraction_key": diff_key})
-    diffraction = diff.astype(np.float32)
-    if np.any(pattern_energy(diff) > 0):
-        meta["normalisation_factor"] = normalisation_factor(diff, n)
+    diffraction = diff.astype(np.float32, copy=False)
+    energy = pattern_energy(diff)  # float64 sums: uint16 data does not overflow
+    if np.any(energy > 0):
+        meta["normalisation_factor"] = float((n / 2.0) / np.sqrt(energy.mean()))
     if check_intensity:
         reason = intensity_suspicion(diff, probe)
         if reason:
             _warn_intensity(path, diff_key, reason)
     positions = np.stack([coords["ycoords"], coords["xcoords"]], axis=1)
-    return ScanData(diffraction=diffraction, positions=positions, probe=probe.astype(np.complex64),
+    return ScanData(diffraction=diffraction, positions=positions, probe=probe.astype(np.complex64, copy=False),
                     object=obj, patches=patches, meta=meta)
 
 
