@@ -46,10 +46,17 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600: give results the mode open() would
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: Path | str, text: str) -> None:
@@ -134,9 +141,16 @@ def package_versions(names: tuple[str, ...] = ("ptycho_exp", "numpy", "scipy", "
     return out
 
 
+def redact_secrets(text: str) -> str:
+    """``text`` with the password of any ``scheme://user:password@`` URL replaced by ``***``."""
+    import re
+
+    return re.sub(r"(://[^:/@\s]+:)[^@\s]*@", r"\1***@", str(text))
+
+
 def provenance() -> dict:
     return {"git_sha": git_sha(), "host": socket.gethostname(), "python": platform.python_version(),
-            "platform": platform.platform(), "versions": package_versions(), "argv": list(sys.argv),
+            "platform": platform.platform(), "versions": package_versions(), "argv": [redact_secrets(a) for a in sys.argv],
             "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "pid": os.getpid()}
 
 

@@ -64,19 +64,21 @@ def _default_metrics() -> Callable[[np.ndarray, np.ndarray], dict]:
     return compute_metrics
 
 
-def ensemble_table(valid: "pd.DataFrame", group_keys: Sequence[str],
-                   compute_metrics: Callable[[np.ndarray, np.ndarray], dict] | None = None,
-                   compare_metrics: Sequence[str] = ()) -> "pd.DataFrame":
-    """One row per group of valid jobs that has ``recon.npz`` files: group keys, ``n_members``, the
-    ensemble's metrics, and ``members_mean_<m>`` (mean of the members' own scores) for ``compare_metrics``."""
-    import pandas as pd
+def _members_on_common_grid(job_dirs: Sequence[str]) -> tuple[np.ndarray | None, list[np.ndarray], list[str]]:
+    """(gt, recons, used job dirs) on one pixel grid.
 
-    compute_metrics = compute_metrics or _default_metrics()
-    rows = []
-    for key, g in valid.groupby(list(group_keys), dropna=False, sort=True):
-        key = key if isinstance(key, tuple) else (key,)
+    Jobs of one test scan are scored on the same object box, but the border trimmed after registration
+    depends on each job's shift, so their ``gt``/``recon`` shapes differ by a few pixels. With the
+    ``origin`` saved in ``recon.npz`` they are cut to the common box
+    (:func:`ptycho_exp.study.compare.common_frame`); without that module only equal shapes are combined.
+    """
+    try:
+        from ptycho_exp.study.compare import common_frame, load_recon_file
+    except ImportError:
+        common_frame = load_recon_file = None
+    if common_frame is None:
         members, gt, dirs = [], None, []
-        for job_dir in g["job_dir"]:
+        for job_dir in job_dirs:
             loaded = load_recon(job_dir)
             if loaded is None:
                 continue
@@ -89,12 +91,42 @@ def ensemble_table(valid: "pd.DataFrame", group_keys: Sequence[str],
                 continue
             members.append(rec)
             dirs.append(str(job_dir))
-        if not members:
+        return gt, members, dirs
+    items, dirs = [], []
+    for job_dir in job_dirs:
+        it = load_recon_file(job_dir)
+        if it is not None:
+            items.append(it)
+            dirs.append(str(job_dir))
+    if not items:
+        return None, [], []
+    gt, recons = common_frame(items)
+    return gt, recons, dirs
+
+
+def ensemble_table(valid: "pd.DataFrame", group_keys: Sequence[str],
+                   compute_metrics: Callable[[np.ndarray, np.ndarray], dict] | None = None,
+                   compare_metrics: Sequence[str] = ()) -> "pd.DataFrame":
+    """One row per group of valid jobs that has ``recon.npz`` files: group keys, ``n_members``, the
+    ensemble's metrics, and ``members_mean_<m>`` (mean of the members' own scores) for ``compare_metrics``.
+
+    Members are put on a common grid first (see :func:`_members_on_common_grid`), aligned to the first one and
+    averaged (complex mean); the ensemble is scored against the common ground truth.
+    """
+    import pandas as pd
+
+    compute_metrics = compute_metrics or _default_metrics()
+    rows = []
+    for key, g in valid.groupby(list(group_keys), dropna=False, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        gt, members, dirs = _members_on_common_grid([str(d) for d in g["job_dir"]])
+        if not members or gt is None:
             continue
         ens = ensemble_mean(members)
         scores = compute_metrics(gt.astype(np.complex64), ens.astype(np.complex64))
         row: dict[str, Any] = dict(zip(group_keys, key))
         row["n_members"] = len(members)
+        row["shape"] = "x".join(str(n) for n in gt.shape)
         row.update({k: float(v) for k, v in scores.items() if np.isscalar(v)})
         used = g[g["job_dir"].astype(str).isin(dirs)]
         for m in compare_metrics:

@@ -90,9 +90,11 @@ def _fmt_value(v: Any) -> str:
     if isinstance(v, (float, np.floating)):
         if v != v:
             return "n/a"
-        if float(v).is_integer() and abs(v) < 1e6:
+        if float(v).is_integer() and abs(v) < 1e5:
             return str(int(v))
         return f"{v:.3g}"
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool) and abs(int(v)) >= 100_000:
+        return f"{float(v):.3g}"
     return str(v)
 
 
@@ -289,7 +291,7 @@ def plot_surface_3d(df: "pd.DataFrame", out_dir: Path | str, metrics: Sequence[s
         scene["zaxis"] = {"title": {"text": metric}}
         fig.update_layout(title={"text": f"mean {metric} over {pa} x {pb}, one surface per {pc} and model"},
                           scene=scene, margin={"l": 0, "r": 0, "t": 40, "b": 0},
-                          legend={"itemsizing": "constant"})
+                          legend={"itemsizing": "constant", "x": 0, "y": 1, "xanchor": "left"})
         base = out_dir / f"surface3d_{_safe(metric)}"
         html = fig.to_html(full_html=True, include_plotlyjs=True, include_mathjax=False,
                            config={"displaylogo": False, "responsive": True})
@@ -549,10 +551,25 @@ def make_all_plots(df: "pd.DataFrame", out_dir: Path | str, *, sweep_dirs: Itera
     if pareto or (pareto is None and objectives is not None and len(objectives) >= 2):
         objs = list(objectives) if objectives and len(objectives) >= 2 else ["phase_ssim", "timings.train_s"]
         jobs.append(("pareto", lambda: plot_pareto(df, out_dir, objs, maximize)))
+    jobs.append(("three-way comparison", lambda: _three_way(df, out_dir)))
     for name, fn in jobs:
         try:
             written += fn()
         except Exception as exc:  # a plot must never sink the aggregate
             log.warning("plot %s skipped: %s: %s", name, type(exc).__name__, exc)
     return written
+
+
+def _three_way(df: "pd.DataFrame", out_dir: Path) -> list[Path]:
+    """GT | PINN | baseline | iterative figures from the jobs' recon.npz, when the optional
+    ``ptycho_exp.study.compare`` module (``three_way_figures(df, out_dir) -> list[Path]``) exists."""
+    try:
+        from ptycho_exp.study.compare import three_way_figures
+    except ModuleNotFoundError as exc:
+        if exc.name == "ptycho_exp.study.compare":
+            return []  # the optional module is not there: nothing to draw
+        raise
+    except ImportError:  # the module exists without three_way_figures
+        return []
+    return [Path(p) for p in three_way_figures(df, out_dir)]
 

@@ -145,19 +145,22 @@ def _state(status: str) -> str:
     return "pending"
 
 
-def sweep_status(sweep_dir: Path | str) -> "pd.DataFrame":
-    """One row per job (seen or planned): job, overrides, status, state, elapsed_s, job_dir.
+def sweep_records(sweep_dir: Path | str) -> tuple[list[dict], dict]:
+    """Pandas-free core of :func:`sweep_status` (cheap enough to run after every job).
 
-    ``df.attrs`` holds ``counts`` (done/failed/running/pending), ``planned`` (or None), ``parallelism``,
-    ``mean_done_s`` and ``eta_s`` (mean duration of done jobs x remaining / parallelism; NaN if unknown).
-    Pending = planned - seen (jobs not started) + folders that have no result.json yet.
+    Returns
+    -------
+    rows : list of dict
+        One per job (seen or planned), naturally sorted: job, overrides, status, state, elapsed_s, error,
+        job_dir, and ``record`` (the :func:`~ptycho_exp.study.collect.read_job` record; None when planned).
+    attrs : dict
+        counts (done/failed/running/pending), planned (or None), parallelism, mean_done_s, eta_s,
+        sweep_dir, total.
     """
-    import pandas as pd
-
     sweep_dir = Path(sweep_dir)
     multirun = read_multirun(sweep_dir)
     now = datetime.now(timezone.utc)
-    rows = []
+    rows: list[dict] = []
     seen_nums: set[str] = set()
     for job_dir in find_job_dirs(sweep_dir) if sweep_dir.is_dir() else []:
         rec = read_job(job_dir)
@@ -169,7 +172,7 @@ def sweep_status(sweep_dir: Path | str) -> "pd.DataFrame":
         rows.append({"job": rel, "overrides": rec["overrides"], "status": rec["status"],
                      "state": _state(rec["status"]), "elapsed_s": _elapsed(rec, now),
                      "error": (rec.get("error") or "").splitlines()[0][:200] if rec.get("error") else "",
-                     "job_dir": str(job_dir)})
+                     "job_dir": str(job_dir), "record": rec})
     plan = planned_overrides(multirun)
     planned = planned_job_count(multirun)
     if plan is not None:
@@ -177,27 +180,42 @@ def sweep_status(sweep_dir: Path | str) -> "pd.DataFrame":
             if str(i) not in seen_nums:
                 rows.append({"job": str(i), "overrides": " ".join(ovs), "status": "not started",
                              "state": "pending", "elapsed_s": float("nan"), "error": "",
-                             "job_dir": str(sweep_dir / str(i))})
+                             "job_dir": str(sweep_dir / str(i)), "record": None})
     elif planned is not None and planned > len(rows):
         for i in range(planned):
             if str(i) not in seen_nums and len(rows) < planned:
                 rows.append({"job": str(i), "overrides": "", "status": "not started", "state": "pending",
-                             "elapsed_s": float("nan"), "error": "", "job_dir": str(sweep_dir / str(i))})
-    df = pd.DataFrame(rows, columns=["job", "overrides", "status", "state", "elapsed_s", "error", "job_dir"])
-    if len(df):
-        df = df.iloc[sorted(range(len(df)), key=lambda i: _natural_key(Path(df["job"].iloc[i])))]
-        df = df.reset_index(drop=True)
-    counts = {k: int((df["state"] == k).sum()) for k in COUNT_KEYS}
+                             "elapsed_s": float("nan"), "error": "", "job_dir": str(sweep_dir / str(i)),
+                             "record": None})
+    rows.sort(key=lambda r: _natural_key(Path(r["job"])))
+    counts = {k: sum(1 for r in rows if r["state"] == k) for k in COUNT_KEYS}
     par = parallelism(multirun)
-    done_t = pd.to_numeric(df.loc[df["state"] == "done", "elapsed_s"], errors="coerce").dropna()
-    mean_done = float(done_t.mean()) if len(done_t) else float("nan")
+    done_t = [float(r["elapsed_s"]) for r in rows if r["state"] == "done"
+              and isinstance(r["elapsed_s"], (int, float)) and r["elapsed_s"] == r["elapsed_s"]]
+    mean_done = sum(done_t) / len(done_t) if done_t else float("nan")
     remaining = counts["pending"] + counts["running"]
     if not remaining:
         eta = 0.0
     else:
         eta = mean_done * remaining / par if mean_done == mean_done else float("nan")
-    df.attrs.update({"counts": counts, "planned": planned, "parallelism": par, "mean_done_s": mean_done,
-                     "eta_s": eta, "sweep_dir": str(sweep_dir), "total": len(df)})
+    attrs = {"counts": counts, "planned": planned, "parallelism": par, "mean_done_s": mean_done,
+             "eta_s": eta, "sweep_dir": str(sweep_dir), "total": len(rows)}
+    return rows, attrs
+
+
+def sweep_status(sweep_dir: Path | str) -> "pd.DataFrame":
+    """One row per job (seen or planned): job, overrides, status, state, elapsed_s, error, job_dir.
+
+    ``df.attrs`` holds ``counts`` (done/failed/running/pending), ``planned`` (or None), ``parallelism``,
+    ``mean_done_s`` and ``eta_s`` (mean duration of done jobs x remaining / parallelism; NaN if unknown).
+    Pending = planned - seen (jobs not started) + folders that have no result.json yet.
+    """
+    import pandas as pd
+
+    rows, attrs = sweep_records(sweep_dir)
+    cols = ["job", "overrides", "status", "state", "elapsed_s", "error", "job_dir"]
+    df = pd.DataFrame([{c: r[c] for c in cols} for r in rows], columns=cols)
+    df.attrs.update(attrs)
     return df
 
 

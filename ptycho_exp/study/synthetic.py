@@ -56,7 +56,8 @@ def synthetic_metrics(quality: float, rng: np.random.Generator, noise: float = 0
 
 
 def write_multirun_yaml(sweep_dir: Path | str, task_overrides: Sequence[str], *,
-                        sweeper: Mapping | None = None, launcher: Mapping | None = None) -> Path:
+                        sweeper: Mapping | None = None, launcher: Mapping | None = None,
+                        study_name: str | None = None, objective: Any = None) -> Path:
     """A minimal ``multirun.yaml`` with the fields the study tools read."""
     sweep_dir = Path(sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -68,7 +69,7 @@ def write_multirun_yaml(sweep_dir: Path | str, task_overrides: Sequence[str], *,
         "overrides": {"hydra": [f"hydra.sweep.dir={sweep_dir}", "hydra.mode=MULTIRUN"],
                       "task": list(task_overrides)},
         "mode": "MULTIRUN"},
-        "study_name": sweep_dir.name}
+        "study_name": study_name or sweep_dir.name, "objective": objective}
     path = sweep_dir / "multirun.yaml"
     atomic_write_text(path, _yaml_dump(cfg))
     return path
@@ -124,7 +125,8 @@ def write_synthetic_sweep(
     failed, running, pending, missing = set(failed), set(running), set(pending), set(missing)
     rng = np.random.default_rng(rng_seed)
     task = [f"{k}={','.join(_fmt(v) for v in vals)}" for k, vals in grid.items()]
-    write_multirun_yaml(sweep_dir, task, sweeper=sweeper, launcher=launcher)
+    write_multirun_yaml(sweep_dir, task, sweeper=sweeper, launcher=launcher, study_name=study_name,
+                        objective=objective)
     gt = None
     if recon_shape is not None:
         yy, xx = np.mgrid[: recon_shape[0], : recon_shape[1]]
