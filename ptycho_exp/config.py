@@ -7,7 +7,7 @@ names the key and the fix.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from typing import Any, Optional
 
 OBJECT_NAMES = ("lines", "grf", "points", "diagonals")
@@ -18,6 +18,7 @@ PHASE_MODES = ("none", "tanh", "independent")
 SCAN_KINDS = ("grid", "random")
 MODEL_NAMES = ("pinn", "baseline", "ptylab", "tike")
 NETWORK_MODELS = ("pinn", "baseline")
+FAULTS = ("none", "raise", "exit", "sleep", "oom")  # testing hook (config key ``fault``)
 
 
 class ConfigError(ValueError):
@@ -91,7 +92,7 @@ class TrainConfig:
     min_lr: float = 1e-4
     early_stopping_patience: int = 6
     val_fraction: float = 0.1
-    precision: str = "float32"        # float32 | mixed
+    precision: str = "auto"           # auto | float32 | mixed (auto: bfloat16 on CPUs with native bf16)
     jit_compile: bool = False
     deterministic: bool = True
     verbose: str = "auto"             # auto | quiet | progress
@@ -106,6 +107,8 @@ class EvalConfig:
     trim_px: int = 2
     batch_size: int = 256
     reference: str = "ground_truth"   # ground_truth | iterative
+    reference_algorithm: str = "mPIE"  # iterative reference (PtyLab): ePIE | mPIE
+    reference_iterations: int = 300    # iterations of the iterative reference
     figures: bool = True
     save_recon: bool = True
 
@@ -136,7 +139,7 @@ class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     seed: int = 1
     tag: str = ""
-    fault: str = "none"               # testing only: none | raise | exit | sleep
+    fault: str = "none"               # testing only: none | raise | exit | sleep | oom
     objective: Any = None             # metric key(s) returned to sweepers (str or list)
     study_name: str = "default"
 
@@ -156,8 +159,115 @@ def _is_pow2(n: int) -> bool:
     return n > 0 and (n & (n - 1)) == 0
 
 
+# Hydra ``_target_`` prefixes a config may name: this package and the libraries it wires in
+# (Hydra's plugins, Optuna samplers/pruners, submitit). Anything else is refused before it can run.
+TARGET_ALLOW_PREFIXES = ("ptycho_exp.", "hydra_plugins.", "hydra._internal.core_plugins.",
+                         "optuna.samplers.", "optuna.pruners.", "submitit.")
+
+
+def _walk(node: Any, path: str = ""):
+    """(dotted key, value) of every entry of nested dicts/lists (plain containers or OmegaConf nodes)."""
+    items = node.items() if hasattr(node, "items") else enumerate(node) if isinstance(node, (list, tuple)) else ()
+    for key, value in items:
+        here = f"{path}.{key}" if path else str(key)
+        yield here, value
+        if hasattr(value, "items") or isinstance(value, (list, tuple)):
+            yield from _walk(value, here)
+
+
+def check_targets(job_cfg: Any) -> None:
+    """Refuse any ``_target_`` (anywhere in the job config) outside :data:`TARGET_ALLOW_PREFIXES`.
+
+    A job config never needs ``_target_``; one that names e.g. ``os.system`` (``+foo._target_=os.system``)
+    is rejected before anything could instantiate it.
+    """
+    for key, value in _walk(_plain(job_cfg)):
+        if key.split(".")[-1] == "_target_" and not str(value).startswith(TARGET_ALLOW_PREFIXES):
+            raise ConfigError(f"{key}={value!r} is invalid: only targets under "
+                              f"{', '.join(p.rstrip('.') for p in TARGET_ALLOW_PREFIXES)} may be instantiated; "
+                              "remove this override")
+
+
+def _plain(cfg: Any) -> Any:
+    """Plain containers of a (possibly unresolved) OmegaConf node; other objects unchanged."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+    except ImportError:  # pragma: no cover - omegaconf is a dependency
+        return cfg
+    if isinstance(cfg, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(cfg, resolve=False)
+    return cfg
+
+
+def check_known_keys(job_cfg: Any) -> None:
+    """Refuse keys the schema does not know (``+data.foo=1`` gets past Hydra's struct check)."""
+    from dataclasses import fields, is_dataclass
+
+    def visit(schema: Any, node: Any, path: str) -> None:
+        known = {f.name: f for f in fields(schema)}
+        for key in node:
+            if path == "" and key == "hydra":
+                continue
+            here = f"{path}.{key}" if path else str(key)
+            if key not in known:
+                close = [k for k in known if k.lower() == str(key).lower() or k.startswith(str(key)[:3])]
+                hint = f" (did you mean {path + '.' if path else ''}{close[0]}?)" if close else ""
+                raise ConfigError(f"{here} is not a known key{hint}: remove it or fix its spelling "
+                                  "(`python -m ptycho_exp --cfg job` lists every key)")
+            sub = known[key].default_factory
+            if sub is not MISSING and is_dataclass(sub) and isinstance(node[key], dict):
+                visit(sub, node[key], here)
+
+    plain = _plain(job_cfg)
+    if isinstance(plain, dict):
+        visit(Config, plain, "")
+
+
+def check_data_files(cfg: Any) -> None:
+    """``data=npz``: check each file's path and contract from its array headers (no data read).
+
+    Cheap enough for the parent process, so a missing, corrupt or mis-shaped file fails in about a
+    second, before any job process or TensorFlow starts. Value checks (NaN, negative amplitude) run
+    when the job loads the data.
+    """
+    d = cfg.data
+    if d.kind != "npz":
+        return
+    from ptycho_exp.data.npz import DataContractError, contract_header
+
+    needs_train = cfg.model.name in NETWORK_MODELS
+    for key in ("train_path", "test_path"):
+        path = getattr(d, key)
+        if path is None or (key == "train_path" and not needs_train):
+            continue
+        try:
+            head = contract_header(str(path))
+        except DataContractError as exc:
+            raise ConfigError(f"data.{key}={str(path)!r} is invalid: {exc}") from None
+        if head["N"] != d.N:
+            raise ConfigError(f"data.N={d.N} is invalid: data.{key}={str(path)!r} holds {head['N']}x{head['N']} "
+                              f"patterns; set data.N={head['N']}")
+        if key == "train_path" and d.n_train > head["M"]:
+            raise ConfigError(f"data.n_train={d.n_train} is invalid: data.train_path={str(path)!r} holds only "
+                              f"{head['M']} patterns; use data.n_train<={head['M']}")
+        if key == "test_path" and d.n_test is not None and d.n_test > head["M"]:
+            raise ConfigError(f"data.n_test={d.n_test} is invalid: data.test_path={str(path)!r} holds only "
+                              f"{head['M']} patterns; use data.n_test<={head['M']} or data.n_test=null")
+
+
 def validate(cfg: Any) -> None:
-    """Check value ranges of a composed config; raise :class:`ConfigError` naming the key and the fix."""
+    """Check a composed config; raise :class:`ConfigError` naming the key and the fix.
+
+    Order: ``_target_`` allow-list, unknown keys, value ranges, then (``data=npz``) the files'
+    headers -- all before any job process or TensorFlow starts.
+    """
+    check_targets(cfg)
+    check_known_keys(cfg)
+    _validate_values(cfg)
+    check_data_files(cfg)
+
+
+def _validate_values(cfg: Any) -> None:
     d, m, t, e = cfg.data, cfg.model, cfg.train, cfg.eval
 
     def fail(key: str, value: Any, fix: str) -> None:
@@ -173,7 +283,9 @@ def validate(cfg: Any) -> None:
         fail("data.gridsize", d.gridsize, "must be >= 1 (1 or 2 are usual)")
     if d.gridsize > 4 or d.gridsize ** 2 > d.k_neighbors + 1:
         fail("data.gridsize", d.gridsize,
-             f"gridsize**2={d.gridsize ** 2} needs data.k_neighbors >= {d.gridsize ** 2 - 1} and gridsize <= 4")
+             f"gridsize**2={d.gridsize ** 2} patterns per sample need gridsize <= 4 and data.k_neighbors >= "
+             f"{d.gridsize ** 2 - 1}; set data.k_neighbors={max(d.gridsize ** 2 - 1, d.k_neighbors)} or use "
+             "data.gridsize=1 or 2")
     if not d.nphotons > 0:
         fail("data.nphotons", d.nphotons, "must be > 0 (e.g. data.nphotons=1e9)")
     if d.n_train <= 0:
@@ -188,13 +300,13 @@ def validate(cfg: Any) -> None:
     else:
         for key in ("train_path", "test_path"):
             if getattr(d, key) is None and not (key == "train_path" and m.name in ("ptylab", "tike")):
-                fail(f"data.{key}", None, f"data=npz needs data.{key}=/path/to/file.npz")
+                fail(f"data.{key}", None, f"data=npz needs it: set data.{key}=/path/to/file.npz")
     if d.object_phase not in PHASE_MODES:
         fail("data.object_phase", d.object_phase, f"choose one of {', '.join(PHASE_MODES)}")
     if d.probe not in PROBE_NAMES:
         fail("data.probe", d.probe, f"choose one of {', '.join(PROBE_NAMES)}")
     if d.probe == "file" and not d.probe_path:
-        fail("data.probe_path", d.probe_path, "data.probe=file needs data.probe_path=/path/with/probeGuess.npz")
+        fail("data.probe_path", d.probe_path, "data.probe=file needs a probe file: set data.probe_path=/path/with/probeGuess.npz")
     if d.probe_scale <= 0:
         fail("data.probe_scale", d.probe_scale, "must be > 0 (default 4)")
     if d.scan not in SCAN_KINDS:
@@ -223,8 +335,8 @@ def validate(cfg: Any) -> None:
         fail("train.learning_rate", t.learning_rate, "must be > 0 (e.g. 1e-3)")
     if not 0 < t.val_fraction < 0.5:
         fail("train.val_fraction", t.val_fraction, "must be in (0, 0.5): every mode keeps a validation split")
-    if t.precision not in ("float32", "mixed"):
-        fail("train.precision", t.precision, "choose float32 or mixed")
+    if t.precision not in ("auto", "float32", "mixed"):
+        fail("train.precision", t.precision, "choose auto, float32 or mixed")
     if t.verbose not in ("auto", "quiet", "progress"):
         fail("train.verbose", t.verbose, "choose auto, quiet or progress")
     if e.crop is not None and not 0 < e.crop <= d.N:
@@ -235,5 +347,5 @@ def validate(cfg: Any) -> None:
         fail("hardware.device", cfg.hardware.device, "choose cpu, gpu or auto")
     if cfg.hardware.retries < 0:
         fail("hardware.retries", cfg.hardware.retries, "must be >= 0")
-    if cfg.fault not in ("none", "raise", "exit", "sleep"):
-        fail("fault", cfg.fault, "testing hook: none, raise, exit or sleep")
+    if cfg.fault not in FAULTS:
+        fail("fault", cfg.fault, f"testing hook: one of {', '.join(FAULTS)}")

@@ -32,40 +32,124 @@ def iterative_settings(cfg: Any, seed: int) -> dict:
             "noise_model": it.noise_model, "adaptive_moments": bool(it.adaptive_moments), "seed": int(seed)}
 
 
+def tike_python(cfg: Any) -> str:
+    """The interpreter for the Tike worker: ``model.iterative.python``; a relative path that does not
+    exist from the working directory is taken relative to the repository root (where ``make tike-env``
+    puts ``.venv-tike``)."""
+    python = cfg.model.iterative.python or ".venv-tike/bin/python"
+    p = Path(python)
+    if not p.is_absolute() and not p.exists() and "/" in python:
+        root = Path(__file__).resolve().parent.parent
+        if (root / p).exists():
+            return str(root / p)
+    return str(python)
+
+
+def check_engine_available(cfg: Any) -> None:
+    """Fail at once (before any data work) when the configured iterative engine cannot run here."""
+    if cfg.model.name != "tike":
+        return
+    from ptycho_exp.iterative.tike_engine import check_tike_available
+
+    problem = check_tike_available(tike_python(cfg))
+    if problem:
+        raise RuntimeError(f"model=tike cannot run: {problem}. Fix: on a machine with an NVIDIA GPU run "
+                           "`make tike-env` (builds .venv-tike) or point model.iterative.python "
+                           "(or PTYCHO_EXP_TIKE_PYTHON) at a Python with tike + cupy; without a GPU use "
+                           "model=ptylab (CPU)")
+
+
 def reconstruct_iterative(cfg: Any, scan: Any, job_dir: Path, settings: dict | None = None) -> tuple:
     """Run the configured iterative engine out of process; returns (EngineResult, seconds)."""
     from ptycho_exp.iterative.runner import run_engine
 
     settings = settings or iterative_settings(cfg, cfg.seed)
-    python = cfg.model.iterative.python if settings["engine"] == "tike" else None
-    if settings["engine"] == "tike":
-        from ptycho_exp.iterative.tike_engine import check_tike_available
-
-        problem = check_tike_available(python)
-        if problem:
-            raise RuntimeError(problem)
+    python = tike_python(cfg) if settings["engine"] == "tike" else None  # checked by run_science first
     t0 = time.time()
     res = run_engine(scan.diffraction, scan.positions, scan.probe, settings, python=python,
                      workdir=job_dir / f"engine_{settings['engine']}", timeout_s=cfg.model.iterative.timeout_s)
     return res, time.time() - t0
 
 
+def cached_engine_result(cfg: Any, scan: Any, job_dir: Path, settings: dict, kind: str) -> tuple:
+    """An engine's result for this exact scan and settings, from ``paths.cache_dir/<kind>/`` or computed
+    (then cached). An iterative arm ignores ``data.n_train``, so a sweep over it reuses one run per seed.
+
+    Returns (EngineResult, wall seconds of the run or None when it came from the cache).
+    """
+    from ptycho_exp.iterative.protocol import read_engine_output, write_engine_output
+
+    extra = {"python": tike_python(cfg)} if settings["engine"] == "tike" else {}
+    cache = Path(cfg.paths.cache_dir) / kind / f"{_engine_cache_key(scan, {**settings, **extra})}.npz"
+    if cache.is_file():
+        try:
+            res = read_engine_output(cache)
+            log.info("%s %s result from cache %s", kind, settings["engine"], cache)
+            return res, None
+        except (OSError, ValueError) as exc:
+            log.warning("unreadable engine cache %s (%s): recomputing", cache, exc)
+    res, seconds = reconstruct_iterative(cfg, scan, job_dir / kind, settings)
+    try:
+        write_engine_output(cache, res.object, res.probe, res.origin, res.data_error, res.metadata)
+    except OSError as exc:
+        log.warning("cannot cache the engine result at %s: %s", cache, exc)
+    return res, seconds
+
+
+def reference_settings(cfg: Any) -> dict:
+    """Settings of the iterative reference reconstruction (PtyLab on the CPU; independent of the arm)."""
+    from ptycho_exp.config import ConfigError
+
+    algorithm = str(getattr(cfg.eval, "reference_algorithm", "mPIE"))
+    iterations = int(getattr(cfg.eval, "reference_iterations", 300))
+    if algorithm.lower() not in ("epie", "mpie"):
+        raise ConfigError(f"eval.reference_algorithm={algorithm!r} is invalid: choose ePIE or mPIE (PtyLab)")
+    if iterations <= 0:
+        raise ConfigError(f"eval.reference_iterations={iterations} is invalid: must be > 0 (default 300)")
+    return {"engine": "ptylab", "algorithm": algorithm, "iterations": iterations, "beta_object": 0.25,
+            "beta_probe": 0.25, "probe_refine": True, "seed": 0}
+
+
+def _engine_cache_key(scan: Any, settings: dict) -> str:
+    """Content hash of a scan and engine settings (the key of the engine result cache)."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256()
+    for arr in (scan.diffraction, scan.positions, scan.probe):
+        a = np.ascontiguousarray(arr)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    return h.hexdigest()[:32]
+
+
 def reference_object(cfg: Any, scan: Any, job_dir: Path) -> tuple[np.ndarray, str]:
-    """The object the test scan is scored against, and what it is."""
+    """The object the test scan is scored against, and what it is.
+
+    ``eval.reference=ground_truth`` uses the data's ``objectGuess`` when there is one; otherwise (or with
+    ``eval.reference=iterative``) a PtyLab reconstruction of the whole test scan
+    (``eval.reference_algorithm``, ``eval.reference_iterations``; default mPIE, 300) is the reference.
+    It depends only on the test scan and those settings, so every arm and seed is scored against the same
+    object; it is cached under ``paths.cache_dir/reference/``. The returned label is
+    ``"ground_truth"`` or ``"iterative:ptylab-<algorithm>-<iterations>"``.
+    """
     if scan.object is not None and cfg.eval.reference == "ground_truth":
         return scan.object, "ground_truth"
+    settings = reference_settings(cfg)
+    label = f"iterative:ptylab-{settings['algorithm']}-{settings['iterations']}"
     if scan.object is None and cfg.eval.reference == "ground_truth":
-        log.warning("the test data has no objectGuess: scoring against an iterative reference "
-                    "(PtyLab mPIE, 300 iterations); set eval.reference=iterative to silence this")
-    settings = {**iterative_settings(cfg, 0), "engine": "ptylab", "algorithm": "mPIE", "iterations": 300}
-    res, _ = reconstruct_iterative(cfg, scan, job_dir / "reference", settings)
-    obj = _object_in_scan_frame(res, scan)
-    return obj, "iterative:ptylab-mPIE-300"
+        log.warning("the test data has no objectGuess: scoring against an iterative reference (%s); "
+                    "set eval.reference=iterative to silence this", label)
+    res, seconds = cached_engine_result(cfg, scan, job_dir, settings, "reference")
+    if seconds is not None:
+        log.info("iterative reference (%s) computed in %.1f s", label, seconds)
+    return _object_in_scan_frame(res, scan), label
 
 
 def _object_in_scan_frame(res: Any, scan: Any) -> np.ndarray:
     """Place an engine's object into an array indexed by scan coordinates (origin at 0,0)."""
-    r0, c0 = (int(round(v)) for v in res.origin)
+    r0, c0 = (round(float(v)) for v in res.origin)
     N = scan.N
     need_h = int(np.ceil(scan.positions[:, 0].max())) + N + 1
     need_w = int(np.ceil(scan.positions[:, 1].max())) + N + 1
@@ -77,23 +161,43 @@ def _object_in_scan_frame(res: Any, scan: Any) -> np.ndarray:
     return out
 
 
+def check_ground_truth_for_training(cfg: Any, ds: Any) -> None:
+    """The supervised baseline needs ground-truth patches (``objectGuess`` or ``Y``) in its training data;
+    raise a ConfigError naming the file and the fix before any training or reference work."""
+    if cfg.model.name != "baseline" or ds.train is None or ds.train.patches is not None:
+        return
+    from ptycho_exp.config import ConfigError
+
+    where = (f"data.train_path={cfg.data.train_path!r} has neither objectGuess nor Y"
+             if cfg.data.kind == "npz" else "the training data has no ground truth")
+    raise ConfigError(f"model=baseline needs ground truth to train on (supervised): {where}. Fix: use "
+                      "model=pinn (unsupervised) or an iterative arm (model=ptylab) for data without ground "
+                      "truth, or add objectGuess (H, W complex64) or Y (M, N, N complex64) to the file")
+
+
 def run_science(cfg: Any, job_dir: Path) -> dict:
     """Data, reconstruction, evaluation and artifacts of one job."""
     from ptycho_exp.data.datasets import build_datasets
     from ptycho_exp.evaluate.pipeline import evaluate_object, evaluate_reconstruction, write_frc_csv
 
     timings: dict[str, float] = {}
+    check_engine_available(cfg)  # model=tike without a GPU / tike env: fail before any data work
     t0 = time.time()
     ds = build_datasets(cfg.data, seed=cfg.seed, cache_dir=cfg.paths.cache_dir,
                         need_train=cfg.model.name in NETWORK_MODELS)
     timings["data_s"] = time.time() - t0
     test_scan, test = ds.test_scan, ds.test
+    check_ground_truth_for_training(cfg, ds)
+    t0 = time.time()
     gt, reference = reference_object(cfg, test_scan, job_dir)
+    if reference != "ground_truth":
+        timings["reference_s"] = time.time() - t0
     out: dict[str, Any] = {"data": {**ds.info, "reference": reference}}
     positions = test.positions.reshape(-1, 2)
     if cfg.model.name in NETWORK_MODELS:
         from ptycho_exp.models.fit import fit_network, predict_patches, release_tf
 
+        _drop_unused_arrays(cfg, ds)
         fit = fit_network(cfg.model, cfg.train, ds.train, test_scan.probe, float(cfg.data.nphotons), job_dir,
                           seed=int(cfg.seed), threads=_threads(cfg))
         timings["train_s"] = fit.train_seconds
@@ -110,19 +214,25 @@ def run_science(cfg: Any, job_dir: Path) -> dict:
         out["resources"] = {"n_params": int(fit.n_params)}
         out["final_losses"] = fit.final_losses
         out["epochs_run"] = fit.epochs_run
+        out["dtype_policy"] = fit.dtype_policy
         release_tf()
     else:
-        res, seconds = reconstruct_iterative(cfg, test_scan, job_dir)
+        # the same test positions as the networks (the data.n_test subset and its group members)
+        scan = test_scan.subset(np.unique(test.groups.ravel()))
+        res, wall = cached_engine_result(cfg, scan, job_dir, iterative_settings(cfg, cfg.seed), "iterative")
+        seconds = float(res.metadata.get("seconds") or wall or 0.0)  # the engine's own reconstruction time
         timings["train_s"] = 0.0
         timings["inference_s"] = seconds
+        if wall is not None:
+            timings["engine_wall_s"] = wall  # including the worker process start
         t2 = time.time()
-        ev = evaluate_object(res.object, res.origin, test_scan.positions, gt, crop=cfg.eval.crop,
+        ev = evaluate_object(res.object, res.origin, scan.positions, gt, crop=cfg.eval.crop,
                              upsample_factor=cfg.eval.upsample_factor, trim_px=cfg.eval.trim_px,
-                             patch_size=test_scan.N)
+                             patch_size=scan.N)
         timings["eval_s"] = time.time() - t2
-        out["throughput"] = {"inference_patterns_per_s": test_scan.n_positions / max(seconds, 1e-9)}
+        out["throughput"] = {"inference_patterns_per_s": scan.n_positions / max(seconds, 1e-9)}
         out["resources"] = {"n_params": 0}
-        out["engine"] = res.metadata
+        out["engine"] = {**res.metadata, "cached": wall is None}
         err = np.asarray(res.data_error, float)
         out["final_losses"] = {"data_error": float(err[-1]) if err.size else None}
     write_frc_csv(job_dir / "frc.csv", ev.frc)
@@ -138,6 +248,16 @@ def run_science(cfg: Any, job_dir: Path) -> dict:
     out["timings"] = timings
     out.setdefault("resources", {})["peak_rss_mb"] = peak_rss_mb()
     return out
+
+
+def _drop_unused_arrays(cfg: Any, ds: Any) -> None:
+    """Free what a network job no longer needs before training (peak memory): the whole training scan
+    (the samples hold the patterns used), the test samples' ground-truth patches (scoring uses the object)
+    and, for the PINN without a real-space term, the training samples' ground-truth patches."""
+    ds.train_scan = None
+    ds.test.patches = None
+    if cfg.model.name == "pinn" and not float(cfg.model.realspace_weight) > 0 and ds.train is not None:
+        ds.train.patches = None
 
 
 def _threads(cfg: Any) -> tuple[int, int]:

@@ -313,6 +313,18 @@ def test_ptylab_epie_converges_and_is_registered():
         assert ssim_rec > ssim_ones + 0.2, (ssim_rec, ssim_ones)
         assert ssim_rec > 0.8, ssim_rec
 
+    # the jobs' own scoring path (stitch box -> register -> metrics), against the all-ones start
+    from ptycho_exp.evaluate.pipeline import evaluate_object
+
+    score = {}
+    for name, rec_obj, rec_origin in (("epie", o, origin), ("ones", np.ones_like(o), origin)):
+        ev = evaluate_object(rec_obj, np.asarray(rec_origin) - gt_offset, pos, obj, patch_size=n,
+                             upsample_factor=20)
+        score[name] = ev.metrics
+    assert score["epie"]["amp_ssim"] > score["ones"]["amp_ssim"] + 0.2, score
+    assert score["epie"]["phase_ssim"] > score["ones"]["phase_ssim"] + 0.2, score
+    assert abs(score["epie"]["reg_dy"]) <= 1 and abs(score["epie"]["reg_dx"]) <= 1
+
 
 # ----------------------------------------------------------------------------------------------------
 # Tike plumbing on CPU: a numpy stand-in for tike.ptycho with Tike's documented conventions
@@ -391,6 +403,34 @@ def _fake_tike_modules():
     return tike, ptycho
 
 
+def _fake_cupy(n_gpu):
+    import types
+
+    cupy = types.ModuleType("cupy")
+    runtime = types.SimpleNamespace(getDeviceCount=lambda: n_gpu)
+    cupy.cuda = types.SimpleNamespace(runtime=runtime)
+    return cupy
+
+
+@pytest.mark.parametrize("missing", ["tike", "gpu"])
+def test_tike_engine_says_what_is_missing(monkeypatch, missing):
+    from ptycho_exp.iterative.tike_engine import reconstruct_tike
+
+    _, probe, pos, diff = simulate(n=16, grid=2, stride=4)
+    if missing == "tike":
+        monkeypatch.setitem(sys.modules, "tike", None)  # import tike -> ImportError
+        monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(1))
+        with pytest.raises(RuntimeError, match="needs tike and cupy.*make tike-env"):
+            reconstruct_tike(diff, pos, probe, {"iterations": 1})
+    else:
+        tike, ptycho = _fake_tike_modules()
+        monkeypatch.setitem(sys.modules, "tike", tike)
+        monkeypatch.setitem(sys.modules, "tike.ptycho", ptycho)
+        monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(0))
+        with pytest.raises(RuntimeError, match="needs an NVIDIA GPU.*model=ptylab"):
+            reconstruct_tike(diff, pos, probe, {"iterations": 1})
+
+
 def test_tike_engine_plumbing_with_numpy_standin(monkeypatch):
     from skimage.metrics import structural_similarity
 
@@ -399,6 +439,7 @@ def test_tike_engine_plumbing_with_numpy_standin(monkeypatch):
     tike, ptycho = _fake_tike_modules()
     monkeypatch.setitem(sys.modules, "tike", tike)
     monkeypatch.setitem(sys.modules, "tike.ptycho", ptycho)
+    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(1))
     n = 32
     obj, probe, pos, diff = simulate(n=n, grid=6, stride=8, seed=1)
     gt_offset = np.array([-40.0, 230.0])
@@ -437,3 +478,41 @@ def test_tike_rpie_reconstructs_registered_object():
     assert structural_similarity(a_gt, a_rec, data_range=rng) > 0.2 + structural_similarity(
         a_gt, np.full_like(a_gt, a_gt.mean()), data_range=rng
     )
+
+
+# ----------------------------------------------------------------------------------------------------
+# model=tike without a GPU / tike environment: the job fails at once and says how to fix it
+# ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("python", ["missing", "this"], ids=["no-tike-env", "no-tike-or-gpu"])
+def test_tike_job_fails_at_once_with_the_fix(tmp_path, python):
+    from conftest import TINY, run_cli
+
+    exe = str(tmp_path / "no-venv-tike" / "bin" / "python") if python == "missing" else sys.executable
+    if python == "this" and check_tike_available(sys.executable) is None:
+        pytest.skip("tike runs here (GPU machine)")
+    out = tmp_path / "job"
+    proc = run_cli(["model=tike", *TINY, f"model.iterative.python={exe}", f"hydra.run.dir={out}"], tmp_path,
+                   timeout=120)
+    assert proc.returncode != 0
+    res = json.loads((out / "result.json").read_text())
+    assert res["status"] == "failed"
+    msg = res["error"]
+    assert "model=tike cannot run" in msg and "make tike-env" in msg and "model=ptylab" in msg
+    assert exe in msg
+    if python == "missing":
+        assert "not found" in msg
+    else:  # this interpreter has no cupy/tike (or no GPU): the reason is named
+        assert "import failed" in msg or "CUDA" in msg or "GPU" in msg
+    # at once: before any data was simulated or loaded
+    assert "data" not in res
+    assert not list((tmp_path / "cache").glob("*.npz"))
+
+
+def test_engine_settings_accept_the_config_names():
+    """workflow.iterative_settings passes model.iterative.* names; the engines must not ignore them."""
+    from ptycho_exp.iterative import ptylab_engine, tike_engine
+
+    s = ptylab_engine._settings({"beta_object": 0.7, "beta_probe": 0.1, "algorithm": "mpie", "iterations": 3})
+    assert (s["betaObject"], s["betaProbe"], s["algorithm"]) == (0.7, 0.1, "mPIE")
+    t = tike_engine._settings({"adaptive_moments": False, "algorithm": "lstsq_grad", "batch_size": 4})
+    assert (t["use_adaptive_moment"], t["algorithm"], t["batch_size"]) == (False, "lstsq_grad", 4)

@@ -61,9 +61,14 @@ def normalised_data_error(measured_intensity: np.ndarray, estimated_intensity: n
     return float(np.sum(num / den))
 
 
+# config names (model.iterative.*) -> PtyLab names
+_ALIASES = {"beta_object": "betaObject", "beta_probe": "betaProbe"}
+
+
 def _settings(settings: dict[str, Any]) -> dict[str, Any]:
     s = dict(DEFAULTS)
-    s.update({k: v for k, v in settings.items() if v is not None or k == "probe_power_correction"})
+    given = {_ALIASES.get(k, k): v for k, v in settings.items()}
+    s.update({k: v for k, v in given.items() if v is not None or k == "probe_power_correction"})
     algo = str(s["algorithm"])
     lookup = {"epie": "ePIE", "mpie": "mPIE"}
     if algo.lower() not in lookup:
