@@ -328,3 +328,15 @@ def test_figures_smoke(scan, tmp_path):
     plot_frc(tmp_path / "frc2.png", {"PINN": res.frc, "baseline": res.frc})
     for p in (p1, p2):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_implausible_registration_is_rejected_not_a_crash():
+    """A reconstruction unrelated to the ground truth (here a far-shifted copy) must not crash the trim."""
+    rng = np.random.default_rng(0)
+    gt = gaussian_filter(rng.normal(size=(42, 106)), 2)
+    far = np.roll(gt, (19, 40), axis=(0, 1))
+    g, r, shift = align_to_reference(gt, far, upsample_factor=10)
+    assert np.isnan(shift[0]) and np.isnan(shift[1])
+    assert g.shape == r.shape == (38, 102)
+    g, r, shift = align_to_reference(gt, np.roll(gt, (2, -3), axis=(0, 1)), upsample_factor=10)
+    assert shift == pytest.approx((-2.0, 3.0), abs=0.1)

@@ -11,9 +11,12 @@ returns the shift it applied to ``recon``.
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
+
+logger = logging.getLogger("ptycho_exp.evaluate")
 
 __all__ = ["register_images", "apply_shift", "trim", "align_to_reference"]
 
@@ -157,7 +160,8 @@ def trim(image, px: int = 2):
     return image[px:-px, px:-px]
 
 
-def align_to_reference(gt, recon, upsample_factor: int = 50, trim_px: int = 2):
+def align_to_reference(gt, recon, upsample_factor: int = 50, trim_px: int = 2,
+                       max_shift_fraction: float = 0.25):
     """Register ``recon`` to ``gt``, shift it, and trim both.
 
     Parameters
@@ -171,18 +175,31 @@ def align_to_reference(gt, recon, upsample_factor: int = 50, trim_px: int = 2):
         trimmed is ``max(trim_px, ceil(max(|dy|, |dx|)))`` so that pixels
         filled in by the shift never enter the metrics.
 
+    max_shift_fraction : float, optional
+        A registered shift larger than this fraction of the smaller image side
+        is implausible (a failed reconstruction correlates with nothing): the
+        reconstruction is then scored unshifted and ``shift`` is NaN, so the
+        job records a failed registration instead of crashing on the trim.
+
     Returns
     -------
     gt_aligned, recon_aligned : ndarray
         Trimmed ground truth and shifted, trimmed reconstruction.
     shift : tuple of float
-        ``(dy, dx)`` applied to ``recon`` (content moved by ``+shift``).
+        ``(dy, dx)`` applied to ``recon`` (content moved by ``+shift``); NaN when
+        the registration was rejected.
     """
     gt = np.asarray(gt)
     recon = np.asarray(recon)
     if gt.shape != recon.shape:
         raise ValueError(f"gt and recon must have the same shape: {gt.shape} vs {recon.shape}")
     shift = register_images(gt, recon, upsample_factor=upsample_factor)
+    limit = max_shift_fraction * min(gt.shape)
+    if max(abs(shift[0]), abs(shift[1])) > limit:
+        logger.warning("registration shift (%.2f, %.2f) px exceeds %.0f px (%.0f%% of the image): rejected, "
+                       "the reconstruction is scored unshifted", shift[0], shift[1], limit,
+                       100 * max_shift_fraction)
+        return trim(gt, trim_px), trim(recon, trim_px), (math.nan, math.nan)
     moved = apply_shift(recon, shift)
     t = max(int(trim_px), int(math.ceil(max(abs(shift[0]), abs(shift[1])))))
     return trim(gt, t), trim(moved, t), shift
