@@ -245,7 +245,8 @@ def compare_models(df: "pd.DataFrame", metrics: Sequence[str] | None = None, *, 
                 rng = np.random.default_rng([seed, si, mi])
                 lo, hi = bootstrap_diff_ci(sign * a, sign * b, paired, rng, n_boot=n_boot)
                 test, p = rank_test(a, b, paired)
-                rec.update({"diff": sign * (means[rec["winner"]] - means[rec["runner_up"]]),
+                # the estimate the interval and the test are about: over the same (paired) seeds
+                rec.update({"diff": sign * (float(np.mean(a)) - float(np.mean(b))),
                             "ci_lo": lo, "ci_hi": hi, "paired": paired, "n_a": int(len(a)), "n_b": int(len(b)),
                             "test": test, "p_value": p})
             out.append(rec)
