@@ -70,9 +70,9 @@ def failed_result(job_cfg: dict, error: str, error_type: str, started: float, **
 
 
 def _iso(t: float) -> str:
-    from datetime import datetime, timezone
+    from datetime import UTC, datetime
 
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
 
 
 def done_result(job_dir: Path, job_cfg: dict) -> dict | None:
@@ -107,7 +107,7 @@ def train_and_evaluate(job_cfg: dict, job_dir: Path | str) -> dict:
 
         _inject_fault(cfg.fault)
         outcome = run_science(cfg, job_dir)
-    except Exception as exc:  # a failed job is recorded, never propagated
+    except Exception as exc:  # noqa: BLE001 - a failed job is recorded, never propagated
         detail = traceback.format_exc()
         log.error("job failed: %s: %s", type(exc).__name__, exc)
         res = failed_result(job_cfg, f"{type(exc).__name__}: {exc}", type(exc).__name__, started,
@@ -133,11 +133,22 @@ def _inject_fault(fault: str) -> None:
         os._exit(1)
     if fault == "sleep":
         time.sleep(float(os.environ.get("PTYCHO_EXP_FAULT_SLEEP", "3600")))
+    if fault == "oom":  # what the kernel's OOM killer does: memory grows, then SIGKILL, no chance to clean up
+        hog = b"\x01" * (int(os.environ.get("PTYCHO_EXP_FAULT_OOM_MB", "300")) << 20)  # pages really touched
+        sys.stdout.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+        del hog  # pragma: no cover - never reached
 
 
 # --------------------------------------------------------------------------- isolation
 def _set_pdeathsig() -> None:  # pragma: no cover - runs in the child
-    """Die with the parent: a killed sweep leaves no orphan job writing results later."""
+    """Die with the parent: a killed sweep leaves no orphan job writing results later.
+
+    SIGUSR2 is ignored: SLURM sends it to every process of the step before a time limit or a
+    preemption, and it is the parent's (submitit's) job to checkpoint and requeue; the child must
+    not die of it first and be recorded as failed.
+    """
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     try:
         import ctypes
 
@@ -151,7 +162,8 @@ def run_isolated(job_cfg: dict, job_dir: Path, env: dict | None = None) -> dict:
     started = time.time()
     results.write_json(job_dir / JOB_CONFIG_FILE, job_cfg)
     cmd = [sys.executable, "-m", "ptycho_exp.run", str(job_dir)]
-    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, preexec_fn=_set_pdeathsig)
+    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})},
+                            preexec_fn=_set_pdeathsig)  # noqa: PLW1509 - the parent runs no threads
     try:
         _, status, usage = os.wait4(proc.pid, 0)
     except BaseException:
@@ -167,29 +179,51 @@ def run_isolated(job_cfg: dict, job_dir: Path, env: dict | None = None) -> dict:
     code = proc.returncode
     why = (f"killed by signal {-code} ({signal.Signals(-code).name})" if code < 0
            else f"exited with status {code}")
-    hint = " — probably out of memory" if code == -signal.SIGKILL else ""
+    hint = {-signal.SIGKILL: " — probably out of memory",
+            -signal.SIGTERM: " — stopped from outside (scancel, a time limit, a shutdown)"}.get(code, "")
     res = failed_result(job_cfg, f"job process {why} without writing a result{hint}", "ProcessDied",
                         started, resources={"peak_rss_mb": peak_mb}, exit_code=code)
     results.write_json(job_dir / results.RESULT_FILE, res)
     return res
 
 
-def child_env(cfg: Any, job_num: int, n_parallel: int) -> dict:
-    """Environment for one job: device visibility and thread counts."""
+def child_env(cfg: Any, job_num: int, n_parallel: int, gpus: list[str] | None = None,
+              n_cpus: int | None = None) -> dict:
+    """Environment for one job: device visibility and thread counts (pure given ``gpus``/``n_cpus``).
+
+    Parameters
+    ----------
+    cfg : the job config (``hardware.device``, ``hardware.intra_op_threads`` are read).
+    job_num : Hydra's job number; with several GPUs visible and several jobs at once, job ``k``
+        gets GPU ``gpus[k % len(gpus)]`` (round-robin).
+    n_parallel : how many jobs run at once on this machine (the launcher's ``n_jobs``).
+    gpus : visible GPU ids (default: ``CUDA_VISIBLE_DEVICES`` or ``nvidia-smi -L``).
+    n_cpus : CPU count split between concurrent jobs (default ``os.cpu_count()``).
+    """
     env: dict[str, str] = {}
     device = cfg.hardware.device
     if device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
-    else:
-        gpus = _visible_gpus()
-        if len(gpus) > 1 and n_parallel > 1:
+    elif n_parallel > 1:
+        gpus = _visible_gpus() if gpus is None else list(gpus)
+        if len(gpus) > 1:
             env["CUDA_VISIBLE_DEVICES"] = gpus[job_num % len(gpus)]
     if n_parallel > 1 and cfg.hardware.intra_op_threads == 0:
-        per_job = max(1, (os.cpu_count() or 1) // n_parallel)
+        per_job = max(1, (n_cpus or os.cpu_count() or 1) // n_parallel)
         env.update(OMP_NUM_THREADS=str(per_job), PTYCHO_EXP_INTRA_THREADS=str(per_job))
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
     return env
+
+
+def parallel_jobs(n_jobs: Any, n_cpus: int | None = None) -> int:
+    """Jobs at once for a launcher ``n_jobs`` (joblib: -1 = all CPUs, -2 = all but one; None: 1)."""
+    if n_jobs is None:
+        return 1
+    n = int(n_jobs)
+    if n < 0:
+        n = (n_cpus or os.cpu_count() or 1) + 1 + n
+    return max(1, n)
 
 
 def _visible_gpus() -> list[str]:
@@ -197,15 +231,85 @@ def _visible_gpus() -> list[str]:
     if ids is not None:
         return [i for i in ids.split(",") if i.strip()]
     try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["nvidia-smi", "-L"], check=False, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return []
     return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU")]
 
 
+# --------------------------------------------------------------------------- CLI mode
+_MODE_FLAGS = ("-m", "--multirun", "-r", "--run", "-c", "--cfg", "-i", "--info", "-h", "--help", "--hydra-help",
+               "-sc", "--shell-completion", "--experimental-rerun")
+_STUDY_GROUPS = ("study", "experiment", "local")
+
+
+def register_plugins() -> None:
+    """Make our sweeper and SLURM launcher (``_target_: ptycho_exp.study...``) resolvable.
+
+    Hydra only discovers plugins in the ``hydra_plugins`` namespace; ours lives in the package.
+    Importing it costs nothing extra: Hydra's plugin scan imports the Optuna sweeper module anyway.
+    """
+    from hydra.core.plugins import Plugins
+
+    from ptycho_exp.study.launchers import ResilientSlurmLauncher
+    from ptycho_exp.study.sweeper import ResumableOptunaSweeper
+
+    Plugins.instance().register(ResumableOptunaSweeper)
+    Plugins.instance().register(ResilientSlurmLauncher)
+
+
+def wants_multirun(argv: list[str]) -> bool:
+    """True when the overrides select a study/experiment whose config sets ``hydra.mode: MULTIRUN``.
+
+    Hydra 1.4 takes the run mode only from the primary config or the command line, so
+    ``python -m ptycho_exp study=quick`` would fail with "hydra.mode changed during config
+    composition". The entry point calls this and adds ``--multirun`` itself. It composes the
+    config (compose API, no job runs) only when a study/experiment/local group is overridden and
+    neither a mode flag nor ``hydra.mode=`` is given.
+    """
+    if any(a in _MODE_FLAGS or a.startswith(("--cfg=", "--info=", "hydra.mode=", "-cn", "--config-name",
+                                             "-cp", "--config-path", "-cd", "--config-dir"))
+           for a in argv):
+        return False
+    overrides = [a for a in argv if not a.startswith("-")]
+    groups = {a.lstrip("+~").split("=", 1)[0] for a in overrides if "=" in a}
+    if not groups & set(_STUDY_GROUPS):
+        return False
+    try:
+        import warnings
+
+        from hydra.types import RunMode
+
+        from ptycho_exp.study.plan import _split, compose_job_config
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fixed, _ = _split(overrides)  # sweep overrides (a=1,2) cannot be composed, and need not be
+            cfg = compose_job_config(fixed, return_hydra=True)
+        return cfg.hydra.mode == RunMode.MULTIRUN
+    except Exception:  # noqa: BLE001 - a bad override is reported by Hydra itself, with its message
+        return any(a.lstrip("+").split("=", 1)[0] == "study" and a.split("=", 1)[1] not in ("", "null")
+                   for a in overrides)
+
+
 # --------------------------------------------------------------------------- Hydra task (parent)
+def remove_stale_temp_files(job_dir: Path) -> list[Path]:
+    """Delete the temp files an atomic write left in ``job_dir`` when its process was killed.
+
+    Only this job writes into its folder, and it has not started yet, so any ``.<name>.*.tmp``
+    (see :func:`ptycho_exp.results.atomic_write_bytes`) or ``.write_probe`` there is debris.
+    """
+    stale = [p for p in Path(job_dir).glob(".*") if p.is_file()
+             and (p.name.endswith(".tmp") or p.name == ".write_probe")]
+    for p in stale:
+        p.unlink(missing_ok=True)
+        log.info("removed stale temp file %s (left by a killed run)", p)
+    return stale
+
+
 def run_job(job_cfg: dict, job_dir: Path, isolate: bool, retries: int = 0, env: dict | None = None) -> dict:
     """Skip if done, else run (isolated or in-process), re-running a failure up to ``retries`` times."""
+    remove_stale_temp_files(job_dir)
     prev = done_result(job_dir, job_cfg)
     if prev is not None:
         log.info("skip: %s already has an ok result for config %s", job_dir, prev["config_hash"])
@@ -247,9 +351,9 @@ def hydra_task(cfg: Any) -> Any:
             sys.exit(2)
         log.error("configuration error: %s", exc)
         return objective_value(res, cfg.objective)
-    n_parallel = int(hc.launcher.get("n_jobs", 1) or 1) if "n_jobs" in hc.launcher else 1
+    n_parallel = parallel_jobs(hc.launcher.get("n_jobs")) if "n_jobs" in hc.launcher else 1
     job_num = int(hc.job.get("num", 0) or 0) if multirun else 0
-    env = child_env(cfg, job_num, max(1, n_parallel))
+    env = child_env(cfg, job_num, n_parallel)
     res = run_job(job_cfg, job_dir, cfg.hardware.isolate, cfg.hardware.retries, env)
     status = res.get("status")
     log.info("job %s: %s%s", job_dir, status, "" if status == "ok" else f" ({res.get('error')})")

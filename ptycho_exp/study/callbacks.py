@@ -85,8 +85,8 @@ class FailureSummaryCallback(Callback):
         sweep = _sweep_dir(config)
         if sweep is None or not sweep.is_dir():
             return
-        from ptycho_exp.study.collect import find_job_dirs
         from ptycho_exp.results import read_result
+        from ptycho_exp.study.collect import find_job_dirs
 
         counts: dict[str, int] = {}
         failed: list[str] = []
