@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= multirun/demo
 
-.PHONY: install demo test test-full test-slurm lint bench clean tike-env slurm-up slurm-down
+.PHONY: install demo test test-full test-slurm test-browser lint bench bench-quality clean tike-env
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -34,11 +34,19 @@ test-slurm: $(STAMP)
 	bash scripts/slurm-dev-cluster.sh up
 	$(BIN)/python -m pytest -q -m slurm tests/test_slurm.py; rc=$$?; bash scripts/slurm-dev-cluster.sh down; exit $$rc
 
+test-browser: $(STAMP)
+	bash scripts/install-browser.sh
+	$(BIN)/python -m pytest -q -m browser tests/test_report_browser.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check ptycho_exp tests bench
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
+
+# SPEC §7 quality on the CPU protocol (lines, N=64, 2,048 patterns, 20 epochs; g=1 and g=2): about an hour.
+bench-quality: $(STAMP)
+	$(BIN)/python bench/quality.py
 
 tike-env:
 	bash scripts/make_tike_env.sh
