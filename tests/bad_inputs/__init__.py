@@ -1,0 +1,1 @@
+"""Bad-input corpus: generated into a tmp folder by a fixture (no binaries are committed)."""

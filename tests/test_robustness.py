@@ -1,0 +1,385 @@
+"""Robustness and security (issue 8): bad inputs, safe loading, disk and memory failures, determinism.
+
+Every bad input runs through the real entry point (``python -m ptycho_exp`` in a subprocess) and must
+exit non-zero with ONE clear stderr line naming the field and the fix, no traceback, no ``ok`` result
+and no partial file. TensorFlow is made unimportable in those runs (a guard package on PYTHONPATH),
+which proves that bad configs and bad NPZ files are refused before it would load.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from bad_inputs.corpus import all_cases, build_case, valid_arrays
+from conftest import ROOT, run_cli
+
+PKG = ROOT / "ptycho_exp"
+TF_MARKER = "TENSORFLOW_IMPORTED_DURING_A_BAD_INPUT_RUN"
+FIX_WORDS = re.compile(r"fix|choose|must|use |set |remove|save|re-save|re-copy|check the path|chmod", re.IGNORECASE)
+CASES = all_cases()
+TINY_JOB = ["data.N=16", "data.object_size=64", "data.n_train=16", "data.test_stride=8", "train.epochs=1",
+            "train.tensorboard=false", "train.save_model=false", "eval.figures=false", "eval.upsample_factor=10"]
+
+
+def _no_tf_env(folder: Path) -> dict:
+    """PYTHONPATH with packages named tensorflow/keras that refuse to import."""
+    for name in ("tensorflow", "keras"):
+        pkg = folder / name
+        pkg.mkdir(parents=True, exist_ok=True)
+        (pkg / "__init__.py").write_text(f"raise ImportError('{TF_MARKER}: {name}')\n")
+    return {"PYTHONPATH": os.pathsep.join([str(folder), str(ROOT)])}
+
+
+def _files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file()]
+
+
+@pytest.fixture(scope="module")
+def corpus_runs(tmp_path_factory):
+    """Build every case and run them all (two at a time); ``{name: (case, folder, proc, seconds)}``."""
+    root = tmp_path_factory.mktemp("bad_inputs")
+    env = _no_tf_env(root / "_guard")
+
+    def one(case):
+        folder = root / case.name
+        args = build_case(case, folder)
+        t0 = time.time()
+        proc = run_cli(args, folder, timeout=120, env=env)
+        return case.name, (case, folder, proc, time.time() - t0)
+
+    with ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 2))) as pool:
+        return dict(pool.map(one, CASES))
+
+
+def test_corpus_has_at_least_40_distinct_cases():
+    names = [c.name for c in CASES]
+    assert len(names) >= 40 and len(set(names)) == len(names)
+    kinds = {c.kind for c in CASES}
+    assert kinds == {"config", "npz", "path"}
+
+
+def test_the_corpus_base_file_is_itself_valid(tmp_path):
+    from ptycho_exp.data.npz import contract_header, load_contract_npz
+
+    path = tmp_path / "good.npz"
+    np.savez(path, **valid_arrays())
+    assert contract_header(path)["M"] == 64
+    assert load_contract_npz(path).diffraction.shape == (64, 32, 32)
+
+
+@pytest.mark.parametrize("name", [c.name for c in CASES])
+def test_bad_input_fails_with_one_clear_line(corpus_runs, name):
+    case, folder, proc, seconds = corpus_runs[name]
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, f"{name}: accepted (rc 0)\n{out[-2000:]}"
+    assert TF_MARKER not in out, f"{name}: TensorFlow was imported before the error\n{out[-2000:]}"
+    assert "Traceback" not in out, f"{name}: traceback shown\n{out[-3000:]}"
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, f"{name}: expected one stderr line, got {len(lines)}:\n{proc.stderr[-3000:]}"
+    line = lines[0]
+    assert line.startswith("ptycho_exp:"), line
+    for needle in case.needles:
+        assert needle in line, f"{name}: {needle!r} not in {line!r}"
+    assert FIX_WORDS.search(line), f"{name}: no fix in {line!r}"
+    for path in _files(folder):
+        assert not path.name.endswith(".tmp") and not path.name.startswith(".tmp-"), f"partial file {path}"
+        if path.name == "result.json":
+            assert json.loads(path.read_text())["status"] != "ok", path
+    assert seconds < 60, f"{name} took {seconds:.1f} s"
+
+
+def test_verbose_shows_the_traceback(cli, tmp_path):
+    res = cli(["data.NN=3", "hydra.verbose=true", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert res.returncode != 0
+    assert "Traceback" in res.stderr and "NN" in res.stderr
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a chmod 000 file anyway; the path checks cover "
+                                              "missing files and directories")
+def test_unreadable_npz_names_the_file(cli, tmp_path):
+    path = tmp_path / "secret.npz"
+    np.savez(path, **valid_arrays())
+    path.chmod(0)
+    res = cli(["data=npz", f"data.train_path={path}", f"data.test_path={path}", "data.N=32", "data.n_train=16",
+               f"hydra.run.dir={tmp_path / 'run'}"])
+    assert res.returncode != 0 and "data.train_path" in res.stderr and "readable" in res.stderr
+
+
+# --------------------------------------------------------------------------- disk and memory
+def _fake_ok_result(job_dir: Path) -> str:
+    job_dir.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({"status": "ok", "config_hash": "previous", "metrics": {"phase_ssim": 0.9}})
+    (job_dir / "result.json").write_text(text)
+    return text
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A 4 MiB tmpfs mounted in tmp_path (root only); unmounted afterwards."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, check=False)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({res.stderr.decode().strip()}): the path-under-a-file "
+                    "corpus cases still prove the probe")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True, check=False)
+
+
+def test_read_only_output_dir_fails_before_work_and_keeps_the_previous_result(cli, tmp_path, tmpfs):
+    job = tmpfs / "job"
+    before = _fake_ok_result(job)
+    subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
+    t0 = time.time()
+    res = cli([*TINY_JOB, f"hydra.run.dir={job}"])
+    assert res.returncode != 0 and time.time() - t0 < 30
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "hydra.run.dir" in lines[0] and "not writable" in lines[0], res.stderr
+    assert "Traceback" not in res.stderr + res.stdout
+    assert (job / "result.json").read_text() == before
+    assert not (tmp_path / "cache").exists()  # no data was simulated
+
+
+def test_full_disk_fails_before_work_and_keeps_the_previous_result(cli, tmp_path, tmpfs):
+    job = tmpfs / "job"
+    before = _fake_ok_result(job)
+    filler = tmpfs / "filler"
+    with open(filler, "wb") as fh:
+        try:
+            fh.write(b"\0" * (8 << 20))
+        except OSError:
+            pass
+    res = cli([*TINY_JOB, f"hydra.run.dir={job}"])
+    assert res.returncode != 0
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "MiB free" in lines[0], res.stderr
+    assert (job / "result.json").read_text() == before
+
+
+def test_a_write_that_hits_a_full_disk_leaves_the_old_file_whole(tmp_path):
+    """RLIMIT_FSIZE makes the atomic write fail part-way (like ENOSPC): the old file stays, no temp file."""
+    target = tmp_path / "result.json"
+    target.write_text('{"status": "ok"}')
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096));"
+            "from ptycho_exp.results import write_json;"
+            f"write_json({str(target)!r}, {{'status': 'ok', 'blob': 'x' * 100000}})")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False)
+    assert res.returncode != 0 and ("File too large" in res.stderr or "Errno 27" in res.stderr), res.stderr
+    assert target.read_text() == '{"status": "ok"}'
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+
+def test_oom_killed_job_is_recorded_failed_with_its_peak_memory(cli, tmp_path):
+    job = tmp_path / "job"
+    res = cli([*TINY_JOB, "fault=oom", f"hydra.run.dir={job}"], env={"PTYCHO_EXP_FAULT_OOM_MB": "300"})
+    assert res.returncode != 0
+    rec = json.loads((job / "result.json").read_text())
+    assert rec["status"] == "failed" and rec["exit_code"] == -9
+    assert "SIGKILL" in rec["error"] and "out of memory" in rec["error"]
+    assert rec["resources"]["peak_rss_mb"] >= 300
+    assert "job failed" in res.stderr and "SIGKILL" in res.stderr
+
+
+# --------------------------------------------------------------------------- safe loading
+UNSAFE = [
+    (r"\b(c?pickle|dill|cloudpickle|joblib|shelve|marshal)\.loads?\(", "unpickling"),
+    (r"allow_pickle\s*=\s*True", "allow_pickle=True"),
+    (r"\byaml\.(load|load_all|unsafe_load|full_load)\(", "yaml.load without SafeLoader"),
+    (r"safe_mode\s*=\s*False", "safe_mode=False"),
+    (r"(?<![\w.])eval\(", "eval()"),
+    (r"(?<![\w.])exec\(", "exec()"),
+    (r"torch\.load\(", "torch.load"),
+    (r"UNSAFE_DISABLE_EXECUTION_CHECKS", "Hydra execution checks disabled"),
+]
+
+
+def _safe_yaml_call(code: str, source: str) -> bool:
+    """``yaml.load(..., Loader=X)`` where X is a SafeLoader (named inline or bound to one in the file)."""
+    if "SafeLoader" in code:
+        return True
+    m = re.search(r"Loader\s*=\s*(\w+)", code)
+    return bool(m) and re.search(rf"^\s*{m.group(1)}\s*=.*SafeLoader", source, flags=re.MULTILINE) is not None
+
+
+def test_the_package_has_no_unsafe_loaders():
+    hits = []
+    for path in sorted(PKG.rglob("*.py")):
+        source = path.read_text()
+        for lineno, line in enumerate(source.splitlines(), 1):
+            code = line.split("#", 1)[0]
+            for pattern, what in UNSAFE:
+                if re.search(pattern, code) and not (what.startswith("yaml") and _safe_yaml_call(code, source)):
+                    hits.append(f"{path.relative_to(ROOT)}:{lineno}: {what}: {line.strip()}")
+    assert not hits, "\n".join(hits)
+
+
+def test_the_unsafe_loader_grep_catches_what_it_should():
+    unsafe = ["pickle.loads(b)", "x = np.load(p, allow_pickle=True)", "yaml.load(fh)",
+              "keras.saving.load_model(p, safe_mode=False)", "eval(text)", "exec(code)", "dill.load(fh)"]
+    for line in unsafe:
+        assert any(re.search(pattern, line) for pattern, _ in UNSAFE), line
+    assert not _safe_yaml_call("yaml.load(fh)", "")
+    assert _safe_yaml_call("yaml.load(fh, Loader=loader)", "    loader = getattr(yaml, 'CSafeLoader', yaml.SafeLoader)")
+    assert not any(re.search(pattern, "model.evaluate(x); literal_eval(s)") for pattern, _ in UNSAFE)
+
+
+def test_every_npz_load_in_the_package_passes_allow_pickle_false():
+    bad = []
+    for path in sorted(PKG.rglob("*.py")):
+        for lineno, line in enumerate(path.read_text().splitlines(), 1):
+            if re.search(r"\bnp\.load\(", line.split("#", 1)[0]) and "allow_pickle=False" not in line:
+                bad.append(f"{path.relative_to(ROOT)}:{lineno}: {line.strip()}")
+    assert not bad, "\n".join(bad)
+
+
+def test_object_array_is_refused_without_unpickling(tmp_path):
+    """A file whose object array would run code when unpickled is refused, and the code never runs."""
+    from ptycho_exp.data.npz import DataContractError, load_contract_npz
+
+    flag = tmp_path / "pwned"
+    arrays = valid_arrays()
+    evil = np.empty(1, dtype=object)
+    evil[0] = _Exploit(str(flag))
+    arrays["xcoords"] = evil
+    path = tmp_path / "evil.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(DataContractError, match="pickle"):
+        load_contract_npz(path)
+    assert not flag.exists()
+
+
+class _Exploit:
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.path),))
+
+
+@pytest.mark.parametrize("value,ok", [
+    ("ptycho_exp.study.callbacks.ReportCallback", True), ("optuna.samplers.TPESampler", True),
+    ("hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", True),
+    ("os.system", False), ("builtins.eval", False), ("subprocess.Popen", False), ("ptycho_exp_evil.x", False),
+])
+def test_target_allow_list(value, ok):
+    from ptycho_exp.config import ConfigError, check_targets
+
+    cfg = {"model": {"name": "pinn"}, "objective": [{"deep": {"_target_": value}}]}
+    if ok:
+        check_targets(cfg)
+    else:
+        with pytest.raises(ConfigError, match=r"objective\.0\.deep\._target_"):
+            check_targets(cfg)
+
+
+def test_the_entry_point_passes_hydra_an_execution_whitelist():
+    from ptycho_exp.__main__ import EXECUTION_WHITELIST
+
+    assert EXECUTION_WHITELIST and "*" not in EXECUTION_WHITELIST
+    assert all(p.startswith(("ptycho_exp.", "optuna.", "hydra_plugins.", "submitit.", "logging."))
+               for p in EXECUTION_WHITELIST)
+
+
+# --------------------------------------------------------------------------- secrets
+@pytest.mark.parametrize("url,expected", [
+    ("postgresql://alice:S3cret@db.example:5432/optuna", "postgresql://alice:***@db.example:5432/optuna"),
+    ("mysql+pymysql://bob:p%40ss:w0rd@host/db", "mysql+pymysql://bob:***@host/db"),
+    ("sqlite:///multirun/x/optuna.db", "sqlite:///multirun/x/optuna.db"),
+    ("postgresql://alice@host/db", "postgresql://alice@host/db"),
+])
+def test_redact_url_hides_only_the_password(url, expected):
+    from ptycho_exp.results import redact_secrets
+    from ptycho_exp.study.sweeper import redact_url
+
+    assert redact_url(url) == expected
+    assert redact_secrets(f"storage={url} rest") == f"storage={expected} rest"
+
+
+def test_a_job_record_never_holds_a_storage_password(cli, tmp_path):
+    """The password of a storage URL on the command line reaches neither result.json nor stderr."""
+    job = tmp_path / "job"
+    res = cli([*TINY_JOB, "data.N=48", "+hydra.sweeper.storage=postgresql://alice:S3cretPw@127.0.0.1:1/optuna",
+               f"hydra.run.dir={job}"])
+    assert res.returncode != 0
+    text = (job / "result.json").read_text()
+    assert "S3cretPw" not in text and "alice:***@" in text  # argv recorded, password hidden
+    assert "S3cretPw" not in res.stderr + res.stdout
+
+
+def test_an_optuna_study_with_an_unreachable_password_storage_fails_without_printing_it(cli, tmp_path):
+    sweep = tmp_path / "sweep"
+    res = cli(["study=optuna", "hydra.sweeper.n_trials=1", *TINY_JOB,
+               "hydra.sweeper.storage=postgresql://alice:S3cretPw@127.0.0.1:9/optuna",
+               f"hydra.sweep.dir={sweep}"], timeout=120)
+    assert res.returncode != 0
+    assert "S3cretPw" not in res.stderr + res.stdout, res.stderr[-2000:]
+    for path in _files(tmp_path):
+        if path.name in ("result.json",) or path.suffix in (".log", ".html", ".csv", ".md"):
+            assert "S3cretPw" not in path.read_text(errors="replace"), path
+
+
+# --------------------------------------------------------------------------- determinism and rerun
+def test_same_config_and_seed_give_bit_identical_metrics_and_rerun_reproduces_them(cli, tmp_path):
+    job = tmp_path / "job"
+    res = cli([*TINY_JOB, f"hydra.run.dir={job}"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    rec = json.loads((job / "result.json").read_text())
+    assert rec["status"] == "ok" and rec["config"]["train"]["deterministic"] is True
+    assert rec["provenance"]["versions"]["tensorflow"] and rec["seed"] == rec["config"]["seed"]
+
+    again = tmp_path / "again"
+    res = run_cli(["rerun", str(job), "--out", str(again)], tmp_path, module="ptycho_exp.cli")
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "bit-identical" in res.stdout
+    new = json.loads((again / "result.json").read_text())
+    assert new["metrics"] == rec["metrics"] and new["config_hash"] == rec["config_hash"]
+    assert new["rerun_of"] == str(job.resolve())
+
+    # A record whose metrics do not reproduce (as a non-deterministic run would leave): exit 1 and a table.
+    rec["metrics"]["phase_ssim"] += 1e-9
+    (job / "result.json").write_text(json.dumps(rec))
+    res = run_cli(["rerun", str(job), "--out", str(tmp_path / "third")], tmp_path, module="ptycho_exp.cli")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "1 of" in res.stdout and "phase_ssim" in res.stdout and "abs diff" in res.stdout
+
+
+def test_rerun_refuses_a_folder_that_is_not_a_finished_job(tmp_path):
+    res = run_cli(["rerun", str(tmp_path)], tmp_path, module="ptycho_exp.cli")
+    assert res.returncode == 2 and "result.json" in res.stderr and "Traceback" not in res.stderr
+    (tmp_path / "result.json").write_text(json.dumps({"status": "failed", "config": {}, "metrics": {}}))
+    res = run_cli(["rerun", str(tmp_path)], tmp_path, module="ptycho_exp.cli")
+    assert res.returncode == 2 and "not ok" in res.stderr
+
+
+def test_metric_comparison_is_bit_exact_and_tabulated():
+    from ptycho_exp.rerun import compare_metrics, diff_table
+
+    old = {"a": 0.1 + 0.2, "b": 1.0, "c": None, "d": 2.0}
+    new = {"a": 0.30000000000000004, "b": 1.0 + 2 ** -52, "c": None, "e": 3.0}
+    diffs = compare_metrics(old, new)
+    assert [k for k, _, _ in diffs] == ["b", "d", "e"]
+    table = diff_table(diffs)
+    assert table.splitlines()[0].split() == ["metric", "original", "rerun", "abs", "diff"]
+    assert "2.22e-16" in table and "<missing>" in table
+
+
+def test_a_storage_password_from_the_environment_reaches_no_file(cli, tmp_path):
+    """The documented way: ``${oc.env:VAR}`` in the URL; Hydra saves the interpolation, not the secret.
+
+    (A password typed literally on the command line is hidden in result.json, logs and messages, but
+    Hydra's own ``.hydra/hydra.yaml`` records the raw override; hence this advice.)
+    """
+    job = tmp_path / "job"
+    res = cli([*TINY_JOB, "data.N=48", "+hydra.sweeper.storage=postgresql://alice:${oc.env:PTYCHO_TEST_PW}@h:1/db",
+               f"hydra.run.dir={job}"], env={"PTYCHO_TEST_PW": "S3cretPw"})
+    assert res.returncode != 0 and (job / "result.json").exists()
+    leaks = [p for p in _files(job) if "S3cretPw" in p.read_text(errors="replace")]
+    assert not leaks and "S3cretPw" not in res.stdout + res.stderr
