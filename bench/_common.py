@@ -1,0 +1,116 @@
+"""Shared helpers for the bench scripts: machine description and atomic JSON results.
+
+Every bench script writes ``bench/results/<name>.json`` through :func:`write_result`, so each file carries
+the machine it was measured on and when. Nothing here imports TensorFlow at module import time.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import sys
+from pathlib import Path
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+# Let ``python bench/<script>.py`` import the package from a source checkout without installing it.
+_ROOT = Path(__file__).resolve().parent.parent
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _usable_cpus() -> int | None:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count()
+
+
+def _total_memory_gb() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 1024 ** 2, 2)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _gpus(with_tf: bool) -> list[str]:
+    """GPU names as TensorFlow sees them; empty when TF is not loaded yet (importing it is slow)."""
+    if not with_tf or "tensorflow" not in sys.modules:
+        return []
+    try:
+        import tensorflow as tf
+
+        out = []
+        for dev in tf.config.list_physical_devices("GPU"):
+            details = tf.config.experimental.get_device_details(dev)
+            out.append(str(details.get("device_name", dev.name)))
+        return out
+    except Exception:  # noqa: BLE001 - machine info must never break a benchmark
+        return []
+
+
+def machine_info(with_tf: bool = True) -> dict:
+    """Describe the machine a benchmark ran on.
+
+    Parameters
+    ----------
+    with_tf : bool
+        Also list GPUs and the TensorFlow version when TensorFlow is already imported.
+
+    Returns
+    -------
+    dict
+        host, platform, python, cpu model, usable cores, total memory (GiB), load average, GPUs and
+        package versions.
+    """
+    from ptycho_exp.results import git_sha, now_iso, package_versions
+
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        load = None
+    return {"host": socket.gethostname(), "platform": platform.platform(), "python": platform.python_version(),
+            "cpu": _cpu_model(), "cpus_usable": _usable_cpus(), "cpus_total": os.cpu_count(),
+            "memory_gb": _total_memory_gb(), "loadavg": load, "gpus": _gpus(with_tf),
+            "git_sha": git_sha(_ROOT), "measured_at": now_iso(),
+            "versions": package_versions(("ptycho_exp", "numpy", "tensorflow", "keras"))}
+
+
+def write_result(name: str, payload: dict, results_dir: Path | str | None = None) -> Path:
+    """Write ``payload`` plus machine info to ``<results_dir>/<name>.json`` atomically.
+
+    Parameters
+    ----------
+    name : str
+        File stem, e.g. ``"throughput"``; letters, digits, ``-``, ``_`` and ``.`` only.
+    payload : dict
+        JSON-serialisable results; NaN/Inf become null.
+    results_dir : path, optional
+        Defaults to ``bench/results``.
+
+    Returns
+    -------
+    Path
+        The file written.
+    """
+    if not name or not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
+        raise ValueError(f"bench result name {name!r}: use letters, digits, '-', '_' or '.' only")
+    from ptycho_exp.results import write_json
+
+    path = Path(results_dir) if results_dir is not None else RESULTS_DIR
+    out = path / f"{name}.json"
+    write_json(out, {"name": name, "machine": machine_info(), **payload})
+    return out
