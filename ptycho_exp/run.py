@@ -249,13 +249,16 @@ def register_plugins() -> None:
     Hydra only discovers plugins in the ``hydra_plugins`` namespace; ours lives in the package.
     Importing it costs nothing extra: Hydra's plugin scan imports the Optuna sweeper module anyway.
     """
+    import importlib
+
     from hydra.core.plugins import Plugins
 
-    from ptycho_exp.study.launchers import ResilientSlurmLauncher
-    from ptycho_exp.study.sweeper import ResumableOptunaSweeper
-
-    Plugins.instance().register(ResumableOptunaSweeper)
-    Plugins.instance().register(ResilientSlurmLauncher)
+    for module, name in (("ptycho_exp.study.sweeper", "ResumableOptunaSweeper"),
+                         ("ptycho_exp.study.launchers", "ResilientSlurmLauncher")):
+        try:  # each needs its Hydra plugin package; a lean environment (e.g. a GPU node) may lack one
+            Plugins.instance().register(getattr(importlib.import_module(module), name))
+        except ImportError as exc:
+            log.debug("plugin %s.%s not registered: %s", module, name, exc)
 
 
 def wants_multirun(argv: list[str]) -> bool:

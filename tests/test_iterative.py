@@ -516,3 +516,13 @@ def test_engine_settings_accept_the_config_names():
     assert (s["betaObject"], s["betaProbe"], s["algorithm"]) == (0.7, 0.1, "mPIE")
     t = tike_engine._settings({"adaptive_moments": False, "algorithm": "lstsq_grad", "batch_size": 4})
     assert (t["use_adaptive_moment"], t["algorithm"], t["batch_size"]) == (False, "lstsq_grad", 4)
+
+
+def test_tike_count_scale_brings_data_to_counts():
+    from ptycho_exp.iterative.tike_engine import tike_count_scale
+
+    rng = np.random.default_rng(0)
+    intensity = rng.random((5, 16, 16)) * 1e-3
+    c = tike_count_scale(intensity, 100.0)
+    assert np.mean(c * intensity) == pytest.approx(100.0)
+    assert tike_count_scale(np.zeros((2, 4, 4))) == 1.0
