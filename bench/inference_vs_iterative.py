@@ -86,7 +86,8 @@ def time_pinn(cfg, ds, work: Path, repeat: int) -> dict:
 
     def once() -> tuple[float, float, float]:
         t0 = time.perf_counter()
-        pred = predict_patches(fit.model, test.diffraction, fit.norm_factor, batch_size=cfg.eval.batch_size)
+        pred = predict_patches(fit.model, test.diffraction, fit.norm_factor, batch_size=cfg.eval.batch_size,
+                               offsets=test.offsets)
         t1 = time.perf_counter()
         patches = np.moveaxis(pred, -1, 1).reshape(-1, pred.shape[1], pred.shape[2])
         stitch_patches(patches, positions, crop)

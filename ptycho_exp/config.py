@@ -105,7 +105,7 @@ class EvalConfig:
     crop: Optional[int] = None        # central crop kept when stitching (None: 20 px at N=64, scaled)
     upsample_factor: int = 50
     trim_px: int = 2
-    batch_size: int = 256
+    batch_size: int = 64              # inference samples per forward pass (memory; as fast as 256 on CPU)
     reference: str = "ground_truth"   # ground_truth | iterative
     reference_algorithm: str = "mPIE"  # iterative reference (PtyLab): ePIE | mPIE
     reference_iterations: int = 300    # iterations of the iterative reference

@@ -202,7 +202,8 @@ def run_science(cfg: Any, job_dir: Path) -> dict:
                           seed=int(cfg.seed), threads=_threads(cfg))
         timings["train_s"] = fit.train_seconds
         t1 = time.time()
-        pred = predict_patches(fit.model, test.diffraction, fit.norm_factor, batch_size=cfg.eval.batch_size)
+        pred = predict_patches(fit.model, test.diffraction, fit.norm_factor, batch_size=cfg.eval.batch_size,
+                               offsets=test.offsets)
         timings["inference_s"] = time.time() - t1
         patches = np.moveaxis(pred, -1, 1).reshape(-1, pred.shape[1], pred.shape[2])
         t2 = time.time()

@@ -14,7 +14,8 @@ _LAZY = {
     "build_pinn": "pinn", "build_baseline": "baseline",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = ["FitResult", "build_baseline", "build_pinn", "compute_norm_factor", "fit_network",
+           "load_network", "predict_patches", "release_tf", "save_network"]
 
 
 def __getattr__(name: str):

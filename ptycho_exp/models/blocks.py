@@ -14,7 +14,7 @@ import keras
 
 def encoder_filters(N: int, n_filters_scale: int) -> list[int]:
     """Filters of the encoder levels for patch size ``N`` (a power of two >= 16)."""
-    levels = int(round(math.log2(N))) - 3
+    levels = round(math.log2(N)) - 3
     if N < 16 or 2 ** (levels + 3) != N:
         raise ValueError(f"N={N} must be a power of two >= 16")
     return [n_filters_scale * max(1, 128 >> (levels - 1 - i)) for i in range(levels)]

@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -46,6 +46,7 @@ class FitResult:
     final_losses: dict = field(default_factory=dict)
     epochs_run: int = 0
     train_patterns_per_s: float = 0.0
+    dtype_policy: str = "float32"
 
 
 def compute_norm_factor(diffraction: np.ndarray) -> float:
@@ -112,7 +113,7 @@ def _quiet_auto() -> bool:
         from hydra.types import RunMode
 
         return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    except Exception:  # hydra absent or not configured
+    except Exception:  # noqa: BLE001 - hydra absent or not configured
         return False
 
 
@@ -129,27 +130,99 @@ def _split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarr
     """Random train / validation indices; both non-empty."""
     if n < 2:
         raise ValueError(f"need at least 2 samples to keep a validation split, got {n}")
-    n_val = min(n - 1, max(1, int(round(n * val_fraction))))
+    n_val = min(n - 1, max(1, round(n * val_fraction)))
     perm = np.random.default_rng(seed).permutation(n)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
-def _datasets(x: dict, y: Any, train_idx, val_idx, batch_size: int, seed: int):
-    """tf.data pipelines (shuffled training, ordered validation); ``y``: None, an array or a tuple."""
+def _datasets(x: dict, y: Any, train_idx, val_idx, batch_size: int, seed: int, scale: float = 1.0):
+    """tf.data pipelines (shuffled training, ordered validation) that gather whole batches by index.
+
+    The arrays are converted to tensors once; the pipelines shuffle and batch only indices and gather
+    each batch with one op (no per-sample slicing, no shuffle buffer of samples, no per-split copies).
+
+    Parameters
+    ----------
+    x : dict
+        ``diffraction`` (n, N, N, C) and optionally ``offsets`` (n, C, 2).
+    y : None, array or tuple of arrays
+        Targets with ``n`` rows.
+    train_idx, val_idx : array of int
+        Rows of each split.
+    batch_size, seed : int
+        Batch size and the seed of the per-epoch shuffle.
+    scale : float
+        Factor applied to ``diffraction`` in the pipeline (the normalisation).
+    """
     import tensorflow as tf
 
-    def make(idx, shuffle: bool):
-        xs = {k: v[idx] for k, v in x.items()}
+    with tf.device("/CPU:0"):  # the input pipeline runs on the host; batches go to the device
+        xt = {k: tf.convert_to_tensor(np.asarray(v, np.float32)) for k, v in x.items()}
         if y is None:
-            elems = (xs,)
+            yt = None
+        elif isinstance(y, tuple):
+            yt = tuple(tf.convert_to_tensor(np.asarray(t, np.float32)) for t in y)
         else:
-            elems = (xs, tuple(t[idx] for t in y) if isinstance(y, tuple) else y[idx])
-        ds = tf.data.Dataset.from_tensor_slices(elems)
+            yt = tf.convert_to_tensor(np.asarray(y, np.float32))
+        factor = tf.constant(float(scale), tf.float32)
+
+    def gather(i):
+        xs = {k: tf.gather(v, i) for k, v in xt.items()}
+        xs["diffraction"] = xs["diffraction"] * factor
+        if yt is None:
+            return (xs,)
+        return xs, (tuple(tf.gather(t, i) for t in yt) if isinstance(yt, tuple) else tf.gather(yt, i))
+
+    def make(idx, shuffle: bool):
+        ds = tf.data.Dataset.from_tensor_slices(np.asarray(idx, np.int64))
         if shuffle:
             ds = ds.shuffle(len(idx), seed=seed, reshuffle_each_iteration=True)
-        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        ds = ds.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.prefetch(tf.data.AUTOTUNE)
 
     return make(train_idx, True), make(val_idx, False)
+
+
+def cpu_has_bf16() -> bool:
+    """True when this CPU has native bfloat16 dot products (AVX512_BF16 or AMX), read from /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def precision_policy(precision: str, on_gpu: bool, bf16_cpu: bool) -> str:
+    """Keras dtype policy for ``train.precision``.
+
+    ``float32`` -> ``"float32"``; ``mixed`` -> ``"mixed_float16"`` on a GPU, ``"mixed_bfloat16"`` on a CPU
+    with native bfloat16 (about twice as fast as float32 there), else ``"float32"`` (a CPU without it
+    would emulate bfloat16 and run slower than float32); ``auto`` (the default) -> ``"mixed_bfloat16"``
+    on a CPU with native bfloat16, ``"float32"`` otherwise (GPUs included). Variables, the physics
+    layers, the outputs and the losses stay float32 in every mode.
+    """
+    if precision == "float32":
+        return "float32"
+    if precision == "auto":
+        return "mixed_bfloat16" if (bf16_cpu and not on_gpu) else "float32"
+    if precision != "mixed":
+        raise ValueError(f"train.precision={precision!r} is invalid: choose auto, float32 or mixed")
+    if on_gpu:
+        return "mixed_float16"
+    if bf16_cpu:
+        return "mixed_bfloat16"
+    log.warning("train.precision=mixed: no GPU and no native bfloat16 on this CPU; training in float32")
+    return "float32"
+
+
+def _on_gpu() -> bool:
+    import tensorflow as tf
+
+    return bool(tf.config.list_logical_devices("GPU"))
 
 
 def _build(model_cfg, N: int, gridsize: int, probe, nphotons: float, dtype: str):
@@ -162,6 +235,31 @@ def _build(model_cfg, N: int, gridsize: int, probe, nphotons: float, dtype: str)
 
         return build_baseline(model_cfg, N, gridsize, dtype=dtype)
     raise ValueError(f"model.name={model_cfg.name!r} is not a network model (pinn or baseline)")
+
+
+def training_callbacks(train_cfg: Any, out_dir: Path, verbose: int, name: str) -> list:
+    """The schedule and logging callbacks of :func:`fit_network` (all driven by the validation loss).
+
+    ReduceLROnPlateau(val_loss, ``lr_factor``, ``lr_patience``, floor ``min_lr``), EarlyStopping(val_loss,
+    ``early_stopping_patience``, best weights restored), a per-epoch log line when the progress bar is off,
+    and TensorBoard when ``train.tensorboard``.
+    """
+    import keras
+
+    from .callbacks import EpochLogger
+
+    callbacks = [
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=float(train_cfg.lr_factor),
+                                          patience=int(train_cfg.lr_patience), min_lr=float(train_cfg.min_lr)),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(train_cfg.early_stopping_patience),
+                                      restore_best_weights=True),
+    ]
+    if verbose == 0:
+        callbacks.append(EpochLogger(int(train_cfg.epochs), name=name))
+    if getattr(train_cfg, "tensorboard", False):
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(Path(out_dir) / "tensorboard"),
+                                                     write_graph=False, profile_batch=0))
+    return callbacks
 
 
 def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray, nphotons: float,
@@ -196,7 +294,7 @@ def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray,
     configure_threads(threads)
     import keras
 
-    from .callbacks import EpochLogger, HistoryRecorder, plot_history
+    from .callbacks import HistoryRecorder, plot_history
 
     name = model_cfg.name
     if name == "baseline" and samples.patches is None:
@@ -208,11 +306,11 @@ def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray,
 
     diffraction = np.asarray(samples.diffraction)
     n, N, C = diffraction.shape[0], diffraction.shape[1], diffraction.shape[-1]
-    gridsize = int(round(math.sqrt(C)))
+    gridsize = round(math.sqrt(C))
     if gridsize ** 2 != C:
         raise ValueError(f"samples have {C} channels; expected gridsize**2")
     norm = compute_norm_factor(diffraction)
-    x = {"diffraction": (diffraction.astype(np.float64) * norm).astype(np.float32)}
+    x = {"diffraction": diffraction}  # normalised by ``norm`` inside the input pipeline
     if C > 1:
         x["offsets"] = np.asarray(samples.offsets, np.float32)
     y = None
@@ -227,35 +325,25 @@ def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray,
         else:
             y = np.abs(np.asarray(samples.patches)).astype(np.float32)
     train_idx, val_idx = _split(n, float(train_cfg.val_fraction), seed)
-    ds_train, ds_val = _datasets(x, y, train_idx, val_idx, int(train_cfg.batch_size), seed)
+    ds_train, ds_val = _datasets(x, y, train_idx, val_idx, int(train_cfg.batch_size), seed, scale=norm)
+    del x, y  # the pipelines hold the only copies the training needs
 
-    mixed = train_cfg.precision == "mixed"
-    model = _build(model_cfg, N, gridsize, probe, nphotons, "mixed_float16" if mixed else "float32")
+    policy = precision_policy(str(train_cfg.precision), _on_gpu(), cpu_has_bf16())
+    model = _build(model_cfg, N, gridsize, probe, nphotons, policy)
     if name == "pinn":
         model.norm_factor = norm
     optimizer = keras.optimizers.Adam(learning_rate=float(train_cfg.learning_rate))
-    if mixed:
+    if policy == "mixed_float16":  # float16 needs loss scaling; bfloat16 has float32's range
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     model.compile(optimizer=optimizer, jit_compile=bool(train_cfg.jit_compile))
 
     verbose = resolve_verbose(str(train_cfg.verbose))
     recorder = HistoryRecorder(out_dir / "history.csv")
-    callbacks = [
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=float(train_cfg.lr_factor),
-                                          patience=int(train_cfg.lr_patience), min_lr=float(train_cfg.min_lr)),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(train_cfg.early_stopping_patience),
-                                      restore_best_weights=True),
-        recorder,
-    ]
-    if verbose == 0:
-        callbacks.append(EpochLogger(int(train_cfg.epochs), name=name))
-    if getattr(train_cfg, "tensorboard", False):
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(out_dir / "tensorboard"), write_graph=False,
-                                                     profile_batch=0))
+    callbacks = training_callbacks(train_cfg, out_dir, verbose, name) + [recorder]
 
     t0 = time.perf_counter()
     model.fit(ds_train, validation_data=ds_val, epochs=int(train_cfg.epochs), verbose=verbose,
-              callbacks=callbacks)
+              callbacks=callbacks, shuffle=False)  # the tf.data pipeline shuffles every epoch
     train_seconds = time.perf_counter() - t0
 
     history = recorder.history
@@ -271,7 +359,7 @@ def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray,
 
     meta = {"norm_factor": norm, "N": N, "gridsize": gridsize, "model": name, "n_params": model.n_params,
             "nphotons": float(nphotons), "needs_offsets": len(model.inference_model.inputs) > 1,
-            "format": 1}
+            "dtype_policy": policy, "format": 1}
     if name == "pinn":
         meta["intensity_scale"] = final["intensity_scale"]
     if getattr(train_cfg, "save_model", True):
@@ -279,7 +367,8 @@ def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray,
     patterns = len(train_idx) * C * epochs_run
     return FitResult(model=model.inference_model, norm_factor=norm, history=history,
                      train_seconds=train_seconds, n_params=model.n_params, final_losses=final,
-                     epochs_run=epochs_run, train_patterns_per_s=patterns / max(train_seconds, 1e-9))
+                     epochs_run=epochs_run, train_patterns_per_s=patterns / max(train_seconds, 1e-9),
+                     dtype_policy=policy)
 
 
 def save_network(model: Any, model_dir: Path, meta: dict) -> Path:
@@ -321,7 +410,7 @@ def load_network(model_dir: Path) -> tuple[Any, dict]:
 
 
 def predict_patches(model: Any, diffraction: np.ndarray, norm_factor: float, batch_size: int = 256,
-                    offsets: Optional[np.ndarray] = None) -> np.ndarray:
+                    offsets: np.ndarray | None = None) -> np.ndarray:
     """Complex object patches for stored-amplitude diffraction, in chunks of ``batch_size``.
 
     Parameters
@@ -333,9 +422,11 @@ def predict_patches(model: Any, diffraction: np.ndarray, norm_factor: float, bat
     norm_factor : float
         The training set's factor (``FitResult.norm_factor`` / ``norm.json``).
     batch_size : int
-        Patterns per forward pass (bounds memory).
+        Samples per forward pass at most (bounds memory); the samples are split into equal chunks
+        (the last one zero-padded) so the predict function is traced for one shape only.
     offsets : np.ndarray, optional
-        (n, C, 2); needed only by a PINN built with ``object_big=False`` and C > 1.
+        (n, C, 2); needed by a PINN with C > 1 (its patches are cut from each group's merged object),
+        ignored by models that take only the diffraction.
 
     Returns
     -------
@@ -347,15 +438,32 @@ def predict_patches(model: Any, diffraction: np.ndarray, norm_factor: float, bat
         diffraction = diffraction[..., None]
     needs_offsets = len(model.inputs) > 1
     if needs_offsets and offsets is None:
-        raise ValueError("this model (object_big=False, gridsize>1) needs the samples' offsets")
+        raise ValueError("this model (a PINN with gridsize>1) needs the samples' offsets (offsets=...)")
     n = diffraction.shape[0]
     out_shape = tuple(model.outputs[0].shape[1:])
     out = np.empty((n, *out_shape), np.complex64)
-    for i in range(0, n, int(batch_size)):
-        chunk = (diffraction[i:i + batch_size].astype(np.float64) * norm_factor).astype(np.float32)
-        inputs = [chunk, np.asarray(offsets[i:i + batch_size], np.float32)] if needs_offsets else chunk
-        out[i:i + batch_size] = np.asarray(model.predict_on_batch(inputs))
+    size = chunk_size(n, int(batch_size))
+    for start in range(0, n, size):
+        stop = min(start + size, n)
+        chunk = _pad_to((diffraction[start:stop].astype(np.float64) * norm_factor).astype(np.float32), size)
+        inputs = [chunk, _pad_to(np.asarray(offsets[start:stop], np.float32), size)] if needs_offsets else chunk
+        out[start:stop] = np.asarray(model.predict_on_batch(inputs))[:stop - start]
     return out
+
+
+def chunk_size(n: int, batch_size: int) -> int:
+    """Equal chunks of at most ``batch_size`` covering ``n`` samples (one traced shape, < 1 chunk of padding)."""
+    if n <= 0:
+        return max(1, batch_size)
+    n_chunks = -(-n // max(1, batch_size))
+    return -(-n // n_chunks)
+
+
+def _pad_to(a: np.ndarray, size: int) -> np.ndarray:
+    """Zero-pad the first axis of ``a`` to ``size`` (the last chunk keeps the traced batch shape)."""
+    if a.shape[0] == size:
+        return a
+    return np.concatenate([a, np.zeros((size - a.shape[0], *a.shape[1:]), a.dtype)])
 
 
 def release_tf() -> None:

@@ -3,8 +3,9 @@
 The trainable :class:`PinnModel` wraps two functional models that share their layers:
 
 - ``inference_model``: normalised diffraction (n,N,N,C) -> complex object patches (n,N,N,C),
-  without the physics layers (with ``object_big=False`` and C>1 it also takes the offsets and
-  extracts each position's patch from the single centroid-frame object);
+  without the probe and diffraction layers; with C>1 it also takes the offsets and returns each
+  position's patch re-extracted from its group's merged object (``object_big``) or from the single
+  centroid-frame object (``object_big=False``), as the reference's inference returns the merged object;
 - ``physics_model``: [diffraction, offsets] -> [predicted normalised amplitude, object patches]:
   merge per group -> re-extract per position -> x probe -> unitary diffraction.
 
@@ -26,8 +27,16 @@ import tensorflow as tf
 
 from . import losses
 from .blocks import conv_up_block, decoder_trunk, encoder, encoder_filters
-from .layers import (BorderCombine, CentreOnCanvas, ComplexFromAmpPhase, Diffract, ExtractGroup,
-                     MergeGroup, PiTanh, ProbeIllumination)
+from .layers import (
+    BorderCombine,
+    CentreOnCanvas,
+    ComplexFromAmpPhase,
+    Diffract,
+    ExtractGroup,
+    MergeGroup,
+    PiTanh,
+    ProbeIllumination,
+)
 
 log = logging.getLogger(__name__)
 
@@ -189,8 +198,9 @@ def build_pinn(cfg: Any, N: int, gridsize: int, probe: np.ndarray, nphotons: flo
             big = CentreOnCanvas(canvas, name="centre_on_canvas")(obj)
         patches = ExtractGroup(N, name="extract_group")([big, off_in])
         inputs = [diff_in, off_in]
-        inference = (keras.Model(diff_in, obj, name="pinn_inference") if object_big
-                     else keras.Model(inputs, patches, name="pinn_inference"))
+        # each position's patch cut from its group's merged object: what the loss constrains (the raw
+        # per-channel decoder outputs are only constrained through their overlap average)
+        inference = keras.Model(inputs, patches, name="pinn_inference")
     else:
         patches, inputs = obj, diff_in
         inference = keras.Model(diff_in, obj, name="pinn_inference")

@@ -1,0 +1,175 @@
+"""``ptycho-exp predict``: reconstruct a contract NPZ with a trained network (PINN or baseline).
+
+The saved inference model (``<job>/model/model.keras``) is loaded with ``safe_mode=True`` (the
+custom layers are registered, no Python code is deserialised), the data with ``allow_pickle=False``.
+Patterns are normalised the way training normalised its own data (mean per-pattern ``sum X**2 =
+(N/2)**2``, computed on this file), grouped like a job's test set when the model was trained with
+gridsize > 1, predicted in batches, and the central crops are stitched at the scan positions.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.keras"
+META_FILE = "norm.json"
+
+
+def resolve_model_dir(model_dir: Path | str) -> Path:
+    """The folder holding ``model.keras``: ``model_dir`` itself or its ``model/`` subfolder.
+
+    Raises
+    ------
+    FileNotFoundError
+        Neither holds a saved network; the message names the path and how to get one.
+    """
+    path = Path(model_dir)
+    for candidate in (path, path / "model"):
+        if (candidate / MODEL_FILE).is_file():
+            return candidate
+    if not path.exists():
+        raise FileNotFoundError(f"model folder {str(path)!r} does not exist: pass a job folder or its model/ "
+                                "folder (a job of model=pinn or model=baseline with train.save_model=true)")
+    raise FileNotFoundError(f"no saved network ({MODEL_FILE}) in {str(path)!r} or {str(path / 'model')!r}: "
+                            "pass a finished network job's folder (train.save_model=true keeps the model)")
+
+
+def read_meta(model_dir: Path) -> dict:
+    """``norm.json`` beside the model (N, gridsize, model name...); empty when absent."""
+    path = Path(model_dir) / META_FILE
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: unreadable model metadata ({exc}); re-run the job to re-save the model") from None
+    return meta if isinstance(meta, dict) else {}
+
+
+def model_geometry(model, meta: dict) -> tuple[int, int]:
+    """``(N, C)`` of a loaded inference model's diffraction input, checked against ``meta``."""
+    shape = tuple(model.inputs[0].shape)
+    N, C = int(shape[1]), int(shape[-1])
+    if meta.get("N") not in (None, N):
+        raise ValueError(f"model metadata says N={meta['N']} but the saved network takes {N}x{N} patterns; "
+                         "the model folder is inconsistent: re-run the job")
+    return N, C
+
+
+def group_scan(positions: np.ndarray, gridsize: int, k: int = 7, seed: int = 12345) -> np.ndarray:
+    """Groups (M, C) centred on every position (as a job's test set): each position is predicted at least once."""
+    from ptycho_exp.physics.scan import group_around
+
+    m = positions.shape[0]
+    return group_around(positions, np.arange(m, dtype=np.int64), gridsize, np.random.default_rng(seed), k)
+
+
+def predict_scan(model, diffraction: np.ndarray, positions: np.ndarray, gridsize: int,
+                 batch_size: int = 256) -> tuple[np.ndarray, np.ndarray, float]:
+    """Predicted object patches and their positions for one scan.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Inference model (normalised diffraction (n, N, N, C) -> complex patches (n, N, N, C)).
+    diffraction : np.ndarray
+        (M, N, N) amplitude as stored.
+    positions : np.ndarray
+        (M, 2) [y, x] patch centres.
+    gridsize : int
+        The model's group side (C = gridsize**2).
+    batch_size : int
+        Samples per forward pass.
+
+    Returns
+    -------
+    patches : np.ndarray
+        complex64 (M*C, N, N) (one per grouped pattern).
+    patch_positions : np.ndarray
+        (M*C, 2) positions of those patches.
+    norm_factor : float
+        The normalisation applied to the data.
+    """
+    from ptycho_exp.models.fit import compute_norm_factor, predict_patches
+    from ptycho_exp.physics.scan import relative_offsets
+
+    groups = group_scan(positions, gridsize)
+    samples = np.moveaxis(diffraction[groups], 1, -1)          # (M, N, N, C)
+    norm = compute_norm_factor(diffraction)
+    offsets = relative_offsets(positions, groups) if gridsize > 1 else None
+    pred = predict_patches(model, samples, norm, batch_size=batch_size, offsets=offsets)
+    n, N = pred.shape[0], pred.shape[1]
+    patches = np.moveaxis(pred, -1, 1).reshape(-1, N, N)
+    return patches, positions[groups].reshape(n * groups.shape[1], 2), norm
+
+
+def predict_file(model_dir: Path | str, data_path: Path | str, out_path: Path | str,
+                 crop: int | None = None, batch_size: int = 256) -> str:
+    """Reconstruct the scan in ``data_path`` with the network in ``model_dir``; write an NPZ atomically.
+
+    Parameters
+    ----------
+    model_dir : path
+        A job folder or its ``model/`` folder (``model.keras`` + ``norm.json``).
+    data_path : path
+        Contract NPZ (SPEC §4): diffraction amplitude, xcoords / ycoords, probeGuess.
+    out_path : path
+        Output ``.npz`` with ``object`` (complex64 stitched object), ``weight`` (patches per pixel),
+        ``origin`` (object coordinate of ``object[0, 0]``), ``positions`` (M, 2), ``crop``, ``N``,
+        ``norm_factor`` and ``model`` (name).
+    crop : int, optional
+        Central crop kept per patch (default 20 px at N=64, scaled with N).
+    batch_size : int
+        Samples per forward pass.
+
+    Returns
+    -------
+    str
+        A one-line summary naming the output file.
+
+    Raises
+    ------
+    FileNotFoundError
+        No saved network in ``model_dir``.
+    ValueError
+        The data break the contract (``DataContractError``) or do not match the network (patch size N).
+    """
+    import keras
+
+    from ptycho_exp.data.npz import load_contract_npz
+    from ptycho_exp.evaluate.stitch import default_crop, stitch_patches
+    from ptycho_exp.models import layers  # noqa: F401  (registers the custom layers for safe loading)
+    from ptycho_exp.results import atomic_write_bytes
+
+    mdir = resolve_model_dir(model_dir)
+    meta = read_meta(mdir)
+    scan = load_contract_npz(data_path)
+    model = keras.saving.load_model(mdir / MODEL_FILE, safe_mode=True, compile=False)
+    N, C = model_geometry(model, meta)
+    if scan.N != N:
+        raise ValueError(f"{data_path}: 'diffraction' holds {scan.N}x{scan.N} patterns but the network in "
+                         f"{mdir} was trained on N={N}; use a model trained with data.N={scan.N} or "
+                         f"data of {N}x{N} patterns")
+    gridsize = round(C ** 0.5)
+    if gridsize ** 2 != C:
+        raise ValueError(f"the network in {mdir} takes {C} channels, not gridsize**2; re-run the job")
+    if len(model.inputs) > 1 and not meta.get("needs_offsets", True):
+        raise ValueError(f"the network in {mdir} takes offsets but its metadata says it does not; re-run the job")
+    patches, pos, norm = predict_scan(model, scan.diffraction, scan.positions, gridsize, batch_size)
+    crop = default_crop(N) if crop is None else int(crop)
+    st = stitch_patches(patches, pos, crop)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, object=st.image.astype(np.complex64), weight=st.weight.astype(np.float32),
+                        origin=np.asarray(st.origin, np.int64), positions=scan.positions.astype(np.float64),
+                        crop=np.int64(crop), N=np.int64(N), norm_factor=np.float64(norm),
+                        model=np.array(str(meta.get("model", "network"))))
+    out = Path(out_path)
+    atomic_write_bytes(out, buf.getvalue())
+    return (f"wrote {out}: {st.image.shape[0]}x{st.image.shape[1]} object from {scan.n_positions} patterns "
+            f"({meta.get('model', 'network')}, N={N}, gridsize={gridsize}, crop={crop})")

@@ -1,0 +1,325 @@
+"""The PINN and the supervised baseline: architecture, learning, saving, whole jobs and ``ptycho-exp predict``.
+
+Everything runs on CPU with tiny data (N=32 or 16, 128 px objects); the whole file takes about a minute.
+The end-to-end jobs run in-process through :func:`ptycho_exp.run.train_and_evaluate` (the real job
+function, as the isolated child runs it) and are shared between tests by module-scoped fixtures.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from conftest import TINY, run_cli
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+# SPEC §6: every metric, for amplitude and phase.
+METRICS = ("mae", "mse", "psnr", "psnr255", "ssim", "ms_ssim", "frc50", "frc_1_7", "pearson")
+JOB = TINY + ["data.n_train=64", "train.verbose=quiet", "eval.figures=false"]
+
+
+def _tiny_data(tmp_path, gridsize: int = 1, n_train: int = 32, N: int = 32):
+    from ptycho_exp.data.datasets import build_datasets
+
+    data = {"N": N, "object_size": 128, "n_train": n_train, "gridsize": gridsize, "test_stride": 8}
+    return build_datasets(data, seed=1, cache_dir=tmp_path / "cache")
+
+
+def _train_cfg(**kw):
+    base = {"epochs": 2, "batch_size": 16, "learning_rate": 1e-3, "lr_factor": 0.5, "lr_patience": 2, "min_lr": 1e-4,
+                "early_stopping_patience": 6, "val_fraction": 0.1, "precision": "float32", "jit_compile": False,
+                "deterministic": True, "verbose": "quiet", "save_model": True, "tensorboard": False}
+    base.update(kw)
+    return SimpleNamespace(**base)
+
+
+def _model_cfg(name="pinn", **kw):
+    base = {"name": name, "n_filters_scale": 2, "nll_weight": 1.0, "mae_weight": 0.0, "tv_weight": 0.0,
+                "realspace_weight": 0.0, "probe_trainable": False, "intensity_scale_trainable": False, "probe_big": False,
+                "object_big": True}
+    base.update(kw)
+    return SimpleNamespace(**base)
+
+
+def _run_job(tmp_path_factory, name: str, overrides: list[str]):
+    from ptycho_exp.run import job_config_dict, train_and_evaluate
+    from ptycho_exp.study.plan import compose_job_config
+
+    root = tmp_path_factory.mktemp(name)
+    cfg = compose_job_config(JOB + overrides + [f"paths.cache_dir={root / 'cache'}"])
+    res = train_and_evaluate(job_config_dict(cfg), root / "job")
+    return root, res
+
+
+@pytest.fixture(scope="module")
+def pinn_job(tmp_path_factory):
+    return _run_job(tmp_path_factory, "pinn", ["model=pinn"])
+
+
+@pytest.fixture(scope="module")
+def pinn_g2_job(tmp_path_factory):
+    return _run_job(tmp_path_factory, "pinn_g2", ["model=pinn", "data.gridsize=2", "data.n_train=32"])
+
+
+@pytest.fixture(scope="module")
+def baseline_job(tmp_path_factory):
+    return _run_job(tmp_path_factory, "baseline", ["model=baseline"])
+
+
+# --------------------------------------------------------------------------- architecture
+def test_parameter_counts_match_spec():
+    """SPEC §5: PINN ~2.3 M and baseline ~4.6 M parameters at N=64, gridsize 1, n_filters_scale 2."""
+    from ptycho_exp.models.baseline import build_baseline
+    from ptycho_exp.models.blocks import encoder_filters
+    from ptycho_exp.models.pinn import build_pinn
+    from ptycho_exp.physics.probe import make_probe
+
+    assert encoder_filters(64, 2) == [64, 128, 256]
+    assert encoder_filters(128, 2) == [32, 64, 128, 256]
+    pinn = build_pinn(_model_cfg(), 64, 1, make_probe("ideal_disk", 64), 1e9)
+    base = build_baseline(_model_cfg("baseline"), 64, 1)
+    assert 2.2e6 < pinn.n_params < 2.35e6, pinn.n_params
+    assert 4.5e6 < base.n_params < 4.7e6, base.n_params
+    # the decoders reach N/2 and are zero-padded to N (oversampling constraint)
+    amp = pinn.inference_model.get_layer("amp_pad").output
+    assert tuple(amp.shape[1:3]) == (64, 64)
+    with pytest.raises(ValueError, match="power of two"):
+        encoder_filters(48, 2)
+
+
+def test_merge_is_per_group_not_across_the_batch():
+    """Groups never mix: changing one group's patches leaves every other group's merged object unchanged."""
+    import tensorflow as tf
+
+    from ptycho_exp.models.layers import extract_group, merge_group
+
+    rng = np.random.default_rng(0)
+    n, C, N = 6, 4, 16
+    patches = (rng.random((n, C, N, N)) + 1j * rng.random((n, C, N, N))).astype(np.complex64)
+    offsets = rng.normal(0, 2, (n, C, 2)).astype(np.float32)
+    a = merge_group(tf.constant(patches), tf.constant(offsets), N // 2, 2 * N).numpy()
+    changed = patches.copy()
+    changed[3] *= 5.0
+    b = merge_group(tf.constant(changed), tf.constant(offsets), N // 2, 2 * N).numpy()
+    others = [i for i in range(n) if i != 3]
+    np.testing.assert_array_equal(a[others], b[others])
+    assert not np.allclose(a[3], b[3])
+    # one group of identical, consistent patches round-trips: merge then re-extract gives them back
+    obj = (rng.random((2 * N, 2 * N)) + 1j).astype(np.complex64)
+    offs = np.array([[[-2, -2], [-2, 2], [2, -2], [2, 2]]], np.float32)
+    from ptycho_exp.models.layers import crop_center, fourier_shift
+
+    true = crop_center(fourier_shift(tf.constant(obj)[None, None], -tf.constant(offs)), N).numpy()
+    merged = merge_group(tf.constant(true), tf.constant(offs), N // 2, 2 * N)
+    back = extract_group(merged, tf.constant(offs), N).numpy()
+    c = slice(N // 2 - 2, N // 2 + 2)  # the centre is inside every patch's trusted support
+    np.testing.assert_allclose(back[..., c, c], true[..., c, c], atol=1e-4)
+
+
+@pytest.mark.parametrize("gridsize", [1, 2])
+def test_pinn_learns_on_a_fixed_batch(tmp_path, gridsize):
+    """Five epochs on one fixed batch lower the PINN's loss (it learns); gridsize 2 merges per group."""
+    import keras
+
+    from ptycho_exp.models.fit import compute_norm_factor, seed_everything
+    from ptycho_exp.models.pinn import build_pinn
+
+    ds = _tiny_data(tmp_path, gridsize, n_train=16)
+    seed_everything(0, deterministic=False)
+    N = 32
+    model = build_pinn(_model_cfg(n_filters_scale=1), N, gridsize, ds.train_scan.probe, 1e9)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    x = {"diffraction": (ds.train.diffraction * compute_norm_factor(ds.train.diffraction)).astype(np.float32)}
+    if gridsize > 1:
+        x["offsets"] = ds.train.offsets.astype(np.float32)
+    hist = model.fit(x, epochs=5, batch_size=16, verbose=0, shuffle=False).history["loss"]
+    assert all(math.isfinite(v) for v in hist), hist
+    assert hist[-1] < 0.7 * hist[0], hist
+
+
+# --------------------------------------------------------------------------- training loop
+def test_validation_split_exists_in_every_mode():
+    from ptycho_exp.models.fit import _split
+
+    for n, frac in ((2, 0.1), (10, 0.01), (64, 0.1), (1000, 0.45)):
+        tr, va = _split(n, frac, seed=0)
+        assert len(va) >= 1 and len(tr) >= 1 and len(tr) + len(va) == n
+        assert not set(tr) & set(va)
+    with pytest.raises(ValueError, match="validation"):
+        _split(1, 0.1, seed=0)
+
+
+def test_reduce_lr_on_plateau_is_active(tmp_path):
+    """The schedule watches val_loss: a plateau halves the learning rate, floored at min_lr."""
+    import keras
+
+    from ptycho_exp.models.fit import training_callbacks
+
+    cfg = _train_cfg(learning_rate=1e-3, lr_factor=0.5, lr_patience=2, min_lr=3e-4)
+    cbs = training_callbacks(cfg, tmp_path, verbose=0, name="pinn")
+    plateau = [c for c in cbs if isinstance(c, keras.callbacks.ReduceLROnPlateau)]
+    assert len(plateau) == 1 and plateau[0].monitor == "val_loss"
+    assert any(isinstance(c, keras.callbacks.EarlyStopping) and c.monitor == "val_loss" for c in cbs)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    cb = plateau[0]
+    cb.set_model(model)
+    cb.on_train_begin()
+    lrs = []
+    for epoch in range(8):
+        cb.on_epoch_end(epoch, {"val_loss": 1.0})
+        lrs.append(float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)))
+    assert lrs[0] == pytest.approx(1e-3)
+    assert min(lrs) == pytest.approx(3e-4) and lrs[-1] == pytest.approx(3e-4)
+    assert any(v == pytest.approx(5e-4) for v in lrs)
+
+
+def test_inference_chunks_are_equal_and_cover_everything():
+    from ptycho_exp.models.fit import chunk_size
+
+    for n, b in ((1089, 256), (8, 5), (256, 256), (1, 256), (1000, 7)):
+        size = chunk_size(n, b)
+        chunks = -(-n // size)
+        assert size <= b and chunks == -(-n // b) and chunks * size - n < chunks
+
+
+def test_precision_policy():
+    from ptycho_exp.models.fit import precision_policy
+
+    assert precision_policy("float32", on_gpu=True, bf16_cpu=True) == "float32"
+    assert precision_policy("mixed", on_gpu=True, bf16_cpu=False) == "mixed_float16"
+    assert precision_policy("mixed", on_gpu=False, bf16_cpu=True) == "mixed_bfloat16"
+    assert precision_policy("mixed", on_gpu=False, bf16_cpu=False) == "float32"
+    assert precision_policy("auto", on_gpu=False, bf16_cpu=True) == "mixed_bfloat16"
+    assert precision_policy("auto", on_gpu=False, bf16_cpu=False) == "float32"
+    assert precision_policy("auto", on_gpu=True, bf16_cpu=True) == "float32"
+    with pytest.raises(ValueError, match="train.precision"):
+        precision_policy("half", on_gpu=False, bf16_cpu=False)
+
+
+def test_gridsize2_pinn_and_baseline_train_save_and_reload(tmp_path):
+    """fit_network at gridsize 2 (PINN and baseline): finite losses, a validation loss, .keras reload is exact."""
+    from ptycho_exp.models.fit import fit_network, load_network, predict_patches, release_tf
+
+    ds = _tiny_data(tmp_path, gridsize=2, n_train=32)
+    for name in ("pinn", "baseline"):
+        out = tmp_path / name
+        fit = fit_network(_model_cfg(name, n_filters_scale=1), _train_cfg(epochs=1), ds.train,
+                          ds.train_scan.probe, 1e9, out, seed=3)
+        assert fit.epochs_run == 1 and math.isfinite(fit.final_losses["loss"])
+        assert math.isfinite(fit.final_losses["val_loss"])
+        assert (out / "history.csv").read_text().splitlines()[0].count("val_loss") == 1
+        x, off = ds.test.diffraction[:8], ds.test.offsets[:8]
+        before = predict_patches(fit.model, x, fit.norm_factor, batch_size=5, offsets=off)
+        model, meta = load_network(out)
+        after = predict_patches(model, x, meta["norm_factor"], batch_size=5, offsets=off)
+        assert meta["needs_offsets"] is (name == "pinn")
+        if name == "pinn":  # patches are cut from one merged object per group: merging them again changes nothing
+            import tensorflow as tf
+
+            from ptycho_exp.models.layers import extract_group, merge_group
+
+            cf = np.moveaxis(before, -1, 1)
+            again = extract_group(merge_group(tf.constant(cf), tf.constant(off, tf.float32), 16, 64),
+                                  tf.constant(off, tf.float32), 32).numpy()
+            c = slice(12, 20)
+            np.testing.assert_allclose(again[..., c, c], cf[..., c, c], atol=1e-4)
+        assert before.shape == (8, 32, 32, 4) and before.dtype == np.complex64
+        np.testing.assert_array_equal(before, after)
+        assert meta["gridsize"] == 2 and meta["model"] == name
+        release_tf()
+    # ptycho-exp predict groups a plain scan like a job's test set for a gridsize-2 model
+    from ptycho_exp.data.npz import save_contract_npz
+    from ptycho_exp.predict import predict_file
+
+    data = tmp_path / "test_scan.npz"
+    save_contract_npz(data, ds.test_scan)
+    assert "gridsize=2" in predict_file(tmp_path / "pinn", data, tmp_path / "o.npz")
+    with np.load(tmp_path / "o.npz", allow_pickle=False) as z:
+        assert np.isfinite(z["object"]).all() and (z["weight"] > 0).mean() > 0.9
+
+
+# --------------------------------------------------------------------------- whole jobs
+@pytest.mark.parametrize("job", ["pinn_job", "baseline_job", "pinn_g2_job"])
+def test_job_writes_every_metric(job, request):
+    root, res = request.getfixturevalue(job)
+    assert res["status"] == "ok", res.get("error")
+    on_disk = json.loads((root / "job" / "result.json").read_text())
+    assert on_disk["status"] == "ok"
+    m = on_disk["metrics"]
+    for prefix in ("amp", "phase"):
+        for key in METRICS:
+            value = m.get(f"{prefix}_{key}")
+            assert isinstance(value, float) and math.isfinite(value), (prefix, key, value)
+    for key in ("reg_dy", "reg_dx"):  # null only when registration rejects an implausible shift
+        assert key in m and (m[key] is None or math.isfinite(m[key]))
+    for key in ("data_s", "train_s", "inference_s", "eval_s", "total_s"):
+        assert on_disk["timings"][key] > 0
+    assert on_disk["throughput"]["train_patterns_per_s"] > 0
+    assert on_disk["throughput"]["inference_patterns_per_s"] > 0
+    assert on_disk["resources"]["peak_rss_mb"] > 0 and on_disk["resources"]["n_params"] > 1e5
+    assert on_disk["epochs_run"] == 2
+    for key in ("loss", "val_loss", "learning_rate", "best_val_loss"):
+        assert math.isfinite(on_disk["final_losses"][key])
+    for name in ("history.csv", "loss.png", "frc.csv", "recon.npz", "model/model.keras", "model/norm.json"):
+        assert (root / "job" / name).is_file(), name
+
+
+def test_saved_model_reloads_with_identical_predictions(pinn_job):
+    """The job's .keras model, reloaded with safe_mode=True, predicts exactly what the job's model did."""
+    from ptycho_exp.models.fit import load_network, predict_patches
+    from ptycho_exp.predict import predict_scan
+
+    root, _ = pinn_job
+    model, meta = load_network(root / "job")
+    assert meta["N"] == 32 and meta["gridsize"] == 1 and meta["model"] == "pinn"
+    recon = np.load(root / "job" / "recon.npz", allow_pickle=False)
+    assert np.isfinite(recon["recon"]).all()
+    rng = np.random.default_rng(0)
+    x = rng.random((5, 32, 32, 1)).astype(np.float32)
+    a = predict_patches(model, x, meta["norm_factor"])
+    model2, _ = load_network(root / "job" / "model")
+    b = predict_patches(model2, x, meta["norm_factor"])
+    np.testing.assert_array_equal(a, b)
+    patches, pos, norm = predict_scan(model, x[..., 0], rng.random((5, 2)) * 10 + 40, gridsize=1)
+    assert patches.shape == (5, 32, 32) and pos.shape == (5, 2) and norm > 0
+
+
+def test_predict_cli_on_a_contract_npz(pinn_job, tmp_path):
+    """``ptycho-exp predict <job>/model data.npz --out o.npz`` stitches an object; bad inputs fail clearly."""
+    from ptycho_exp.data.npz import save_contract_npz
+    from ptycho_exp.data.simulate import simulate_object_scan
+    from ptycho_exp.predict import predict_file
+    from ptycho_exp.study.plan import compose_job_config
+
+    root, _ = pinn_job
+    cfg = compose_job_config(["data.N=32", "data.object_size=96", "data.test_stride=8"])
+    data = tmp_path / "scan.npz"
+    save_contract_npz(data, simulate_object_scan(cfg.data, "test"))
+    out = tmp_path / "o.npz"
+    proc = run_cli(["predict", str(root / "job" / "model"), str(data), "--out", str(out)], tmp_path,
+                   module="ptycho_exp.cli")
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote" in proc.stdout
+    with np.load(out, allow_pickle=False) as z:
+        obj, weight = z["object"], z["weight"]
+        assert obj.dtype == np.complex64 and obj.ndim == 2 and obj.shape == weight.shape
+        assert np.isfinite(obj).all() and (weight > 0).mean() > 0.9
+        assert int(z["N"]) == 32 and str(z["model"]) == "pinn"
+    # a missing model and a wrong patch size each give one clear error
+    with pytest.raises(FileNotFoundError, match="model"):
+        predict_file(tmp_path / "nowhere", data, tmp_path / "x.npz")
+    cfg16 = compose_job_config(["data.N=16", "data.object_size=64", "data.test_stride=8"])
+    data16 = tmp_path / "scan16.npz"
+    save_contract_npz(data16, simulate_object_scan(cfg16.data, "test"))
+    with pytest.raises(ValueError, match="N=32"):
+        predict_file(root / "job", data16, tmp_path / "x.npz")
+    assert not (tmp_path / "x.npz").exists()
+    proc = run_cli(["predict", str(tmp_path / "nowhere"), str(data), "--out", str(out)], tmp_path,
+                   module="ptycho_exp.cli")
+    assert proc.returncode == 2 and "model" in proc.stderr and "Traceback" not in proc.stderr
