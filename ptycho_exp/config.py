@@ -306,7 +306,8 @@ def _validate_values(cfg: Any) -> None:
     if d.probe not in PROBE_NAMES:
         fail("data.probe", d.probe, f"choose one of {', '.join(PROBE_NAMES)}")
     if d.probe == "file" and not d.probe_path:
-        fail("data.probe_path", d.probe_path, "data.probe=file needs a probe file: set data.probe_path=/path/with/probeGuess.npz")
+        fail("data.probe_path", d.probe_path,
+             "data.probe=file needs a probe file: set data.probe_path=/path/with/probeGuess.npz")
     if d.probe_scale <= 0:
         fail("data.probe_scale", d.probe_scale, "must be > 0 (default 4)")
     if d.scan not in SCAN_KINDS:

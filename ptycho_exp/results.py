@@ -150,7 +150,8 @@ def redact_secrets(text: str) -> str:
 
 def provenance() -> dict:
     return {"git_sha": git_sha(), "host": socket.gethostname(), "python": platform.python_version(),
-            "platform": platform.platform(), "versions": package_versions(), "argv": [redact_secrets(a) for a in sys.argv],
+            "platform": platform.platform(), "versions": package_versions(),
+            "argv": [redact_secrets(a) for a in sys.argv],
             "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "pid": os.getpid()}
 
 

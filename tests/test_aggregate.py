@@ -120,7 +120,8 @@ def _winner_lines(md: str) -> dict[str, str]:
 def test_findings_follow_the_numbers(tmp_path):
     grid = {"model": ["pinn", "baseline"], "data.n_train": [512], "seed": [1, 2, 3, 4]}
     texts = {}
-    for name, q in (("pinn_better", {"pinn": 0.9, "baseline": 0.6}), ("baseline_better", {"pinn": 0.6, "baseline": 0.9})):
+    for name, q in (("pinn_better", {"pinn": 0.9, "baseline": 0.6}),
+                    ("baseline_better", {"pinn": 0.6, "baseline": 0.9})):
         write_synthetic_sweep(tmp_path / name, grid, quality=q, rng_seed=3)
         aggregate([tmp_path / name], tmp_path / f"{name}_out", plots=False)
         texts[name] = (tmp_path / f"{name}_out" / "STUDY_SUMMARY.md").read_text()

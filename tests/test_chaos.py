@@ -54,7 +54,8 @@ def _start(sweep: Path, cache: Path, log: Path) -> subprocess.Popen:
 def _phase(pgid: int, sweep: Path) -> str:
     """What the killed process group was doing (for the test's report only)."""
     try:
-        out = subprocess.run(["ps", "-ww", "-eo", "pgid=,args="], capture_output=True, text=True, timeout=5, check=False).stdout
+        out = subprocess.run(["ps", "-ww", "-eo", "pgid=,args="], capture_output=True, text=True, timeout=5,
+                             check=False).stdout
     except (OSError, subprocess.SubprocessError):
         return "?"
     mine = [line.split(None, 1)[1] for line in out.splitlines()

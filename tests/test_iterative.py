@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from ptycho_exp.iterative import (
+from ptycho_exp.iterative import (  # noqa: E402 - after the sys.path set-up above
     WORKER_PATH,
     EngineError,
     EngineResult,
@@ -32,7 +32,7 @@ from ptycho_exp.iterative import (
     write_engine_input,
     write_engine_output,
 )
-from ptycho_exp.iterative.tike_engine import tike_scan_geometry
+from ptycho_exp.iterative.tike_engine import tike_scan_geometry  # noqa: E402
 
 HAVE_PTYLAB = importlib.util.find_spec("PtyLab") is not None
 HAVE_TIKE = importlib.util.find_spec("tike") is not None and importlib.util.find_spec("cupy") is not None

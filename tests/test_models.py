@@ -40,8 +40,8 @@ def _train_cfg(**kw):
 
 def _model_cfg(name="pinn", **kw):
     base = {"name": name, "n_filters_scale": 2, "nll_weight": 1.0, "mae_weight": 0.0, "tv_weight": 0.0,
-                "realspace_weight": 0.0, "probe_trainable": False, "intensity_scale_trainable": False, "probe_big": False,
-                "object_big": True}
+                "realspace_weight": 0.0, "probe_trainable": False, "intensity_scale_trainable": False,
+                "probe_big": False, "object_big": True}
     base.update(kw)
     return SimpleNamespace(**base)
 

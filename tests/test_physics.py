@@ -279,7 +279,9 @@ def test_skimage_object():
 
 
 def test_phase_modes():
-    rng = lambda: np.random.default_rng(11)
+    def rng():
+        return np.random.default_rng(11)
+
     none = objects.make_object("grf", 64, rng(), phase="none")
     tanh = objects.make_object("grf", 64, rng(), phase="tanh")
     indep = objects.make_object("grf", 64, rng(), phase="independent")

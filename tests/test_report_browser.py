@@ -36,7 +36,8 @@ window.addEventListener('error', function (e) {
 }, true);
 window.addEventListener('unhandledrejection', function (e) { window.__errors.push('unhandled: ' + e.reason); });
 (function () { var ce = console.error; console.error = function () {
-  window.__errors.push('console.error: ' + Array.prototype.join.call(arguments, ' ')); ce.apply(console, arguments); }; })();
+  window.__errors.push('console.error: ' + Array.prototype.join.call(arguments, ' '));
+  ce.apply(console, arguments); }; })();
 </script>"""
 _PROBE_TAIL = """<script>
 window.addEventListener('load', function () { setTimeout(function () {

@@ -81,8 +81,9 @@ def _resumable_impl_class() -> type:
             stale = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING]
             for t in stale:  # left behind by a killed invocation
                 study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-            complete = lambda: sum(t.state == optuna.trial.TrialState.COMPLETE
-                                   for t in study.get_trials(deepcopy=False))
+
+            def complete() -> int:
+                return sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
             log.info("Optuna study %r in %s: %d complete, %d stale marked failed, target %d complete",
                      study.study_name, redact_url(self.storage), complete(), len(stale), self.n_trials)
             self.job_idx = len(study.trials)
