@@ -175,6 +175,15 @@ def check_ground_truth_for_training(cfg: Any, ds: Any) -> None:
                       "truth, or add objectGuess (H, W complex64) or Y (M, N, N complex64) to the file")
 
 
+def training_backup_dir(cfg: Any, job_dir: Path) -> Path:
+    """Per-epoch training checkpoint folder of a job, keyed by its config (a changed config never resumes)."""
+    from omegaconf import OmegaConf
+
+    from ptycho_exp.results import config_hash
+
+    return Path(job_dir) / f".train_backup-{config_hash(OmegaConf.to_container(cfg, resolve=True))}"
+
+
 def run_science(cfg: Any, job_dir: Path) -> dict:
     """Data, reconstruction, evaluation and artifacts of one job."""
     from ptycho_exp.data.datasets import build_datasets
@@ -199,7 +208,7 @@ def run_science(cfg: Any, job_dir: Path) -> dict:
 
         _drop_unused_arrays(cfg, ds)
         fit = fit_network(cfg.model, cfg.train, ds.train, test_scan.probe, float(cfg.data.nphotons), job_dir,
-                          seed=int(cfg.seed), threads=_threads(cfg))
+                          seed=int(cfg.seed), threads=_threads(cfg), backup_dir=training_backup_dir(cfg, job_dir))
         timings["train_s"] = fit.train_seconds
         t1 = time.time()
         pred = predict_patches(fit.model, test.diffraction, fit.norm_factor, batch_size=cfg.eval.batch_size,

@@ -323,3 +323,45 @@ def test_predict_cli_on_a_contract_npz(pinn_job, tmp_path):
     proc = run_cli(["predict", str(tmp_path / "nowhere"), str(data), "--out", str(out)], tmp_path,
                    module="ptycho_exp.cli")
     assert proc.returncode == 2 and "model" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_killed_training_resumes_from_its_last_epoch(tmp_path):
+    """SIGKILL after epoch 2 of 3, run the same command again: training resumes at epoch 3 (checkpoint keyed by
+    the config), history.csv keeps all 3 epochs, and the checkpoint is removed when training ends."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT, TINY
+
+    job = tmp_path / "job"
+    cmd = [sys.executable, "-m", "ptycho_exp", "model=pinn", *TINY, "train.epochs=3",
+           "train.early_stopping_patience=10",
+           "eval.figures=false", "train.save_model=false", f"hydra.run.dir={job}"]
+    env = {**os.environ, "PTYCHO_EXP_CACHE": str(tmp_path / "cache"), "CUDA_VISIBLE_DEVICES": "",
+           "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    seen = ""
+    deadline = time.time() + 240
+    for line in proc.stdout:
+        seen += line
+        if re.search(r"pinn epoch 2/3", line) or time.time() > deadline:
+            break
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert "pinn epoch 2/3" in seen, seen[-2000:]
+    backups = list(job.glob(".train_backup-*"))
+    assert len(backups) == 1, list(job.iterdir())
+
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    out = again.stdout + again.stderr
+    assert again.returncode == 0, out[-3000:]
+    assert "pinn epoch 3/3" in out and "pinn epoch 1/3" not in out, out[-3000:]
+    rows = (job / "history.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 3, rows  # epoch 2's row may be NaN if the kill fell between checkpoint and CSV
+    assert rows[1].split(",")[1] not in ("", "nan") and rows[3].split(",")[1] not in ("", "nan"), rows
+    assert not list(job.glob(".train_backup-*"))

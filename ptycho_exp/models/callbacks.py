@@ -10,7 +10,7 @@ from pathlib import Path
 
 import keras
 
-from ._io import atomic_write_bytes
+from ptycho_exp.results import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,23 @@ def history_csv_text(history: dict[str, list]) -> str:
     for i in range(n):
         writer.writerow([i + 1, *(history[k][i] if i < len(history[k]) else "" for k in keys)])
     return buf.getvalue()
+
+
+def read_history_csv(path: Path, n_epochs: int) -> tuple[dict[str, list], list[float]]:
+    """The first ``n_epochs`` rows of a ``history.csv`` written before a restart (training resumed from a
+    checkpoint), as (history, epoch_seconds). An epoch the file lacks (the job died between saving the
+    checkpoint and writing the row) is NaN; a missing or unreadable file gives empty history."""
+    try:
+        rows = list(csv.DictReader(io.StringIO(Path(path).read_text())))[:n_epochs]
+    except (OSError, csv.Error):
+        return {}, []
+    if not rows:
+        return {}, []
+    keys = [k for k in rows[0] if k != "epoch"]
+    nan = float("nan")
+    history = {k: [float(r[k]) if r.get(k) not in ("", None) else nan for r in rows] + [nan] * (n_epochs - len(rows))
+               for k in keys}
+    return history, list(history.get("epoch_seconds", []))
 
 
 def plot_history(history: dict[str, list], path: Path, title: str = "") -> None:
@@ -82,6 +99,8 @@ class HistoryRecorder(keras.callbacks.Callback):
         self._t0 = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
+        if epoch > 0 and not self.history and self.csv_path is not None:
+            self.history, self.epoch_seconds = read_history_csv(self.csv_path, epoch)
         logs = dict(logs or {})
         if "learning_rate" not in logs:
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ._io import atomic_write_bytes
+from ptycho_exp.results import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +263,8 @@ def training_callbacks(train_cfg: Any, out_dir: Path, verbose: int, name: str) -
 
 
 def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray, nphotons: float,
-                out_dir: Path, seed: int, threads: tuple[int, int] = (0, 0)) -> FitResult:
+                out_dir: Path, seed: int, threads: tuple[int, int] = (0, 0),
+                backup_dir: Path | None = None) -> FitResult:
     """Train the PINN or the baseline on ``samples`` and write its outputs to ``out_dir``.
 
     Parameters
@@ -286,6 +287,11 @@ def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray,
         Seeds initialisation, the split and shuffling.
     threads : tuple[int, int]
         TF (intra_op, inter_op) threads; 0 keeps TF's default.
+    backup_dir : Path, optional
+        Keep a checkpoint of the weights, optimizer state and epoch here after every epoch
+        (``keras.callbacks.BackupAndRestore``): a job killed or requeued mid-training (SLURM time limit,
+        preemption, a crash) resumes from its last finished epoch when it runs again; the backup is
+        deleted when training ends. The caller keys the folder by the job's config.
 
     Returns
     -------
@@ -340,6 +346,8 @@ def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray,
     verbose = resolve_verbose(str(train_cfg.verbose))
     recorder = HistoryRecorder(out_dir / "history.csv")
     callbacks = training_callbacks(train_cfg, out_dir, verbose, name) + [recorder]
+    if backup_dir is not None:
+        callbacks.insert(0, keras.callbacks.BackupAndRestore(str(backup_dir)))
 
     t0 = time.perf_counter()
     model.fit(ds_train, validation_data=ds_val, epochs=int(train_cfg.epochs), verbose=verbose,

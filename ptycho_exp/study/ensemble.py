@@ -17,24 +17,14 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 log = logging.getLogger(__name__)
-RECON_FILE = "recon.npz"
 
 
 def load_recon(job_dir: Path | str) -> tuple[np.ndarray, np.ndarray] | None:
     """(recon, gt) from ``recon.npz`` (no pickles), or None when absent/unreadable."""
-    path = Path(job_dir) / RECON_FILE
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            rec, gt = np.asarray(z["recon"]), np.asarray(z["gt"])
-    except (OSError, KeyError, ValueError) as exc:
-        log.warning("unreadable %s: %s", path, exc)
-        return None
-    if rec.shape != gt.shape or rec.ndim != 2:
-        log.warning("%s: recon %s and gt %s must be equal 2-D shapes; skipped", path, rec.shape, gt.shape)
-        return None
-    return rec.astype(np.complex128), gt.astype(np.complex128)
+    from ptycho_exp.study.compare import load_recon_file
+
+    loaded = load_recon_file(job_dir)
+    return None if loaded is None else (loaded["recon"], loaded["gt"])
 
 
 def align_to(reference: np.ndarray, image: np.ndarray, upsample_factor: int = 20) -> np.ndarray:
