@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output NPZ (stitched object)")
     p = sub.add_parser("rerun", help="re-run a finished job in a new folder and compare its metrics")
     p.add_argument("job_dir")
-    p.add_argument("--out", help="new job folder (default <job_dir>_rerun)")
+    p.add_argument("--out", help="new job folder (default <sweep dir>_reruns/<job> for a sweep job, "
+                                 "<job_dir>_rerun for a single run)")
     return parser
 
 

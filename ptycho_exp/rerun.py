@@ -65,10 +65,14 @@ def provenance_changes(old: dict, new: dict) -> list[str]:
 
 
 def _default_out(job_dir: Path) -> Path:
-    out = job_dir.with_name(job_dir.name + "_rerun")
-    i = 2
+    """``<job>_rerun`` beside a single run; for a sweep job, ``<sweep>_reruns/<job>`` beside the sweep, so
+    the rerun never becomes an extra job of the sweep it reproduces (status, aggregate)."""
+    sweep = job_dir.parent
+    base = (sweep.with_name(sweep.name + "_reruns") / job_dir.name if (sweep / "multirun.yaml").is_file()
+            else job_dir.with_name(job_dir.name + "_rerun"))
+    out, i = base, 2
     while out.exists() and any(out.iterdir()):
-        out = job_dir.with_name(f"{job_dir.name}_rerun{i}")
+        out = base.with_name(f"{base.name}_{i}")
         i += 1
     return out
 

@@ -383,3 +383,19 @@ def test_a_storage_password_from_the_environment_reaches_no_file(cli, tmp_path):
     assert res.returncode != 0 and (job / "result.json").exists()
     leaks = [p for p in _files(job) if "S3cretPw" in p.read_text(errors="replace")]
     assert not leaks and "S3cretPw" not in res.stdout + res.stderr
+
+
+def test_rerun_of_a_sweep_job_lands_outside_the_sweep(tmp_path):
+    """A rerun must not become an extra job of the sweep it reproduces (status / aggregate would count it)."""
+    from ptycho_exp.rerun import _default_out
+
+    sweep = tmp_path / "multirun" / "s1"
+    (sweep / "3").mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    assert _default_out(sweep / "3") == tmp_path / "multirun" / "s1_reruns" / "3"
+    single = tmp_path / "outputs" / "12-00-00"
+    single.mkdir(parents=True)
+    assert _default_out(single) == tmp_path / "outputs" / "12-00-00_rerun"
+    (tmp_path / "outputs" / "12-00-00_rerun").mkdir()
+    (tmp_path / "outputs" / "12-00-00_rerun" / "result.json").write_text("{}")
+    assert _default_out(single) == tmp_path / "outputs" / "12-00-00_rerun_2"
