@@ -72,10 +72,10 @@ def find_job_dirs(paths: Path | str | Iterable[Path | str]) -> list[Path]:
 def _load_yaml(path: Path) -> Any:
     import yaml
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    safe_loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C SafeLoader when built, else the Python one
     try:
         with open(path, encoding="utf-8") as fh:
-            return yaml.load(fh, Loader=loader)  # noqa: S506 - safe loader
+            return yaml.load(fh, Loader=safe_loader)  # SafeLoader: no Python objects
     except (OSError, yaml.YAMLError):
         return None
 
