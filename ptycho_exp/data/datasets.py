@@ -101,6 +101,13 @@ def _load_npz_scan(path: str, N: int, key: str) -> ScanData:
     return ensure_ground_truth_patches(scan)
 
 
+def _split_info(scan: ScanData, samples: Samples) -> dict:
+    """Summary of one split for ``result.json``: counts, photon statistics and the sampled scan's geometry."""
+    summary = scan_summary(scan.positions, scan.N, subset=samples.groups, beam_diameter=probe_diameter(scan.probe))
+    return {"n_positions": scan.n_positions, "n_samples": samples.n, "photons": _photon_stats(scan),
+            "scan": summary}
+
+
 def build_datasets(data_cfg: DataConfig | Mapping[str, Any], seed: int, cache_dir,
                    need_train: bool = True) -> Datasets:
     """Train and test samples for one job.
@@ -143,22 +150,11 @@ def build_datasets(data_cfg: DataConfig | Mapping[str, Any], seed: int, cache_di
         raise ConfigError(f"data.kind={f['kind']!r} is invalid: choose simulate or npz")
 
     train = None
-    spatially_local = False
     if train_scan is not None:
-        groups = training_groups(train_scan, f["n_train"], g, k, seed)
-        train = make_samples(train_scan, groups)
-        summary = scan_summary(train_scan.positions, train_scan.N, subset=groups,
-                               beam_diameter=probe_diameter(train_scan.probe))
-        spatially_local = spatially_local or summary["spatially_local"]
-        info["train"] = {"n_positions": train_scan.n_positions, "n_samples": train.n,
-                         "photons": _photon_stats(train_scan), "scan": summary}
-    groups = heldout_groups(test_scan, f["n_test"], g, k, f["test_seed"])
-    test = make_samples(test_scan, groups)
-    summary = scan_summary(test_scan.positions, test_scan.N, subset=groups,
-                           beam_diameter=probe_diameter(test_scan.probe))
-    spatially_local = spatially_local or summary["spatially_local"]
-    info["test"] = {"n_positions": test_scan.n_positions, "n_samples": test.n,
-                    "photons": _photon_stats(test_scan), "scan": summary}
-    info["spatially_local"] = bool(spatially_local)
+        train = make_samples(train_scan, training_groups(train_scan, f["n_train"], g, k, seed))
+        info["train"] = _split_info(train_scan, train)
+    test = make_samples(test_scan, heldout_groups(test_scan, f["n_test"], g, k, f["test_seed"]))
+    info["test"] = _split_info(test_scan, test)
+    info["spatially_local"] = bool(any(info[s]["scan"]["spatially_local"] for s in ("train", "test") if s in info))
     info["has_ground_truth"] = bool(test_scan.patches is not None or test_scan.object is not None)
     return Datasets(train=train, test=test, train_scan=train_scan, test_scan=test_scan, info=info)
