@@ -20,7 +20,8 @@ install: $(STAMP)
 # A small real study on CPU: PINN vs baseline (2 seeds, N=32), then the aggregate report.
 demo: $(STAMP)
 	rm -rf $(DEMO_DIR)
-	$(BIN)/python -m ptycho_exp study=quick train.epochs=6 data.n_train=256 hydra.sweep.dir=$(DEMO_DIR)
+	$(BIN)/python -m ptycho_exp study=quick train.epochs=6 data.n_train=256 hydra.sweep.dir=$(DEMO_DIR) \
+		++hydra.callbacks.report.final=false
 	$(BIN)/ptycho-exp aggregate $(DEMO_DIR) --out $(DEMO_DIR)/aggregate
 	@echo "Figures: $(DEMO_DIR)/*/compare_amp_phase.png ; report: $(DEMO_DIR)/aggregate/report.html"
 
