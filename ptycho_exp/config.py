@@ -51,6 +51,7 @@ class DataConfig:
     train_path: Optional[str] = None  # kind=npz: contract NPZ for training
     test_path: Optional[str] = None   # kind=npz: contract NPZ for testing
     k_neighbors: int = 7              # gridsize>1: neighbours considered when grouping
+    grouping: str = "knn"             # gridsize>1: knn (C of the k nearest) | block (g x g grid blocks)
 
 
 @dataclass
@@ -79,6 +80,7 @@ class ModelConfig:
     intensity_scale_trainable: bool = False
     probe_big: bool = False
     object_big: bool = True
+    align_phase: bool = True          # gridsize>1: align each patch's constant phase to the first before merging
     iterative: IterativeConfig = field(default_factory=IterativeConfig)
 
 
@@ -87,6 +89,7 @@ class TrainConfig:
     epochs: int = 50
     batch_size: int = 16
     learning_rate: float = 1e-3
+    warmup_epochs: float = 1.0        # linear learning-rate warm-up (epochs; 0: off)
     lr_factor: float = 0.5
     lr_patience: int = 2
     min_lr: float = 1e-4
@@ -286,6 +289,11 @@ def _validate_values(cfg: Any) -> None:
              f"gridsize**2={d.gridsize ** 2} patterns per sample need gridsize <= 4 and data.k_neighbors >= "
              f"{d.gridsize ** 2 - 1}; set data.k_neighbors={max(d.gridsize ** 2 - 1, d.k_neighbors)} or use "
              "data.gridsize=1 or 2")
+    if d.grouping not in ("knn", "block"):
+        fail("data.grouping", d.grouping, "choose knn (C of the k nearest neighbours, any scan) or block "
+             "(g x g blocks of a grid scan, PtychoPINN's layout)")
+    if d.grouping == "block" and d.kind == "simulate" and d.scan != "grid":
+        fail("data.grouping", d.grouping, "block needs a grid scan (data.scan=grid); use data.grouping=knn")
     if not d.nphotons > 0:
         fail("data.nphotons", d.nphotons, "must be > 0 (e.g. data.nphotons=1e9)")
     if d.n_train <= 0:
@@ -334,6 +342,8 @@ def _validate_values(cfg: Any) -> None:
         fail("train.batch_size", t.batch_size, "must be > 0 (e.g. 16)")
     if not t.learning_rate > 0:
         fail("train.learning_rate", t.learning_rate, "must be > 0 (e.g. 1e-3)")
+    if not 0 <= t.warmup_epochs <= t.epochs:
+        fail("train.warmup_epochs", t.warmup_epochs, "must be between 0 (off) and train.epochs (e.g. 1)")
     if not 0 < t.val_fraction < 0.5:
         fail("train.val_fraction", t.val_fraction, "must be in (0, 0.5): every mode keeps a validation split")
     if t.precision not in ("auto", "float32", "mixed"):

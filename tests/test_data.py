@@ -120,6 +120,27 @@ def test_build_datasets_is_reproducible_and_a_second_build_is_a_cache_hit(tmp_pa
     assert counts == pytest.approx(1e4, rel=0.01)
 
 
+def test_block_grouping_keeps_the_training_step_between_test_neighbours(tmp_path):
+    knn = build_datasets(_fields(gridsize=2), seed=3, cache_dir=tmp_path)
+    block = build_datasets(_fields(gridsize=2, grouping="block"), seed=3, cache_dir=tmp_path)
+    half = TINY["train_stride"] / 2
+    square = [[-half, -half], [-half, half], [half, -half], [half, half]]
+    for split in (block.train, block.test):  # 2x2 blocks one training step apart, raster order
+        np.testing.assert_allclose(split.offsets, np.broadcast_to(square, split.offsets.shape))
+    # the test scan is 2x2 blocks placed on the test grid, each predicted once
+    from ptycho_exp.physics.scan import grid_positions
+
+    n_blocks = len(grid_positions(TINY["object_size"] - 4, TINY["N"], TINY["test_stride"]))
+    assert block.test.n == n_blocks and block.test_scan.n_positions == 4 * n_blocks
+    assert len(np.unique(block.test.groups.ravel())) == block.test_scan.n_positions
+    # the training scan is shared with knn (a cache hit); the block test scan is keyed apart
+    assert block.info["train_cache"]["hit"] is True
+    assert block.info["test_cache"]["key"] != knn.info["test_cache"]["key"]
+    assert block.train.diffraction.shape == knn.train.diffraction.shape
+    # knn test neighbours are a test step apart
+    assert np.abs(knn.test.offsets).max() >= TINY["test_stride"] / 2
+
+
 def test_training_subsets_are_spatially_unbiased():
     from scipy import stats
 
@@ -134,14 +155,16 @@ def test_training_subsets_are_spatially_unbiased():
     for seed in range(4):
         groups = training_groups(scan, 128, 2, 7, seed)
         assert groups.shape == (128, 4)
-        centres = pos[groups[:, 0]]
+        drawn = np.random.default_rng(seed).choice(len(pos), size=128, replace=False)  # training_groups' draw
+        assert all(c in row for c, row in zip(drawn, groups, strict=True))
+        centres = pos[drawn]
         for axis in (0, 1):
             pvalues.append(stats.kstest((centres[:, axis] - lo) / (hi - lo), "uniform").pvalue)
         half = (centres >= (lo + hi) / 2).astype(int)
         quadrants = np.bincount(half[:, 0] * 2 + half[:, 1], minlength=4)
         pvalues.append(stats.chisquare(quadrants).pvalue)
         # neighbours are near their centre: within the k=7 nearest on a 4-px grid (<= 2 steps)
-        assert np.all(np.abs(pos[groups[:, 1:]] - pos[groups[:, :1]]) <= 8 + 1e-9)
+        assert np.all(np.abs(pos[groups] - centres[:, None]) <= 8 + 1e-9)
     assert min(pvalues) > 1e-3
     # different job seeds choose different subsets; the test groups depend only on the test seed
     assert not np.array_equal(training_groups(scan, 128, 2, 7, 0), training_groups(scan, 128, 2, 7, 1))
@@ -170,8 +193,9 @@ CONDITIONAL_CHANGES = {
     "n_random_positions": (100, {"scan": "random"}),
     "probe_path": (None, {"probe": "file"}),  # by content, see test_probe_file_enters_the_key_by_content
 }
+# (grouping=block with gridsize > 1 does change the *test* scan: see the block grouping test)
 NOT_KEYED = {"kind": "npz", "gridsize": 2, "n_train": 16, "n_test": 10, "k_neighbors": 9,
-             "train_path": "/x.npz", "test_path": "/y.npz"}
+             "train_path": "/x.npz", "test_path": "/y.npz", "grouping": "block"}
 
 
 def test_every_data_field_is_classified_for_the_cache_key():

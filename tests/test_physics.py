@@ -450,12 +450,14 @@ def test_groups_are_k_nearest_neighbours():
     centres = np.arange(0, len(pos), 7)
     groups = scan.group_around(pos, centres, 2, np.random.default_rng(1), k=k)
     assert groups.shape == (len(centres), 4) and groups.dtype == np.int64
-    np.testing.assert_array_equal(groups[:, 0], centres)
-    for row in groups:
-        assert len(set(row)) == 4
-        d = np.hypot(*(pos - pos[row[0]]).T)
+    for row, centre in zip(groups, centres, strict=True):
+        assert len(set(row)) == 4 and centre in row
+        d = np.hypot(*(pos - pos[centre]).T)
         kth = np.sort(d)[k]  # distance of the k-th nearest other position
-        assert np.all(d[row[1:]] <= kth + 1e-9)
+        assert np.all(d[row] <= kth + 1e-9)
+        # channels in raster order of position: row (y) first, then column (x)
+        p = np.round(pos[row], 3)
+        assert [tuple(v) for v in p] == sorted(tuple(v) for v in p)
     # all C-1 = 3 of the k nearest get chosen with equal frequency (random choice, not the closest 3)
     offs = scan.relative_offsets(pos, groups)
     assert offs.shape == (len(centres), 4, 2)
@@ -473,11 +475,58 @@ def test_neighbour_choice_is_random_among_the_k_nearest():
     counts = {}
     rng = np.random.default_rng(3)
     for _ in range(400):
-        for j in scan.group_around(pos, centre, 2, rng, k=7)[0, 1:]:
-            counts[int(j)] = counts.get(int(j), 0) + 1
+        for j in scan.group_around(pos, centre, 2, rng, k=7)[0]:
+            if j != centre[0]:
+                counts[int(j)] = counts.get(int(j), 0) + 1
     assert len(counts) == 7  # every one of the 7 nearest is used, nothing else
     freq = np.array(list(counts.values()))
     assert stats.chisquare(freq).pvalue > 1e-3  # 3 of 7, uniformly
+
+
+def test_order_channels_is_raster_order_of_position():
+    pos = np.array([[10.0, 0.0], [0.0, 5.0], [0.0, -5.0], [10.0, -3.0], [4.0, 4.0]])
+    groups = np.array([[0, 1, 2, 3], [4, 3, 1, 0]])
+    out = scan.order_channels(pos, groups)
+    np.testing.assert_array_equal(out, [[2, 1, 3, 0], [1, 4, 3, 0]])
+    assert out.dtype == np.int64
+
+
+def test_group_blocks_are_adjacent_grid_blocks_around_each_centre():
+    step = 4.0
+    pos = scan.grid_positions(128, 32, step)  # 25 x 25 grid
+    n_side = int(np.sqrt(len(pos)))
+    rng = np.random.default_rng(0)
+    centres = np.arange(len(pos))
+    groups = scan.group_blocks(pos, centres, 2, rng)
+    assert groups.shape == (len(pos), 4) and groups.dtype == np.int64
+    offs = scan.relative_offsets(pos, groups)
+    # every group is a 2x2 block one step apart, channels in raster order: the same offsets everywhere
+    np.testing.assert_allclose(offs, np.broadcast_to([[-2, -2], [-2, 2], [2, -2], [2, 2]], offs.shape))
+    assert all(c in row for c, row in zip(centres, groups, strict=True))
+    # an interior centre is each corner of its block equally often (the block is drawn, not fixed)
+    inner = [i for i in range(len(pos)) if 0 < i // n_side < n_side - 1 and 0 < i % n_side < n_side - 1]
+    corner = np.array([list(row).index(c) for c, row in zip(centres, groups, strict=True)])[inner]
+    assert stats.chisquare(np.bincount(corner, minlength=4)).pvalue > 1e-3
+    # gridsize 3: 3x3 blocks; a jittered grid still works; a random scan is refused with the fix named
+    g3 = scan.group_blocks(pos, centres[:50], 3, rng)
+    np.testing.assert_allclose(np.ptp(pos[g3], axis=1), 8.0)
+    jittered = pos + rng.normal(0, 0.2, pos.shape)
+    assert scan.group_blocks(jittered, centres[:50], 2, rng, step=step).shape == (50, 4)
+    random = scan.random_positions(128, 32, 300, rng)
+    with pytest.raises(ValueError, match="data.grouping=knn"):
+        scan.group_blocks(random, np.arange(300), 2, rng)
+
+
+def test_block_grid_positions_keeps_the_training_step_inside_blocks():
+    N, size = 64, 392
+    pos = scan.block_grid_positions(size, N, outer_stride=10, inner_stride=4, gridsize=2)
+    blocks = pos.reshape(-1, 4, 2)
+    assert blocks.shape[0] == 33 * 33  # the test grid's 33 x 33 blocks at N=64
+    np.testing.assert_allclose(blocks - blocks[:, :1], np.broadcast_to([[0, 0], [0, 4], [4, 0], [4, 4]],
+                                                                        blocks.shape))
+    origins = blocks[:, 0]
+    np.testing.assert_allclose(np.unique(np.diff(np.unique(origins[:, 0]))), [10.0])
+    assert pos.min() >= N / 2 and pos.max() <= size - N / 2
 
 
 def _quadrant_counts(p, lo, hi):
@@ -491,10 +540,14 @@ def test_grouped_subsets_are_spatially_unbiased():
     lo, hi = pos.min(), pos.max()
     n = 256
     for seed in range(3):
-        groups = scan.group_neighbors(pos, 2, n, np.random.default_rng(seed))
+        rng = np.random.default_rng(seed)
+        groups = scan.group_neighbors(pos, 2, n, rng)
         assert groups.shape == (n, 4)
-        centres = pos[groups[:, 0]]
-        assert not np.array_equal(np.sort(groups[:, 0]), np.arange(n))
+        # the centres the groups were drawn around (the same draw group_neighbors makes first)
+        drawn = np.random.default_rng(seed).choice(len(pos), size=n, replace=False)
+        assert all(c in row for c, row in zip(drawn, groups, strict=True))
+        centres = pos[drawn]
+        assert not np.array_equal(np.sort(drawn), np.arange(n))
         # centres cover the whole object: uniform in y and x, every quadrant its share
         for axis in (0, 1):
             assert stats.kstest((centres[:, axis] - lo) / (hi - lo), "uniform").pvalue > 1e-3

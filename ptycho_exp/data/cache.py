@@ -2,9 +2,11 @@
 
 The key is the sha256 of the canonical JSON of every data field that changes the simulated arrays of
 one scan (train or test), plus :data:`~ptycho_exp.data.simulate.SIMULATOR_VERSION` and ``which``.
-Fields that only select or group samples (``n_train``, ``n_test``, ``gridsize``, ``k_neighbors``),
-the NPZ paths (``kind``, ``train_path``, ``test_path``) and the other scan's seed/stride are left
-out, so e.g. every ``n_train`` arm shares one training scan and every arm shares the test scan.
+Fields that only select or group samples (``n_train``, ``n_test``, ``gridsize``, ``k_neighbors``,
+``grouping``), the NPZ paths (``kind``, ``train_path``, ``test_path``) and the other scan's seed/stride
+are left out, so e.g. every ``n_train`` arm shares one training scan and every arm shares the test
+scan; the exception is the test scan of ``grouping=block`` at gridsize > 1, whose blocks of positions
+depend on ``gridsize`` and the training stride (both keyed then).
 Fields that only matter for one choice are included only then (``probe_defocus`` for a defocused
 probe, the stride for a grid scan, ``n_random_positions`` for a random scan); a probe file enters by
 the sha256 of its bytes, not its path.
@@ -30,6 +32,7 @@ from ptycho_exp.data.npz import DataContractError, load_contract_npz, save_contr
 from ptycho_exp.data.simulate import (
     SIMULATOR_VERSION,
     WHICH,
+    block_test_layout,
     resolve_data_fields,
     scan_seed,
     scan_stride,
@@ -57,6 +60,8 @@ def key_fields(fields: DataConfig | Mapping[str, Any], which: str) -> dict:
     keyed["seed"] = scan_seed(f, which)
     if f["scan"] == "grid":
         keyed["stride"] = scan_stride(f, which)
+        if block_test_layout(f, which):
+            keyed["block"] = {"gridsize": f["gridsize"], "inner_stride": f["train_stride"]}
     else:
         keyed["n_random_positions"] = f["n_random_positions"]
     if f["probe"] == "defocused":

@@ -21,7 +21,13 @@ from ptycho_exp.config import ConfigError, DataConfig
 from ptycho_exp.data.container import Samples, ScanData
 from ptycho_exp.physics.forward import mean_pattern_energy, normalisation_factor
 from ptycho_exp.physics.probe import probe_diameter
-from ptycho_exp.physics.scan import extract_patches, group_around, relative_offsets, scan_summary
+from ptycho_exp.physics.scan import (
+    extract_patches,
+    group_around,
+    group_blocks,
+    relative_offsets,
+    scan_summary,
+)
 
 
 @dataclass
@@ -54,7 +60,19 @@ def ensure_ground_truth_patches(scan: ScanData) -> ScanData:
     return scan
 
 
-def training_groups(scan: ScanData, n_train: int, gridsize: int, k: int, seed: int) -> np.ndarray:
+def make_groups(scan: ScanData, centres: np.ndarray, gridsize: int, k: int, rng: np.random.Generator,
+                grouping: str = "knn") -> np.ndarray:
+    """Groups anchored at ``centres``: ``knn`` (C of the k nearest) or ``block`` (g x g grid blocks)."""
+    if grouping == "block":
+        try:
+            return group_blocks(scan.positions, centres, gridsize, rng)
+        except ValueError as err:
+            raise ConfigError(f"data.grouping=block is invalid for this scan: {err}") from None
+    return group_around(scan.positions, centres, gridsize, rng, k)
+
+
+def training_groups(scan: ScanData, n_train: int, gridsize: int, k: int, seed: int,
+                    grouping: str = "knn") -> np.ndarray:
     """``n_train`` spatially unbiased groups of the training scan; ConfigError naming data.n_train if too many."""
     m = scan.n_positions
     if n_train > m:
@@ -63,10 +81,11 @@ def training_groups(scan: ScanData, n_train: int, gridsize: int, k: int, seed: i
                           "(smaller data.train_stride, larger data.object_size or more data.n_random_positions)")
     rng = np.random.default_rng(seed)
     centres = rng.choice(m, size=n_train, replace=False).astype(np.int64)
-    return group_around(scan.positions, centres, gridsize, rng, k)
+    return make_groups(scan, centres, gridsize, k, rng, grouping)
 
 
-def heldout_groups(scan: ScanData, n_test: int | None, gridsize: int, k: int, test_seed: int) -> np.ndarray:
+def heldout_groups(scan: ScanData, n_test: int | None, gridsize: int, k: int, test_seed: int,
+                   grouping: str = "knn") -> np.ndarray:
     """Groups centred on every test position, or on ``n_test`` of them drawn with ``default_rng(test_seed)``."""
     m = scan.n_positions
     rng = np.random.default_rng(test_seed)
@@ -77,7 +96,11 @@ def heldout_groups(scan: ScanData, n_test: int | None, gridsize: int, k: int, te
             raise ConfigError(f"data.n_test={n_test} is invalid: the test scan has only {m} positions; "
                               f"use data.n_test<={m} or data.n_test=null (all)")
         centres = np.sort(rng.choice(m, size=n_test, replace=False)).astype(np.int64)
-    return group_around(scan.positions, centres, gridsize, rng, k)
+    c = gridsize ** 2
+    if grouping == "block" and c > 1 and scan.meta.get("block_size") == c:
+        # a simulated block layout: each run of C positions is one sample (predicted once)
+        return np.unique(centres // c)[:, None] * c + np.arange(c)[None, :]
+    return make_groups(scan, centres, gridsize, k, rng, grouping)
 
 
 def _photon_stats(scan: ScanData) -> dict:
@@ -151,9 +174,9 @@ def build_datasets(data_cfg: DataConfig | Mapping[str, Any], seed: int, cache_di
 
     train = None
     if train_scan is not None:
-        train = make_samples(train_scan, training_groups(train_scan, f["n_train"], g, k, seed))
+        train = make_samples(train_scan, training_groups(train_scan, f["n_train"], g, k, seed, f["grouping"]))
         info["train"] = _split_info(train_scan, train)
-    test = make_samples(test_scan, heldout_groups(test_scan, f["n_test"], g, k, f["test_seed"]))
+    test = make_samples(test_scan, heldout_groups(test_scan, f["n_test"], g, k, f["test_seed"], f["grouping"]))
     info["test"] = _split_info(test_scan, test)
     info["spatially_local"] = bool(any(info[s]["scan"]["spatially_local"] for s in ("train", "test") if s in info))
     info["has_ground_truth"] = bool(test_scan.patches is not None or test_scan.object is not None)

@@ -21,7 +21,13 @@ from ptycho_exp.data.container import ScanData
 from ptycho_exp.physics.forward import diffract, exit_wave, photon_scale, poisson_noise
 from ptycho_exp.physics.objects import make_object
 from ptycho_exp.physics.probe import make_probe
-from ptycho_exp.physics.scan import extract_patches, grid_positions, jitter_positions, random_positions
+from ptycho_exp.physics.scan import (
+    block_grid_positions,
+    extract_patches,
+    grid_positions,
+    jitter_positions,
+    random_positions,
+)
 
 SIMULATOR_VERSION = "1"
 WHICH = ("train", "test")
@@ -69,6 +75,13 @@ def scan_seed(fields: Mapping[str, Any], which: str) -> int:
     return int(fields["train_seed"] if which == "train" else fields["test_seed"])
 
 
+def block_test_layout(fields: Mapping[str, Any], which: str) -> bool:
+    """True for the test scan of ``grouping=block`` with gridsize > 1 on a grid: g x g blocks at the
+    training step, placed on the test grid (see :func:`~ptycho_exp.physics.scan.block_grid_positions`)."""
+    return (which == "test" and fields["scan"] == "grid" and fields["grouping"] == "block"
+            and int(fields["gridsize"]) > 1)
+
+
 def scan_stride(fields: Mapping[str, Any], which: str) -> float:
     """Grid step of the ``which`` scan (``train_stride`` or ``test_stride``)."""
     return float(fields["train_stride"] if which == "train" else fields["test_stride"])
@@ -114,7 +127,9 @@ def simulate_scan(obj: np.ndarray, probe: np.ndarray, positions: np.ndarray, nph
 def simulate_positions(fields: Mapping[str, Any], which: str, rng: np.random.Generator) -> np.ndarray:
     """Scan positions of ``which`` (grid of its stride, or ``n_random_positions`` uniform), jittered."""
     size, N = int(fields["object_size"]), int(fields["N"])
-    if fields["scan"] == "grid":
+    if fields["scan"] == "grid" and block_test_layout(fields, which):
+        positions = block_grid_positions(size, N, fields["test_stride"], fields["train_stride"], fields["gridsize"])
+    elif fields["scan"] == "grid":
         positions = grid_positions(size, N, scan_stride(fields, which))
     elif fields["scan"] == "random":
         positions = random_positions(size, N, int(fields["n_random_positions"]), rng)
@@ -142,4 +157,6 @@ def simulate_object_scan(data_fields: DataConfig | Mapping[str, Any], which: str
                          _stream(seed, _NOISE_STREAM))
     scan.meta.update({"which": which, "seed": seed, "simulator_version": SIMULATOR_VERSION,
                       "object": fields["object"], "probe": fields["probe"], "scan": fields["scan"]})
+    if block_test_layout(fields, which):  # consecutive runs of g*g positions are the samples
+        scan.meta["block_size"] = int(fields["gridsize"]) ** 2
     return scan

@@ -148,6 +148,10 @@ def config_cases() -> list[Case]:
         c("n_test_negative", ["data.n_test=-1"], ["data.n_test"]),
         c("batch_size_zero", ["train.batch_size=0"], ["train.batch_size"]),
         c("learning_rate_negative", ["train.learning_rate=-1"], ["train.learning_rate"]),
+        c("warmup_negative", ["train.warmup_epochs=-1"], ["train.warmup_epochs"]),
+        c("grouping_unknown", ["data.grouping=nearest"], ["data.grouping", "knn"]),
+        c("grouping_block_on_random_scan", ["data.gridsize=2", "data.grouping=block", "data.scan=random"],
+          ["data.grouping", "data.scan=grid"]),
         c("val_fraction_too_big", ["train.val_fraction=0.7"], ["train.val_fraction"]),
         c("eval_crop_larger_than_N", ["eval.crop=1000"], ["eval.crop"]),
         # photons
