@@ -121,6 +121,89 @@ def test_merge_is_per_group_not_across_the_batch():
     np.testing.assert_allclose(back[..., c, c], true[..., c, c], atol=1e-4)
 
 
+def test_translate_is_exact_for_whole_pixels_and_does_not_ring():
+    import tensorflow as tf
+
+    from ptycho_exp.models.layers import fourier_shift, translate
+
+    rng = np.random.default_rng(0)
+    img = (rng.random((2, 3, 16, 16)) + 1j * rng.random((2, 3, 16, 16))).astype(np.complex64)
+    shifts = rng.integers(-3, 4, (2, 3, 2)).astype(np.float32)
+    out = translate(tf.constant(img), tf.constant(shifts)).numpy()
+    assert out.shape == img.shape
+    for i in range(2):
+        for c in range(3):
+            dy, dx = (int(v) for v in shifts[i, c])
+            want = np.zeros_like(img[i, c])  # content moves by +t; what enters the frame is 0
+            want[max(dy, 0):16 + min(dy, 0), max(dx, 0):16 + min(dx, 0)] = \
+                img[i, c, max(-dy, 0):16 + min(-dy, 0), max(-dx, 0):16 + min(-dx, 0)]
+            np.testing.assert_allclose(out[i, c], want, atol=1e-6)
+    # half a pixel splits a point in two; a cut-off box stays within [0, 1] where a Fourier shift rings
+    delta = np.zeros((1, 16, 16), np.complex64)
+    delta[0, 8, 8] = 1
+    half = translate(tf.constant(delta), tf.constant([[0.0, 0.5]])).numpy()[0]
+    np.testing.assert_allclose(half[8, 8:10].real, [0.5, 0.5], atol=1e-6)
+    box = np.zeros((1, 32, 32), np.complex64)
+    box[0, 8:24, 8:24] = 1
+    moved = translate(tf.constant(box), tf.constant([[0.5, 0.5]])).numpy()[0].real
+    assert moved.min() >= -1e-6 and moved.max() <= 1 + 1e-6
+    rung = fourier_shift(tf.constant(box), tf.constant([[0.5, 0.5]])).numpy()[0].real
+    assert rung.min() < -0.05
+
+
+def test_phase_aligned_merge_undoes_constant_phases_per_channel():
+    import tensorflow as tf
+
+    from ptycho_exp.models.layers import crop_center, extract_group, fourier_shift, merge_group
+
+    rng = np.random.default_rng(1)
+    N = 16
+    obj = (0.5 + rng.random((2 * N, 2 * N))).astype(np.complex64) * np.exp(1j * rng.random((2 * N, 2 * N)))
+    offs = tf.constant([[[-2, -2], [-2, 2], [2, -2], [2, 2]]], tf.float32)
+    true = crop_center(fourier_shift(tf.constant(obj.astype(np.complex64))[None, None], -offs), N).numpy()
+    turned = true * np.exp(1j * np.array([0.0, 2.0, -1.5, 3.0]))[None, :, None, None].astype(np.complex64)
+    c = slice(N // 2 - 2, N // 2 + 2)
+    for patches, aligned in ((true, True), (true, False), (turned, True)):
+        back = extract_group(merge_group(tf.constant(patches), offs, N // 2, 2 * N, align_phase=aligned),
+                             offs, N).numpy()
+        np.testing.assert_allclose(back[..., c, c], true[..., c, c], atol=1e-4)
+    # without the alignment the turned patches partly cancel
+    back = extract_group(merge_group(tf.constant(turned), offs, N // 2, 2 * N), offs, N).numpy()
+    assert np.abs(back[..., c, c]).mean() < 0.8 * np.abs(true[..., c, c]).mean()
+
+
+@pytest.mark.parametrize("grouping", ["knn", "block"])
+def test_grouped_samples_agree_with_the_physics_layers(tmp_path, grouping):
+    """A job's gridsize-2 samples, pushed through the PINN's physics (merge per group, re-extract,
+    probe, diffract), give back their own diffraction: offsets, channel order and shift signs agree."""
+    import tensorflow as tf
+
+    from ptycho_exp.data.datasets import build_datasets
+    from ptycho_exp.models.layers import diffract_amplitude, extract_group, merge_group
+
+    N = 32
+    ds = build_datasets({"N": N, "object_size": 96, "gridsize": 2, "n_train": 24, "noise": False,
+                         "grouping": grouping}, seed=1, cache_dir=tmp_path)
+    # knn groups of the 10 px test grid have offsets in quarter-steps (2.5 px): bilinear sub-pixel moves
+    # blur a little (0.3 % here; a Fourier shift of the cut-off patches rang at the cut: 4 %)
+    fractional = bool(np.any(np.abs(ds.test.offsets % 1) > 0.1))
+    assert fractional == (grouping == "knn")
+    for split, scan in ((ds.train, ds.train_scan), (ds.test, ds.test_scan)):
+        tolerance = 5e-3 if (split is ds.test and fractional) else 2e-3
+        truth = np.moveaxis(split.patches, -1, 1)  # (n, C, N, N)
+        offsets = tf.constant(split.offsets, tf.float32)
+        merged = merge_group(tf.constant(truth), offsets, N // 2, 2 * N)
+        again = extract_group(merged, offsets, N)
+        amp = diffract_amplitude(again * scan.probe).numpy()
+        measured = np.moveaxis(split.diffraction, -1, 1)
+        # (not exact: the probe's faint tail reaches past the N/2 support the object is merged on)
+        assert np.linalg.norm(amp - measured) / np.linalg.norm(measured) < tolerance
+        # a wrong sign of the offsets breaks it (the check can fail)
+        wrong = diffract_amplitude(extract_group(merge_group(tf.constant(truth), -offsets, N // 2, 2 * N),
+                                                 -offsets, N) * scan.probe).numpy()
+        assert np.linalg.norm(wrong - measured) / np.linalg.norm(measured) > 1e-2
+
+
 @pytest.mark.parametrize("gridsize", [1, 2])
 def test_pinn_learns_on_a_fixed_batch(tmp_path, gridsize):
     """Five epochs on one fixed batch lower the PINN's loss (it learns); gridsize 2 merges per group."""
@@ -365,3 +448,22 @@ def test_killed_training_resumes_from_its_last_epoch(tmp_path):
     assert len(rows) == 1 + 3, rows  # epoch 2's row may be NaN if the kill fell between checkpoint and CSV
     assert rows[1].split(",")[1] not in ("", "nan") and rows[3].split(",")[1] not in ("", "nan"), rows
     assert not list(job.glob(".train_backup-*"))
+
+
+def test_linear_warmup_raises_the_learning_rate_over_its_steps_then_holds():
+    import keras
+
+    from ptycho_exp.models.callbacks import LinearWarmup
+
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            seen.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    x = np.random.default_rng(0).random((12, 3)).astype(np.float32)
+    model.fit(x, x[:, :1], batch_size=2, epochs=2, verbose=0, callbacks=[LinearWarmup(4, 1e-3), Record()])
+    np.testing.assert_allclose(seen[:6], [2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3], rtol=1e-6)
+    assert len(seen) == 12 and all(v == pytest.approx(1e-3) for v in seen[4:])

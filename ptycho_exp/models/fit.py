@@ -346,6 +346,12 @@ def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray,
     verbose = resolve_verbose(str(train_cfg.verbose))
     recorder = HistoryRecorder(out_dir / "history.csv")
     callbacks = training_callbacks(train_cfg, out_dir, verbose, name) + [recorder]
+    warmup = float(getattr(train_cfg, "warmup_epochs", 0.0) or 0.0)
+    if warmup > 0:
+        from .callbacks import LinearWarmup
+
+        steps_per_epoch = -(-len(train_idx) // int(train_cfg.batch_size))
+        callbacks.insert(0, LinearWarmup(max(1, round(warmup * steps_per_epoch)), float(train_cfg.learning_rate)))
     if backup_dir is not None:
         callbacks.insert(0, keras.callbacks.BackupAndRestore(str(backup_dir)))
 

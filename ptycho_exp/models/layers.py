@@ -84,6 +84,39 @@ def fourier_shift(img: tf.Tensor, shifts: tf.Tensor) -> tf.Tensor:
     return tf.signal.ifft2d(tf.signal.fft2d(img) * ramp)
 
 
+def translate(img: tf.Tensor, shifts: tf.Tensor) -> tf.Tensor:
+    """Translate complex images by ``shifts`` with bilinear interpolation (content moves by ``+t``).
+
+    Unlike :func:`fourier_shift`, a sub-pixel shift does not ring at sharp edges (the decoder's
+    output is cut off at its support), and content that leaves the frame is dropped, not wrapped;
+    integer shifts are exact in both.
+
+    Parameters
+    ----------
+    img : tf.Tensor
+        complex64 ``(..., H, W)``.
+    shifts : tf.Tensor
+        float ``(..., 2)`` [dy, dx] with the same leading dims as ``img``.
+
+    Returns
+    -------
+    tf.Tensor
+        complex64 ``(..., H, W)``; pixels that come from outside the frame are 0.
+    """
+    img = tf.cast(img, tf.complex64)
+    h, w = img.shape[-2], img.shape[-1]
+    lead = tf.shape(img)[:-2]
+    flat = tf.reshape(img, (-1, h, w))
+    stacked = tf.stack([tf.math.real(flat), tf.math.imag(flat)], axis=-1)  # (b, H, W, 2)
+    t = tf.reshape(tf.cast(shifts, tf.float32), (-1, 2))
+    one, zero = tf.ones_like(t[:, 0]), tf.zeros_like(t[:, 0])
+    # output pixel (x, y) samples input (x - dx, y - dy)
+    transforms = tf.stack([one, zero, -t[:, 1], zero, one, -t[:, 0], zero, zero], axis=1)
+    out = tf.raw_ops.ImageProjectiveTransformV3(images=stacked, transforms=transforms, output_shape=[h, w],
+                                                fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")
+    return tf.reshape(tf.complex(out[..., 0], out[..., 1]), tf.concat([lead, [h, w]], axis=0))
+
+
 def pad_center(img: tf.Tensor, size: int) -> tf.Tensor:
     """Zero-pad the last two axes of ``img`` symmetrically to ``size`` (``size - H`` even)."""
     h = img.shape[-1]
@@ -125,13 +158,14 @@ def shifted_box_mask(size: int, lo: int, hi: int, shifts: tf.Tensor) -> tf.Tenso
     return profile(shifts[..., 0])[..., :, None] * profile(shifts[..., 1])[..., None, :]
 
 
-def merge_group(patches: tf.Tensor, offsets: tf.Tensor, support: int, canvas: int) -> tf.Tensor:
+def merge_group(patches: tf.Tensor, offsets: tf.Tensor, support: int, canvas: int,
+                align_phase: bool = False) -> tf.Tensor:
     """Merge each group's C patches into one object on a ``canvas x canvas`` frame (per group).
 
     Each patch's central ``support x support`` region is trusted (the decoder output lives there).
-    Patch c is moved by ``+offsets[c]`` into the group frame; overlapping regions are averaged
-    by dividing by the overlap count of the (moved) masks, floored at 1 so that the fading
-    fringe of a lone mask is kept rather than amplified. Groups never mix.
+    Patch c is moved by ``+offsets[c]`` into the group frame (bilinear, :func:`translate`);
+    overlapping regions are averaged by dividing by the overlap count of the (moved) masks, floored
+    at 1 so that the fading fringe of a lone mask is kept rather than amplified. Groups never mix.
 
     Parameters
     ----------
@@ -143,6 +177,12 @@ def merge_group(patches: tf.Tensor, offsets: tf.Tensor, support: int, canvas: in
         Side of the central trusted region (``N//2``, or ``N`` with the probe_big branch).
     canvas : int
         Side of the group frame (>= N + 2 max|offset|; the models use 2N).
+    align_phase : bool
+        Before averaging, turn each patch by the constant phase that best matches it to the group's
+        first patch on their overlap (``arg sum conj(p_c) p_0``). A patch's constant phase cannot be
+        read from its own diffraction pattern, so a network has to agree on one across channels; with
+        the alignment, patches that agree up to a constant phase merge without cancelling each other,
+        and patches that already agree are unchanged. A patch with no overlap is left as it is.
 
     Returns
     -------
@@ -153,8 +193,17 @@ def merge_group(patches: tf.Tensor, offsets: tf.Tensor, support: int, canvas: in
     lo = (canvas - support) // 2
     mask0 = shifted_box_mask(n_px, (n_px - support) // 2, (n_px + support) // 2, tf.zeros((2,)))
     padded = pad_center(tf.cast(patches, tf.complex64) * tf.cast(mask0, tf.complex64), canvas)
-    moved = fourier_shift(padded, offsets)
-    count = tf.reduce_sum(shifted_box_mask(canvas, lo, lo + support, offsets), axis=1)
+    moved = translate(padded, offsets)
+    masks = shifted_box_mask(canvas, lo, lo + support, offsets)
+    if align_phase:
+        weight = tf.cast(masks * masks[:, :1], tf.complex64)
+        inner = tf.reduce_sum(moved[:, :1] * tf.math.conj(moved) * weight, axis=(-2, -1))  # (n, C)
+        size = tf.abs(inner)
+        ok = size > 1e-12
+        turn = tf.where(ok[..., None], tf.stack([tf.math.real(inner), tf.math.imag(inner)], -1)
+                        / tf.maximum(size, 1e-12)[..., None], tf.constant([1.0, 0.0]))
+        moved = moved * tf.complex(turn[..., 0], turn[..., 1])[..., None, None]
+    count = tf.reduce_sum(masks, axis=1)
     total = tf.reduce_sum(moved, axis=1)
     return total / tf.cast(tf.maximum(count, 1.0), tf.complex64)
 
@@ -174,12 +223,11 @@ def extract_group(big: tf.Tensor, offsets: tf.Tensor, size: int) -> tf.Tensor:
     Returns
     -------
     tf.Tensor
-        complex64 ``(n, C, N, N)``: ``crop_N(shift(big, -offsets[c]))``.
+        complex64 ``(n, C, N, N)``: ``crop_N(translate(big, -offsets[c]))`` (bilinear).
     """
     big = tf.cast(big, tf.complex64)
-    spec = tf.signal.fft2d(big)[:, None]
-    ramp = _shift_ramp((big.shape[-2], big.shape[-1]), -tf.cast(offsets, tf.float32))
-    return crop_center(tf.signal.ifft2d(spec * ramp), size)
+    c = offsets.shape[1]
+    return crop_center(translate(tf.repeat(big[:, None], c, axis=1), -tf.cast(offsets, tf.float32)), size)
 
 
 def _channels_first(x: tf.Tensor) -> tf.Tensor:
@@ -246,20 +294,22 @@ class BorderCombine(keras.layers.Layer):
 class MergeGroup(keras.layers.Layer):
     """``[patches (n,N,N,C) complex, offsets (n,C,2)]`` -> group object ``(n, M, M)`` (see merge_group)."""
 
-    def __init__(self, support: int, canvas: int, **kwargs):
+    def __init__(self, support: int, canvas: int, align_phase: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.support = int(support)
         self.canvas = int(canvas)
+        self.align_phase = bool(align_phase)
 
     def call(self, inputs):
         patches, offsets = inputs
-        return merge_group(_channels_first(patches), offsets, self.support, self.canvas)
+        return merge_group(_channels_first(patches), offsets, self.support, self.canvas, self.align_phase)
 
     def compute_output_spec(self, inputs):
         return keras.KerasTensor((inputs[0].shape[0], self.canvas, self.canvas), dtype="complex64")
 
     def get_config(self):
-        return {**super().get_config(), "support": self.support, "canvas": self.canvas}
+        return {**super().get_config(), "support": self.support, "canvas": self.canvas,
+                "align_phase": self.align_phase}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

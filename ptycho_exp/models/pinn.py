@@ -193,7 +193,8 @@ def build_pinn(cfg: Any, N: int, gridsize: int, probe: np.ndarray, nphotons: flo
     if C > 1:
         off_in = keras.Input((C, 2), name="offsets")
         if object_big:
-            big = MergeGroup(support, canvas, name="merge_group")([obj, off_in])
+            big = MergeGroup(support, canvas, align_phase=bool(_opt(cfg, "align_phase", True)),
+                             name="merge_group")([obj, off_in])
         else:
             big = CentreOnCanvas(canvas, name="centre_on_canvas")(obj)
         patches = ExtractGroup(N, name="extract_group")([big, off_in])
