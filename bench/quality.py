@@ -9,6 +9,9 @@ folder under ``--out-dir``; the table and ``bench/results/<name>.json`` are read
 Protocols
 ---------
 - CPU (default): 2,048 training samples, 20 epochs (goal: gridsize-2 PINN amplitude SSIM >= 0.90).
+- Gridsize-2 samples are 2x2 blocks of adjacent grid positions (``data.grouping=block``), and the test
+  blocks keep the training step between neighbours, as in PtychoPINN's simulations; ``--grouping knn``
+  draws C of the k nearest instead (then test neighbours are a test step apart).
 - ``--full``: the reference GPU protocol of SPEC §7: 60 epochs, every training position (83x83 = 6,889).
 Early stopping is off (patience = epochs) so arms train for equal epochs. At gridsize 2 a sample is a
 group of 4 patterns; ``--n-train`` counts samples (``data.n_train``).
@@ -57,7 +60,7 @@ def job_overrides(model: str, gridsize: int, args: argparse.Namespace, n_train: 
             f"data.N={args.N}", f"data.object_size={args.object_size}", "data.nphotons=1e9",
             "data.probe=ideal_disk", f"data.gridsize={gridsize}", f"data.n_train={n_train}",
             f"train.epochs={epochs}", f"train.early_stopping_patience={epochs}", "train.tensorboard=false",
-            "train.verbose=quiet", f"seed={args.seed}", *args.override]
+            "train.verbose=quiet", f"seed={args.seed}", f"data.grouping={args.grouping}", *args.override]
 
 
 def run_job(overrides: list[str], job_dir: Path, timeout: float) -> dict:
@@ -119,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--N", type=int, default=64, help="patch size (64 for the reference; smaller for smoke runs)")
     p.add_argument("--object-size", type=int, default=392)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--grouping", default="block", choices=["block", "knn"],
+                   help="gridsize>1 samples: g x g blocks of the grid (PtychoPINN's layout, default) or knn")
     p.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides for every arm")
     p.add_argument("--out-dir", help="job folders (default outputs/bench_quality/<name>-<UTC time>)")
     p.add_argument("--name", help="results file stem (default quality_cpu / quality_full, +_phase)")
@@ -156,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{_fmt(amp).strip()} ({'met' if goal['met'] else 'NOT met'})")
     payload = {"protocol": "full" if args.full else "cpu", "epochs": epochs, "n_train": n_train,
                "object": "lines", "object_phase": "tanh" if args.phase else "none", "N": args.N,
-               "nphotons": 1e9, "probe": "ideal_disk", "seed": args.seed, "out_dir": str(out_dir),
+               "nphotons": 1e9, "probe": "ideal_disk", "seed": args.seed, "grouping": args.grouping,
+               "out_dir": str(out_dir),
                "reference_spec7": {str(k): v for k, v in REFERENCE.items()}, "cpu_goal": goal, "rows": rows}
     path = write_result(name, payload)
     print(f"\nwrote {path}")
