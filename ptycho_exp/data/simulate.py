@@ -127,7 +127,7 @@ def simulate_scan(obj: np.ndarray, probe: np.ndarray, positions: np.ndarray, nph
 def simulate_positions(fields: Mapping[str, Any], which: str, rng: np.random.Generator) -> np.ndarray:
     """Scan positions of ``which`` (grid of its stride, or ``n_random_positions`` uniform), jittered."""
     size, N = int(fields["object_size"]), int(fields["N"])
-    if fields["scan"] == "grid" and block_test_layout(fields, which):
+    if block_test_layout(fields, which):
         positions = block_grid_positions(size, N, fields["test_stride"], fields["train_stride"], fields["gridsize"])
     elif fields["scan"] == "grid":
         positions = grid_positions(size, N, scan_stride(fields, which))
