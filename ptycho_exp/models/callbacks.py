@@ -29,12 +29,15 @@ class LinearWarmup(keras.callbacks.Callback):
         self.steps = int(steps)
         self.target = float(target)
 
+    def on_train_begin(self, logs=None):
+        self.step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))  # read once, not per batch
+
     def on_train_batch_begin(self, batch, logs=None):
-        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        if step < self.steps:
-            self.model.optimizer.learning_rate.assign(self.target * (step + 1) / self.steps)
-        elif step == self.steps:
+        if self.step < self.steps:
+            self.model.optimizer.learning_rate.assign(self.target * (self.step + 1) / self.steps)
+        elif self.step == self.steps:
             self.model.optimizer.learning_rate.assign(self.target)
+        self.step += 1
 
 
 def history_csv_text(history: dict[str, list]) -> str:
