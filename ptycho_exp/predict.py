@@ -4,7 +4,8 @@ The saved inference model (``<job>/model/model.keras``) is loaded with ``safe_mo
 custom layers are registered, no Python code is deserialised), the data with ``allow_pickle=False``.
 Patterns are normalised the way training normalised its own data (mean per-pattern ``sum X**2 =
 (N/2)**2``, computed on this file), grouped like a job's test set when the model was trained with
-gridsize > 1, predicted in batches, and the central crops are stitched at the scan positions.
+gridsize > 1 (knn or g x g grid blocks, as the model's training groups were), predicted in
+batches, and the central crops are stitched at the scan positions.
 """
 from __future__ import annotations
 
@@ -62,16 +63,52 @@ def model_geometry(model, meta: dict) -> tuple[int, int]:
     return N, C
 
 
-def group_scan(positions: np.ndarray, gridsize: int, k: int = 7, seed: int = 12345) -> np.ndarray:
-    """Groups (M, C) centred on every position (as a job's test set): each position is predicted at least once."""
-    from ptycho_exp.physics.scan import group_around
+def group_scan(positions: np.ndarray, gridsize: int, grouping: str = "knn", step: float | None = None,
+               k: int = 7, seed: int = 12345) -> tuple[np.ndarray, list[str]]:
+    """Groups (M, C) anchored at every position (as a job's test set): each position is predicted at least once.
+
+    Parameters
+    ----------
+    positions : (M, 2) [y, x]
+    gridsize : the model's group side
+    grouping : how the model's training groups were formed: ``knn`` (a position and C-1 of its ``k``
+        nearest) or ``block`` (g x g blocks of a grid). A ``block`` model on a scan that is not a grid
+        falls back to ``knn`` and says so.
+    step : the training groups' neighbour step (px); a scan whose step differs by more than 10 % is noted.
+
+    Returns
+    -------
+    groups : (M, C) int64 indices into ``positions``
+    notes : warnings for the user (empty when the scan matches the training geometry)
+    """
+    from ptycho_exp.physics.scan import group_around, group_blocks
 
     m = positions.shape[0]
-    return group_around(positions, np.arange(m, dtype=np.int64), gridsize, np.random.default_rng(seed), k)
+    rng = np.random.default_rng(seed)
+    centres = np.arange(m, dtype=np.int64)
+    notes: list[str] = []
+    groups = None
+    if gridsize > 1 and grouping == "block":
+        try:
+            groups = group_blocks(positions, centres, gridsize, rng)
+        except ValueError:
+            notes.append(f"the model was trained on {gridsize}x{gridsize} grid blocks but this scan is not a "
+                         "grid: grouped each position with its nearest neighbours (knn) instead")
+    if groups is None:
+        groups = group_around(positions, centres, gridsize, rng, k)
+    if gridsize > 1 and step:
+        from ptycho_exp.models.fit import neighbour_step
+
+        here = neighbour_step(positions[groups])
+        if abs(here - step) > 0.1 * step:
+            notes.append(f"neighbours in this scan's groups are {here:.3g} px apart, the model was trained on "
+                         f"{step:.3g} px: expect lower quality (scan with a {step:.3g} px step)")
+    return groups, notes
 
 
 def predict_scan(model, diffraction: np.ndarray, positions: np.ndarray, gridsize: int,
-                 batch_size: int = 256) -> tuple[np.ndarray, np.ndarray, float]:
+                 batch_size: int = 256, grouping: str = "knn",
+                 step: float | None = None) -> tuple[np.ndarray, np.ndarray, float, list[str]]:
     """Predicted object patches and their positions for one scan.
 
     Parameters
@@ -86,6 +123,8 @@ def predict_scan(model, diffraction: np.ndarray, positions: np.ndarray, gridsize
         The model's group side (C = gridsize**2).
     batch_size : int
         Samples per forward pass.
+    grouping, step : str, float
+        The model's training grouping and neighbour step (see :func:`group_scan`).
 
     Returns
     -------
@@ -95,18 +134,20 @@ def predict_scan(model, diffraction: np.ndarray, positions: np.ndarray, gridsize
         (M*C, 2) positions of those patches.
     norm_factor : float
         The normalisation applied to the data.
+    notes : list[str]
+        Warnings from :func:`group_scan`.
     """
     from ptycho_exp.models.fit import compute_norm_factor, predict_patches
     from ptycho_exp.physics.scan import relative_offsets
 
-    groups = group_scan(positions, gridsize)
+    groups, notes = group_scan(positions, gridsize, grouping, step)
     samples = np.moveaxis(diffraction[groups], 1, -1)          # (M, N, N, C)
     norm = compute_norm_factor(diffraction)
     offsets = relative_offsets(positions, groups) if gridsize > 1 else None
     pred = predict_patches(model, samples, norm, batch_size=batch_size, offsets=offsets)
     n, N = pred.shape[0], pred.shape[1]
     patches = np.moveaxis(pred, -1, 1).reshape(-1, N, N)
-    return patches, positions[groups].reshape(n * groups.shape[1], 2), norm
+    return patches, positions[groups].reshape(n * groups.shape[1], 2), norm, notes
 
 
 def predict_file(model_dir: Path | str, data_path: Path | str, out_path: Path | str,
@@ -161,7 +202,11 @@ def predict_file(model_dir: Path | str, data_path: Path | str, out_path: Path | 
         raise ValueError(f"the network in {mdir} takes {C} channels, not gridsize**2; re-run the job")
     if len(model.inputs) > 1 and not meta.get("needs_offsets", True):
         raise ValueError(f"the network in {mdir} takes offsets but its metadata says it does not; re-run the job")
-    patches, pos, norm = predict_scan(model, scan.diffraction, scan.positions, gridsize, batch_size)
+    patches, pos, norm, notes = predict_scan(model, scan.diffraction, scan.positions, gridsize, batch_size,
+                                             grouping=str(meta.get("grouping", "knn")),
+                                             step=meta.get("neighbour_step"))
+    for note in notes:
+        log.warning("predict: %s", note)
     crop = default_crop(N) if crop is None else int(crop)
     st = stitch_patches(patches, pos, crop)
     buf = io.BytesIO()
@@ -172,4 +217,5 @@ def predict_file(model_dir: Path | str, data_path: Path | str, out_path: Path | 
     out = Path(out_path)
     atomic_write_bytes(out, buf.getvalue())
     return (f"wrote {out}: {st.image.shape[0]}x{st.image.shape[1]} object from {scan.n_positions} patterns "
-            f"({meta.get('model', 'network')}, N={N}, gridsize={gridsize}, crop={crop})")
+            f"({meta.get('model', 'network')}, N={N}, gridsize={gridsize}, crop={crop})"
+            + "".join(f"\nwarning: {note}" for note in notes))

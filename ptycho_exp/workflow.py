@@ -208,7 +208,8 @@ def run_science(cfg: Any, job_dir: Path) -> dict:
 
         _drop_unused_arrays(cfg, ds)
         fit = fit_network(cfg.model, cfg.train, ds.train, test_scan.probe, float(cfg.data.nphotons), job_dir,
-                          seed=int(cfg.seed), threads=_threads(cfg), backup_dir=training_backup_dir(cfg, job_dir))
+                          seed=int(cfg.seed), threads=_threads(cfg), backup_dir=training_backup_dir(cfg, job_dir),
+                          grouping=str(cfg.data.grouping))
         timings["train_s"] = fit.train_seconds
         t1 = time.time()
         pred = predict_patches(fit.model, test.diffraction, fit.norm_factor, batch_size=cfg.eval.batch_size,

@@ -292,8 +292,9 @@ def test_gridsize2_pinn_and_baseline_train_save_and_reload(tmp_path):
     ds = _tiny_data(tmp_path, gridsize=2, n_train=32)
     for name in ("pinn", "baseline"):
         out = tmp_path / name
+        grouping = "block" if name == "pinn" else "knn"  # recorded with the model for ``predict``
         fit = fit_network(_model_cfg(name, n_filters_scale=1), _train_cfg(epochs=1), ds.train,
-                          ds.train_scan.probe, 1e9, out, seed=3)
+                          ds.train_scan.probe, 1e9, out, seed=3, grouping=grouping)
         assert fit.epochs_run == 1 and math.isfinite(fit.final_losses["loss"])
         assert math.isfinite(fit.final_losses["val_loss"])
         assert (out / "history.csv").read_text().splitlines()[0].count("val_loss") == 1
@@ -315,6 +316,7 @@ def test_gridsize2_pinn_and_baseline_train_save_and_reload(tmp_path):
         assert before.shape == (8, 32, 32, 4) and before.dtype == np.complex64
         np.testing.assert_array_equal(before, after)
         assert meta["gridsize"] == 2 and meta["model"] == name
+        assert meta["grouping"] == grouping and meta["neighbour_step"] > 0
         release_tf()
     # ptycho-exp predict groups a plain scan like a job's test set for a gridsize-2 model
     from ptycho_exp.data.npz import save_contract_npz
@@ -322,7 +324,10 @@ def test_gridsize2_pinn_and_baseline_train_save_and_reload(tmp_path):
 
     data = tmp_path / "test_scan.npz"
     save_contract_npz(data, ds.test_scan)
-    assert "gridsize=2" in predict_file(tmp_path / "pinn", data, tmp_path / "o.npz")
+    summary = predict_file(tmp_path / "pinn", data, tmp_path / "o.npz")
+    assert "gridsize=2" in summary
+    # the PINN's groups were 4 px apart: the 8 px test grid is cut into 2x2 blocks, with a warning
+    assert "warning: neighbours in this scan's groups are 8 px apart" in summary and "4 px" in summary
     with np.load(tmp_path / "o.npz", allow_pickle=False) as z:
         assert np.isfinite(z["object"]).all() and (z["weight"] > 0).mean() > 0.9
 
@@ -353,6 +358,29 @@ def test_job_writes_every_metric(job, request):
         assert (root / "job" / name).is_file(), name
 
 
+def test_predict_groups_a_scan_as_the_model_was_trained():
+    """A block-trained model's scan is cut into g x g grid blocks; a non-grid scan or another step is flagged."""
+    from ptycho_exp.physics.scan import grid_positions, random_positions, relative_offsets
+    from ptycho_exp.predict import group_scan
+
+    grid = grid_positions(96, 32, 4.0)
+    groups, notes = group_scan(grid, 2, "block", step=4.0)
+    assert notes == [] and groups.shape == (len(grid), 4)
+    assert set(groups.ravel()) == set(range(len(grid)))  # every position predicted
+    off = relative_offsets(grid, groups)
+    np.testing.assert_allclose(off, np.broadcast_to([[-2, -2], [-2, 2], [2, -2], [2, 2]], off.shape))
+    # the same scan as a knn model groups it: members are not always a square block
+    knn, _ = group_scan(grid, 2, "knn", step=4.0)
+    assert not np.allclose(relative_offsets(grid, knn), off)
+    # trained on 4 px neighbours, given a 6 px grid: grouped in blocks, with a note naming both steps
+    _, notes = group_scan(grid_positions(96, 32, 6.0), 2, "block", step=4.0)
+    assert len(notes) == 1 and "6 px" in notes[0] and "4 px" in notes[0]
+    # a random scan has no blocks: knn, said once
+    rand = random_positions(96, 32, 60, np.random.default_rng(1))
+    groups, notes = group_scan(rand, 2, "block")
+    assert groups.shape == (60, 4) and len(notes) == 1 and "not a grid" in notes[0]
+
+
 def test_saved_model_reloads_with_identical_predictions(pinn_job):
     """The job's .keras model, reloaded with safe_mode=True, predicts exactly what the job's model did."""
     from ptycho_exp.models.fit import load_network, predict_patches
@@ -369,7 +397,7 @@ def test_saved_model_reloads_with_identical_predictions(pinn_job):
     model2, _ = load_network(root / "job" / "model")
     b = predict_patches(model2, x, meta["norm_factor"])
     np.testing.assert_array_equal(a, b)
-    patches, pos, norm = predict_scan(model, x[..., 0], rng.random((5, 2)) * 10 + 40, gridsize=1)
+    patches, pos, norm, notes = predict_scan(model, x[..., 0], rng.random((5, 2)) * 10 + 40, gridsize=1)
     assert patches.shape == (5, 32, 32) and pos.shape == (5, 2) and norm > 0
 
 

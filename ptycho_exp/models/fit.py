@@ -264,7 +264,7 @@ def training_callbacks(train_cfg: Any, out_dir: Path, verbose: int, name: str) -
 
 def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray, nphotons: float,
                 out_dir: Path, seed: int, threads: tuple[int, int] = (0, 0),
-                backup_dir: Path | None = None) -> FitResult:
+                backup_dir: Path | None = None, grouping: str = "knn") -> FitResult:
     """Train the PINN or the baseline on ``samples`` and write its outputs to ``out_dir``.
 
     Parameters
@@ -292,6 +292,9 @@ def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray,
         (``keras.callbacks.BackupAndRestore``): a job killed or requeued mid-training (SLURM time limit,
         preemption, a crash) resumes from its last finished epoch when it runs again; the backup is
         deleted when training ends. The caller keys the folder by the job's config.
+    grouping : str
+        How the samples' groups were formed (``data.grouping``: knn | block); saved with the model,
+        with the neighbour step, so ``ptycho-exp predict`` groups a new scan the same way.
 
     Returns
     -------
@@ -374,6 +377,8 @@ def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray,
     meta = {"norm_factor": norm, "N": N, "gridsize": gridsize, "model": name, "n_params": model.n_params,
             "nphotons": float(nphotons), "needs_offsets": len(model.inference_model.inputs) > 1,
             "dtype_policy": policy, "format": 1}
+    if C > 1:
+        meta.update(grouping=str(grouping), neighbour_step=neighbour_step(np.asarray(samples.positions)))
     if name == "pinn":
         meta["intensity_scale"] = final["intensity_scale"]
     if getattr(train_cfg, "save_model", True):
@@ -383,6 +388,14 @@ def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray,
                      train_seconds=train_seconds, n_params=model.n_params, final_losses=final,
                      epochs_run=epochs_run, train_patterns_per_s=patterns / max(train_seconds, 1e-9),
                      dtype_policy=policy)
+
+
+def neighbour_step(positions: np.ndarray) -> float:
+    """Median distance (px) from each grouped position to its nearest group member; ``positions`` (n, C, 2)."""
+    pos = np.asarray(positions, dtype=np.float64)
+    d = np.linalg.norm(pos[:, :, None, :] - pos[:, None, :, :], axis=-1)
+    d[:, np.arange(pos.shape[1]), np.arange(pos.shape[1])] = np.inf
+    return float(np.median(d.min(axis=-1)))
 
 
 def save_network(model: Any, model_dir: Path, meta: dict) -> Path:
