@@ -81,7 +81,7 @@ def group_scan(positions: np.ndarray, gridsize: int, grouping: str = "knn", step
     groups : (M, C) int64 indices into ``positions``
     notes : warnings for the user (empty when the scan matches the training geometry)
     """
-    from ptycho_exp.physics.scan import group_around, group_blocks
+    from ptycho_exp.physics.scan import group_around, group_blocks, neighbour_step
 
     m = positions.shape[0]
     rng = np.random.default_rng(seed)
@@ -97,8 +97,6 @@ def group_scan(positions: np.ndarray, gridsize: int, grouping: str = "knn", step
     if groups is None:
         groups = group_around(positions, centres, gridsize, rng, k)
     if gridsize > 1 and step:
-        from ptycho_exp.models.fit import neighbour_step
-
         here = neighbour_step(positions[groups])
         if abs(here - step) > 0.1 * step:
             notes.append(f"neighbours in this scan's groups are {here:.3g} px apart, the model was trained on "

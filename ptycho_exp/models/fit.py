@@ -378,6 +378,8 @@ def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray,
             "nphotons": float(nphotons), "needs_offsets": len(model.inference_model.inputs) > 1,
             "dtype_policy": policy, "format": 1}
     if C > 1:
+        from ptycho_exp.physics.scan import neighbour_step
+
         meta.update(grouping=str(grouping), neighbour_step=neighbour_step(np.asarray(samples.positions)))
     if name == "pinn":
         meta["intensity_scale"] = final["intensity_scale"]
@@ -388,14 +390,6 @@ def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray,
                      train_seconds=train_seconds, n_params=model.n_params, final_losses=final,
                      epochs_run=epochs_run, train_patterns_per_s=patterns / max(train_seconds, 1e-9),
                      dtype_policy=policy)
-
-
-def neighbour_step(positions: np.ndarray) -> float:
-    """Median distance (px) from each grouped position to its nearest group member; ``positions`` (n, C, 2)."""
-    pos = np.asarray(positions, dtype=np.float64)
-    d = np.linalg.norm(pos[:, :, None, :] - pos[:, None, :, :], axis=-1)
-    d[:, np.arange(pos.shape[1]), np.arange(pos.shape[1])] = np.inf
-    return float(np.median(d.min(axis=-1)))
 
 
 def save_network(model: Any, model_dir: Path, meta: dict) -> Path:

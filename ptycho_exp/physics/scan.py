@@ -406,6 +406,14 @@ def group_neighbors(positions: np.ndarray, gridsize: int, n_samples: int, rng: n
     return group_around(positions, centres, gridsize, rng, k)
 
 
+def neighbour_step(positions: np.ndarray) -> float:
+    """Median distance (px) from each grouped position to its nearest group member; ``positions`` (n, C, 2)."""
+    pos = np.asarray(positions, dtype=np.float64)
+    d = np.linalg.norm(pos[:, :, None, :] - pos[:, None, :, :], axis=-1)
+    d[:, np.arange(pos.shape[1]), np.arange(pos.shape[1])] = np.inf
+    return float(np.median(d.min(axis=-1)))
+
+
 def relative_offsets(positions: np.ndarray, groups: np.ndarray) -> np.ndarray:
     """Positions of each group relative to its centroid: ``positions[groups] - centroid``, (n, C, 2)."""
     grouped = np.asarray(positions, dtype=np.float64)[np.asarray(groups)]
