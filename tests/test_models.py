@@ -398,7 +398,7 @@ def test_saved_model_reloads_with_identical_predictions(pinn_job):
     b = predict_patches(model2, x, meta["norm_factor"])
     np.testing.assert_array_equal(a, b)
     patches, pos, norm, notes = predict_scan(model, x[..., 0], rng.random((5, 2)) * 10 + 40, gridsize=1)
-    assert patches.shape == (5, 32, 32) and pos.shape == (5, 2) and norm > 0
+    assert patches.shape == (5, 32, 32) and pos.shape == (5, 2) and norm > 0 and notes == []
 
 
 def test_predict_cli_on_a_contract_npz(pinn_job, tmp_path):
