@@ -81,7 +81,6 @@ class ModelConfig:
     probe_big: bool = False
     object_big: bool = True
     align_phase: bool = True          # gridsize>1: align each patch's constant phase to the first before merging
-    nll_q_power: float = 0.0          # NLL weight max(1, r/(N/8))**p over the pattern (0: plain NLL)
     iterative: IterativeConfig = field(default_factory=IterativeConfig)
 
 

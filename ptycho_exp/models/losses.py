@@ -1,13 +1,12 @@
 """Loss terms of the networks (TensorFlow, float32)."""
 from __future__ import annotations
 
-import numpy as np
 import tensorflow as tf
 
 EPS = 1e-6
 
 
-def poisson_nll(lam: tf.Tensor, k: tf.Tensor, eps: float = EPS, weight: tf.Tensor | None = None) -> tf.Tensor:
+def poisson_nll(lam: tf.Tensor, k: tf.Tensor, eps: float = EPS) -> tf.Tensor:
     """Poisson negative log-likelihood of counts ``k`` under rates ``lam``, offset to be >= 0.
 
     Returns ``mean(lam - k log(lam + eps)) - mean(k - k log(k + eps))`` computed as
@@ -18,22 +17,7 @@ def poisson_nll(lam: tf.Tensor, k: tf.Tensor, eps: float = EPS, weight: tf.Tenso
     """
     lam = tf.cast(lam, tf.float32)
     k = tf.cast(k, tf.float32)
-    dev = lam - k - k * tf.math.log((lam + eps) / (k + eps))
-    if weight is not None:
-        dev = dev * weight
-    return tf.reduce_mean(dev)
-
-
-def radial_weight(N: int, power: float, r_knee: float) -> np.ndarray:
-    """Per-pixel weight ``max(1, r / r_knee) ** power`` of a centred N x N pattern, mean 1, shape (N, N, 1).
-
-    ``r`` is the distance from the zero frequency at (N/2, N/2). Any positive weight keeps the
-    Poisson deviance's minimum at the true rates; a weight rising with ``r`` strengthens the
-    gradient from the weak high-frequency rings, where fine detail is encoded.
-    """
-    y, x = np.mgrid[:N, :N] - N // 2
-    w = np.maximum(1.0, np.hypot(y, x) / float(r_knee)) ** float(power)
-    return (w / w.mean())[..., None].astype(np.float32)
+    return tf.reduce_mean(lam - k - k * tf.math.log((lam + eps) / (k + eps)))
 
 
 def mae(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:

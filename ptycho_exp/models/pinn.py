@@ -91,7 +91,7 @@ class PinnModel(keras.Model):
     """
 
     def __init__(self, inference_model, physics_model, *, channels: int, N: int, nphotons: float,
-                 weights: dict, scale_trainable: bool, support: int, q_power: float = 0.0, **kwargs):
+                 weights: dict, scale_trainable: bool, support: int, **kwargs):
         super().__init__(**kwargs)
         self.inference_model = inference_model
         self.physics_model = physics_model
@@ -106,7 +106,6 @@ class PinnModel(keras.Model):
         self.term_names = ["nll", "mae"] + [k for k in ("tv", "realspace") if self.loss_weights_[k] > 0]
         for k in self.term_names:
             setattr(self, f"{k}_tracker", keras.metrics.Mean(name=k))
-        self.q_weight = (tf.constant(losses.radial_weight(N, q_power, N / 8)) if q_power else None)
         self.n_params = int(inference_model.count_params())
         self.built = True
 
@@ -124,9 +123,8 @@ class PinnModel(keras.Model):
         x_amp = tf.cast(x["diffraction"] if isinstance(x, dict) else x, tf.float32)
         s = tf.exp(tf.cast(self.log_scale, tf.float32))
         s0 = self.s_model
-        lam, k = tf.square(s * amp_pred), tf.square(s0 * x_amp)
         terms = {
-            "nll": losses.poisson_nll(lam, k),
+            "nll": losses.poisson_nll(tf.square(s * amp_pred), tf.square(s0 * x_amp)),
             "mae": losses.mae(amp_pred * (s / s0), x_amp),
         }
         if "tv" in self.term_names:
@@ -134,11 +132,9 @@ class PinnModel(keras.Model):
         if "realspace" in self.term_names:
             terms["realspace"] = self._realspace(patches, y, s)
         total = 0.0
-        for name, v in terms.items():
-            getattr(self, f"{name}_tracker").update_state(v)
-            w = self.loss_weights_.get(name, 0.0)
-            if name == "nll" and self.q_weight is not None:
-                v = losses.poisson_nll(lam, k, weight=self.q_weight)  # optimised; the tracker keeps the plain NLL
+        for k, v in terms.items():
+            getattr(self, f"{k}_tracker").update_state(v)
+            w = self.loss_weights_.get(k, 0.0)
             if w > 0:
                 total = total + w * v
         return total
@@ -218,6 +214,6 @@ def build_pinn(cfg: Any, N: int, gridsize: int, probe: np.ndarray, nphotons: flo
                "tv": _opt(cfg, "tv_weight", 0.0), "realspace": _opt(cfg, "realspace_weight", 0.0)}
     model = PinnModel(inference, physics, channels=C, N=N, nphotons=nphotons, weights=weights,
                       scale_trainable=bool(_opt(cfg, "intensity_scale_trainable", False)),
-                      support=support, q_power=float(_opt(cfg, "nll_q_power", 0.0)), name="pinn")
+                      support=support, name="pinn")
     log.info("PINN: N=%d gridsize=%d n_filters_scale=%d -> %d parameters", N, gridsize, scale, model.n_params)
     return model
