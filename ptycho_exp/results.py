@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import platform
@@ -25,9 +26,13 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
 SCHEMA_VERSION = 1
@@ -51,6 +56,50 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def folder_lock(folder: Path | str):
+    """Exclusive ``flock`` on a folder itself, held for the ``with`` block.
+
+    Writers that share a folder (aggregations of one output folder, live-report refreshes of one
+    sweep) take turns; the kernel drops the lock when its holder dies, so a killed writer never
+    blocks the next. Without ``fcntl`` (Windows) this does not lock.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temp_files(folder: Path | str, names: Iterable[str] | None = None) -> list[Path]:
+    """Delete the temp files a killed :func:`atomic_write_bytes` left in ``folder`` (not recursive).
+
+    Only ``.<name>.*.tmp`` for the given file ``names`` (all ``*.tmp`` / ``.tmp-*`` files when None).
+    Call it while holding :func:`folder_lock` on ``folder``, so that no live writer owns them.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    prefixes = None if names is None else tuple(f".{n}." for n in names)
+
+    def stale(p: Path) -> bool:
+        if not p.is_file() or not (p.name.endswith(".tmp") or p.name.startswith(".tmp-")):
+            return False
+        return prefixes is None or (p.name.startswith(prefixes) and p.name.endswith(".tmp"))
+
+    found = [p for p in folder.iterdir() if stale(p)]
+    for p in found:
+        p.unlink(missing_ok=True)
+        log.info("removed stale temp file %s (left by a killed writer)", p)
+    return found
 
 
 def _umask() -> int:

@@ -20,6 +20,7 @@ import yaml
 
 from ptycho_exp.study.aggregate import RAW_FILE, RESULTS_FILE, aggregate
 from ptycho_exp.study.collect import NoJobsFound
+from ptycho_exp.study.report import write_live_report
 from ptycho_exp.study.synthetic import write_synthetic_sweep
 
 from conftest import ROOT, run_cli
@@ -148,6 +149,48 @@ def test_no_job_found_is_a_clear_error(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "no job folders found" in lines[0] and "does not exist" in lines[0], proc.stderr
+
+
+def test_a_killed_aggregation_leaves_no_temp_file_after_the_next(tmp_path):
+    sweep = tmp_path / "sweep"
+    write_synthetic_sweep(sweep, GRID)
+    out = sweep / "aggregate"
+    (out / "plots").mkdir(parents=True)
+    left = [out / ".best_params.yaml.k3x9q1.tmp", out / "plots" / "heatmap.png.tmp", out / ".tmp-report.html"]
+    for p in left:  # what SIGKILL during the atomic writes leaves behind
+        p.write_text("half")
+    job_tmp = next(p for p in sweep.iterdir() if p.is_dir() and p.name != "aggregate") / ".result.json.ab12.tmp"
+    job_tmp.write_text("a job's own, not the aggregation's")
+    aggregate([sweep], out, plots=False)
+    assert not any(p.exists() for p in left)
+    assert job_tmp.exists()
+    assert (out / "best_params.yaml").is_file() and (out / RESULTS_FILE).is_file()
+    live_tmp = sweep / ".report.html.x7y8z9.tmp"
+    live_tmp.write_text("half")
+    other = sweep / ".notes.txt.abcd.tmp"  # not the live report's
+    other.write_text("someone else's")
+    write_live_report(sweep)
+    assert not live_tmp.exists() and other.exists() and (sweep / "report.html").is_file()
+
+
+def test_aggregations_of_one_folder_take_turns(tmp_path):
+    import fcntl
+
+    sweep = tmp_path / "sweep"
+    write_synthetic_sweep(sweep, GRID)
+    out = tmp_path / "out"
+    out.mkdir()
+    fd = os.open(out, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # an aggregation of this folder in progress
+    proc = subprocess.Popen([sys.executable, "-m", "ptycho_exp.cli", "aggregate", str(sweep), "--out", str(out),
+                             "--no-plots"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(3)
+        assert proc.poll() is None and not (out / RESULTS_FILE).exists()  # waits for the folder
+    finally:
+        os.close(fd)
+    assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    assert (out / RESULTS_FILE).is_file()
 
 
 def test_three_arms_with_iterative_band(tmp_path):

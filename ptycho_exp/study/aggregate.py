@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from ptycho_exp.results import atomic_write_text
+from ptycho_exp.results import atomic_write_text, folder_lock, remove_stale_temp_files
 from ptycho_exp.study.collect import (
     FINISHED_STATUSES,
     OK_STATUSES,
@@ -287,15 +287,24 @@ def aggregate(paths: Path | str | Sequence[Path | str], out_dir: Path | str, *, 
     NoJobsFound
         When no job folder exists under ``paths``.
     """
-    from ptycho_exp.study import findings as fnd
-    from ptycho_exp.study.report import write_report
-
     path_list = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
     out_dir = Path(out_dir)
     raw = collect_jobs(path_list)
     df = mark_valid(raw, min_ms_ssim_phase)
     keys = group_keys(df)
     out_dir.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out_dir):  # one aggregation per folder at a time: temp files found now are debris
+        for folder in (out_dir, out_dir / "plots"):  # the folders aggregate writes (not job folders below)
+            remove_stale_temp_files(folder)
+        return _write_outputs(df, keys, out_dir, path_list, ensemble=ensemble,
+                              min_ms_ssim_phase=min_ms_ssim_phase, plots=plots)
+
+
+def _write_outputs(df: "pd.DataFrame", keys: list[str], out_dir: Path, path_list: list[Path], *, ensemble: bool,
+                   min_ms_ssim_phase: float | None, plots: bool) -> str:
+    """Every table, figure, summary and the report of :func:`aggregate` (``out_dir`` exists and is locked)."""
+    from ptycho_exp.study import findings as fnd
+    from ptycho_exp.study.report import write_report
 
     params = param_columns(df)
     _write_csv(df, out_dir / RAW_FILE, params)
@@ -335,6 +344,7 @@ def aggregate(paths: Path | str | Sequence[Path | str], out_dir: Path | str, *, 
                  title=f"ptycho_exp study: {info['study_name']}", generated_at=now, plots=plots)
     return fnd.terminal_summary(df, comparisons, out_dir, plots=plots, n_figures=len(
         [f for f in figures if f.suffix in (".png", ".html")]), min_ms_ssim_phase=min_ms_ssim_phase)
+
 
 
 def _ensemble(valid: "pd.DataFrame", keys: list[str], out_dir: Path,

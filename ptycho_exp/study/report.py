@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from ptycho_exp.results import atomic_write_text
+from ptycho_exp.results import atomic_write_text, folder_lock, remove_stale_temp_files
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -403,5 +403,7 @@ def write_live_report(sweep_dir: Path | str, refresh_s: int = 30) -> Path:
     page = _page(f"sweep {sweep_dir.name} (live)", "\n".join(body),
                  head_extra=f'<meta http-equiv="refresh" content="{int(refresh_s)}">')
     path = sweep_dir / REPORT_FILE
-    atomic_write_text(path, page)
+    with folder_lock(sweep_dir):  # jobs ending together refresh it in turn; a killed refresh's temp goes
+        remove_stale_temp_files(sweep_dir, [REPORT_FILE])
+        atomic_write_text(path, page)
     return path
