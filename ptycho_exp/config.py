@@ -81,7 +81,6 @@ class ModelConfig:
     probe_big: bool = False
     object_big: bool = True
     align_phase: bool = True          # gridsize>1: align each patch's constant phase to the first before merging
-    head_convs: int = 0               # PINN: extra conv3x3-ReLU layers at N/2 before each decoder's output
     iterative: IterativeConfig = field(default_factory=IterativeConfig)
 
 

@@ -49,12 +49,9 @@ def _opt(cfg: Any, key: str, default: Any) -> Any:
 
 
 def _pinn_decoder(z, trunk: list[int], c_out: int, name: str, activation, N: int, border_filters: int,
-                  probe_big: bool, dtype, head_convs: int = 0):
+                  probe_big: bool, dtype):
     """Decoder to N/2, output conv + activation (float32), zero-padded to N; optional border branch."""
     x = decoder_trunk(z, trunk, name, dtype)
-    for i in range(head_convs):  # extra conv3x3-ReLU at N/2 after the last up-sampling (0: as SPEC §5)
-        x = keras.layers.Conv2D(trunk[-1], 3, padding="same", activation="relu", dtype=dtype,
-                                name=f"{name}_head{i}")(x)
     c = keras.layers.Conv2D(c_out, 3, padding="same", dtype="float32", name=f"{name}_out")(x)
     c = activation(f"{name}_act")(c)
     c = keras.layers.ZeroPadding2D(N // 4, dtype="float32", name=f"{name}_pad")(c)
@@ -189,9 +186,8 @@ def build_pinn(cfg: Any, N: int, gridsize: int, probe: np.ndarray, nphotons: flo
 
     diff_in = keras.Input((N, N, C), name="diffraction")
     z = encoder(diff_in, N, scale, dtype)
-    head = int(_opt(cfg, "head_convs", 0))
-    amp = _pinn_decoder(z, trunk, c_dec, "amp", _sigmoid, N, 32 * scale, probe_big, dtype, head)
-    phase = _pinn_decoder(z, trunk, c_dec, "phase", _pi_tanh, N, 32 * scale, probe_big, dtype, head)
+    amp = _pinn_decoder(z, trunk, c_dec, "amp", _sigmoid, N, 32 * scale, probe_big, dtype)
+    phase = _pinn_decoder(z, trunk, c_dec, "phase", _pi_tanh, N, 32 * scale, probe_big, dtype)
     obj = ComplexFromAmpPhase(name="object")([amp, phase])
 
     if C > 1:
