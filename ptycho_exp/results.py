@@ -64,7 +64,7 @@ def folder_lock(folder: Path | str):
 
     Writers that share a folder (aggregations of one output folder, live-report refreshes of one
     sweep) take turns; the kernel drops the lock when its holder dies, so a killed writer never
-    blocks the next. Without ``fcntl`` (Windows) this does not lock.
+    blocks the next. Without ``fcntl`` (Windows) or where the file system refuses locks, it does not lock.
     """
     try:
         import fcntl
@@ -73,7 +73,10 @@ def folder_lock(folder: Path | str):
         return
     fd = os.open(folder, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:  # a file system without locks (some NFS set-ups): go on unlocked
+            log.debug("no lock on %s (%s); writing without it", folder, exc)
         yield
     finally:
         os.close(fd)
@@ -91,9 +94,11 @@ def remove_stale_temp_files(folder: Path | str, names: Iterable[str] | None = No
     prefixes = None if names is None else tuple(f".{n}." for n in names)
 
     def stale(p: Path) -> bool:
-        if not p.is_file() or not (p.name.endswith(".tmp") or p.name.startswith(".tmp-")):
+        if not p.is_file():
             return False
-        return prefixes is None or (p.name.startswith(prefixes) and p.name.endswith(".tmp"))
+        if prefixes is not None:
+            return p.name.startswith(prefixes) and p.name.endswith(".tmp")
+        return p.name.endswith(".tmp") or p.name.startswith(".tmp-")
 
     found = [p for p in folder.iterdir() if stale(p)]
     for p in found:

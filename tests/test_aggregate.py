@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from ptycho_exp.results import folder_lock
 from ptycho_exp.study.aggregate import RAW_FILE, RESULTS_FILE, aggregate
 from ptycho_exp.study.collect import NoJobsFound
 from ptycho_exp.study.report import write_live_report
@@ -191,6 +192,20 @@ def test_aggregations_of_one_folder_take_turns(tmp_path):
         os.close(fd)
     assert proc.wait(timeout=120) == 0, proc.stderr.read()
     assert (out / RESULTS_FILE).is_file()
+
+
+def test_folder_lock_goes_on_where_the_file_system_refuses_locks(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    def refuse(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", refuse)
+    entered = False
+    with folder_lock(tmp_path):
+        entered = True
+    assert entered
 
 
 def test_three_arms_with_iterative_band(tmp_path):

@@ -346,7 +346,6 @@ def _write_outputs(df: "pd.DataFrame", keys: list[str], out_dir: Path, path_list
         [f for f in figures if f.suffix in (".png", ".html")]), min_ms_ssim_phase=min_ms_ssim_phase)
 
 
-
 def _ensemble(valid: "pd.DataFrame", keys: list[str], out_dir: Path,
               int_columns: Sequence[str] = ()) -> tuple[Any, str | None]:
     from ptycho_exp.study.ensemble import ensemble_table
