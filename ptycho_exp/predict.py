@@ -203,8 +203,6 @@ def predict_file(model_dir: Path | str, data_path: Path | str, out_path: Path | 
     patches, pos, norm, notes = predict_scan(model, scan.diffraction, scan.positions, gridsize, batch_size,
                                              grouping=str(meta.get("grouping", "knn")),
                                              step=meta.get("neighbour_step"))
-    for note in notes:
-        log.warning("predict: %s", note)
     crop = default_crop(N) if crop is None else int(crop)
     st = stitch_patches(patches, pos, crop)
     buf = io.BytesIO()

@@ -296,23 +296,22 @@ def wants_multirun(argv: list[str]) -> bool:
 
 
 # --------------------------------------------------------------------------- Hydra task (parent)
-def remove_stale_temp_files(job_dir: Path) -> list[Path]:
-    """Delete the temp files an atomic write left in ``job_dir`` when its process was killed.
+def remove_job_debris(job_dir: Path) -> list[Path]:
+    """Delete what a killed run left in ``job_dir``: temp files of atomic writes and ``.write_probe``.
 
-    Only this job writes into its folder, and it has not started yet, so any ``.<name>.*.tmp``
-    (see :func:`ptycho_exp.results.atomic_write_bytes`) or ``.write_probe`` there is debris.
+    Only this job writes into its folder, and it has not started yet, so they are debris.
     """
-    stale = [p for p in Path(job_dir).glob(".*") if p.is_file()
-             and (p.name.endswith(".tmp") or p.name == ".write_probe")]
-    for p in stale:
-        p.unlink(missing_ok=True)
-        log.info("removed stale temp file %s (left by a killed run)", p)
-    return stale
+    found = results.remove_stale_temp_files(job_dir)
+    probe = Path(job_dir) / ".write_probe"
+    if probe.is_file():
+        probe.unlink(missing_ok=True)
+        found.append(probe)
+    return found
 
 
 def run_job(job_cfg: dict, job_dir: Path, isolate: bool, retries: int = 0, env: dict | None = None) -> dict:
     """Skip if done, else run (isolated or in-process), re-running a failure up to ``retries`` times."""
-    remove_stale_temp_files(job_dir)
+    remove_job_debris(job_dir)
     prev = done_result(job_dir, job_cfg)
     if prev is not None:
         log.info("skip: %s already has an ok result for config %s", job_dir, prev["config_hash"])

@@ -399,3 +399,15 @@ def test_rerun_of_a_sweep_job_lands_outside_the_sweep(tmp_path):
     (tmp_path / "outputs" / "12-00-00_rerun").mkdir()
     (tmp_path / "outputs" / "12-00-00_rerun" / "result.json").write_text("{}")
     assert _default_out(single) == tmp_path / "outputs" / "12-00-00_rerun_2"
+
+
+def test_a_job_clears_what_a_killed_run_left_in_its_folder(tmp_path):
+    from ptycho_exp.run import remove_job_debris
+
+    debris = [tmp_path / ".result.json.k2j4.tmp", tmp_path / "compare_amp_phase.png.tmp", tmp_path / ".write_probe"]
+    keep = [tmp_path / "result.json", tmp_path / ".hydra" / "config.yaml"]
+    keep[1].parent.mkdir()
+    for p in debris + keep:
+        p.write_text("x")
+    assert sorted(remove_job_debris(tmp_path)) == sorted(debris)
+    assert not any(p.exists() for p in debris) and all(p.exists() for p in keep)
