@@ -81,7 +81,6 @@ class ModelConfig:
     probe_big: bool = False
     object_big: bool = True
     align_phase: bool = True          # gridsize>1: align each patch's constant phase to the first before merging
-    input_whiten: bool = False        # PINN: divide the encoder's input by the training set's mean pattern
     iterative: IterativeConfig = field(default_factory=IterativeConfig)
 
 

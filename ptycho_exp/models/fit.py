@@ -225,17 +225,11 @@ def _on_gpu() -> bool:
     return bool(tf.config.list_logical_devices("GPU"))
 
 
-def input_gain(diffraction: np.ndarray, norm: float, floor: float = 1e-4) -> np.ndarray:
-    """``1 / max(m, floor * max(m))`` for the mean normalised pattern ``m`` (pooled over samples, channels)."""
-    m = np.mean(np.asarray(diffraction, np.float64), axis=(0, -1)) * norm
-    return (1.0 / np.maximum(m, floor * float(m.max()))).astype(np.float32)
-
-
-def _build(model_cfg, N: int, gridsize: int, probe, nphotons: float, dtype: str, gain=None):
+def _build(model_cfg, N: int, gridsize: int, probe, nphotons: float, dtype: str):
     if model_cfg.name == "pinn":
         from .pinn import build_pinn
 
-        return build_pinn(model_cfg, N, gridsize, probe, nphotons, dtype=dtype, input_gain=gain)
+        return build_pinn(model_cfg, N, gridsize, probe, nphotons, dtype=dtype)
     if model_cfg.name == "baseline":
         from .baseline import build_baseline
 
@@ -344,8 +338,7 @@ def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray,
     del x, y  # the pipelines hold the only copies the training needs
 
     policy = precision_policy(str(train_cfg.precision), _on_gpu(), cpu_has_bf16())
-    gain = input_gain(diffraction, norm) if getattr(model_cfg, "input_whiten", False) else None
-    model = _build(model_cfg, N, gridsize, probe, nphotons, policy, gain)
+    model = _build(model_cfg, N, gridsize, probe, nphotons, policy)
     if name == "pinn":
         model.norm_factor = norm
     optimizer = keras.optimizers.Adam(learning_rate=float(train_cfg.learning_rate))

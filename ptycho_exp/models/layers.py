@@ -263,38 +263,6 @@ class PiTanh(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class PixelGain(keras.layers.Layer):
-    """Multiply (n, N, N, C) inputs by a fixed (N, N) map (a non-trainable weight saved with the model).
-
-    Parameters
-    ----------
-    size : int
-        N.
-    gain : array-like, optional
-        The (N, N) map; omitted when the layer is rebuilt from its config (the saved weights restore it).
-    """
-
-    def __init__(self, size: int, gain=None, **kwargs):
-        super().__init__(**kwargs)
-        self.size = int(size)
-        self._initial = None if gain is None else np.asarray(gain, np.float32)
-
-    def build(self, input_shape):
-        self.gain = self.add_weight(shape=(self.size, self.size), initializer="ones", name="gain", trainable=False)
-        if self._initial is not None:
-            self.gain.assign(self._initial)
-
-    def call(self, x):
-        return tf.cast(x, tf.float32) * tf.cast(self.gain, tf.float32)[None, :, :, None]
-
-    def compute_output_spec(self, x):
-        return keras.KerasTensor(x.shape, dtype="float32")
-
-    def get_config(self):
-        return {**super().get_config(), "size": self.size}
-
-
-@keras.saving.register_keras_serializable(package=PACKAGE)
 class BorderCombine(keras.layers.Layer):
     """``central + (1 - centre mask) * border``: the optional probe_big border branch.
 

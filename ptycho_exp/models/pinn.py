@@ -35,7 +35,6 @@ from .layers import (
     ExtractGroup,
     MergeGroup,
     PiTanh,
-    PixelGain,
     ProbeIllumination,
 )
 
@@ -151,7 +150,7 @@ class PinnModel(keras.Model):
 
 
 def build_pinn(cfg: Any, N: int, gridsize: int, probe: np.ndarray, nphotons: float, *,
-               dtype: str = "float32", input_gain: np.ndarray | None = None) -> PinnModel:
+               dtype: str = "float32") -> PinnModel:
     """Build the PINN for ``N x N`` patches and ``gridsize**2`` channels.
 
     Parameters
@@ -186,8 +185,7 @@ def build_pinn(cfg: Any, N: int, gridsize: int, probe: np.ndarray, nphotons: flo
     c_dec = C if object_big else 1
 
     diff_in = keras.Input((N, N, C), name="diffraction")
-    enc_in = diff_in if input_gain is None else PixelGain(N, input_gain, name="input_gain")(diff_in)
-    z = encoder(enc_in, N, scale, dtype)
+    z = encoder(diff_in, N, scale, dtype)
     amp = _pinn_decoder(z, trunk, c_dec, "amp", _sigmoid, N, 32 * scale, probe_big, dtype)
     phase = _pinn_decoder(z, trunk, c_dec, "phase", _pi_tanh, N, 32 * scale, probe_big, dtype)
     obj = ComplexFromAmpPhase(name="object")([amp, phase])
