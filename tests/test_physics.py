@@ -52,6 +52,21 @@ def test_diffract_matches_the_spec_formula():
     np.testing.assert_allclose(forward.diffract(psi), expected, rtol=1e-5, atol=1e-6)
 
 
+def test_the_twin_image_has_the_same_pattern_under_a_real_symmetric_probe():
+    # conj(O(-r)) under a real probe symmetric about pixel N/2 gives |FFT| of conj(psi(-r)), which is |FFT(psi)|:
+    # one pattern cannot tell an object from its twin (the g=1 phase ambiguity); a different object can.
+    rng = np.random.default_rng(3)
+    N = 64
+    P = probe.make_probe("ideal_disk", N)
+    assert np.allclose(P.imag, 0) and np.allclose(P, np.roll(P[::-1, ::-1], 1, axis=(0, 1)))
+    obj = _random_wave(rng, (N, N))
+    twin = np.conj(np.roll(obj[::-1, ::-1], 1, axis=(0, 1)))
+    X = forward.diffract(forward.exit_wave(P, obj))
+    np.testing.assert_allclose(forward.diffract(forward.exit_wave(P, twin)), X, rtol=1e-4, atol=1e-4 * X.max())
+    other = forward.diffract(forward.exit_wave(P, _random_wave(rng, (N, N))))
+    assert np.abs(other - X).max() > 0.1 * X.max()
+
+
 def _pattern_stack(n, N=64, seed=0):
     """n noise-free amplitudes of the ideal-disk probe over different patches of a lines object."""
     rng = np.random.default_rng(seed)
