@@ -114,3 +114,16 @@ def write_result(name: str, payload: dict, results_dir: Path | str | None = None
     out = path / f"{name}.json"
     write_json(out, {"name": name, "machine": machine_info(), **payload})
     return out
+
+
+def blur_amplitude(patches, sigma: float, axes=(-2, -1)):
+    """``patches`` with their amplitude blurred by a Gaussian of ``sigma`` px over ``axes``; phase kept.
+
+    The calibration of the quality diagnostics: what a given loss or score means in pixels of blur.
+    """
+    import numpy as np
+    from scipy.ndimage import gaussian_filter
+
+    if sigma == 0:
+        return patches
+    return gaussian_filter(np.abs(patches), sigma, axes=axes) * np.exp(1j * np.angle(patches))

@@ -28,7 +28,7 @@ import math
 import tempfile
 import time
 
-from _common import write_result
+from _common import blur_amplitude, write_result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,8 +44,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import numpy as np
     import tensorflow as tf
-
-    from scipy.ndimage import gaussian_filter
 
     from ptycho_exp.data.datasets import build_datasets
     from ptycho_exp.evaluate.pipeline import evaluate_reconstruction
@@ -85,13 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     calibration = []
     test_patches = np.moveaxis(ds.test.patches, -1, 1).reshape(-1, N, N)
 
-    def blur(z, sigma):
-        return z if sigma == 0 else gaussian_filter(np.abs(z), sigma, axes=(1, 2)) * np.exp(1j * np.angle(z))
-
     for sigma in (0.0, 1.0, 2.0, 3.0):
-        amp = diffract(illuminate(tf.constant(blur(tr.patches, sigma).astype(np.complex64))))
+        amp = diffract(illuminate(tf.constant(blur_amplitude(tr.patches, sigma, axes=(1, 2)).astype(np.complex64))))
         nll = float(losses.poisson_nll(tf.square(s0 * nf * amp), k))
-        ev = evaluate_reconstruction(blur(test_patches, sigma), ds.test.positions.reshape(-1, 2),
+        ev = evaluate_reconstruction(blur_amplitude(test_patches, sigma, axes=(1, 2)), ds.test.positions.reshape(-1, 2),
                                      ds.test_scan.object, crop=20)
         row = {"sigma_px": sigma, "nll": nll,
                **{m: float(ev.metrics[m]) for m in ("amp_ssim", "amp_frc50", "amp_pearson")}}

@@ -20,7 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-from _common import write_result
+from _common import blur_amplitude, write_result
 
 RING_EDGES = (0, 2, 4, 8, 12, 16, 20, 24, 28, 32, 46)
 
@@ -97,7 +97,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import numpy as np
     from omegaconf import OmegaConf
-    from scipy.ndimage import gaussian_filter
 
     from ptycho_exp.data.datasets import build_datasets
     from ptycho_exp.models.fit import load_network, predict_patches
@@ -129,8 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     pred = predict_patches(model, x, nf, batch_size=64, offsets=offsets)
     rows = {"model": ring_deviance(rates(pred, s), k)}
     for sigma in (0, 1, 2, 3):
-        amp = np.abs(truth) if sigma == 0 else gaussian_filter(np.abs(truth), (0, sigma, sigma, 0))
-        rows[f"truth, blur σ={sigma}"] = ring_deviance(rates(amp * np.exp(1j * np.angle(truth)) * nf, s0), k)
+        rows[f"truth, blur σ={sigma}"] = ring_deviance(rates(blur_amplitude(truth, sigma, axes=(1, 2)) * nf, s0), k)
 
     lo = (N - args.crop) // 2
     c = slice(lo, lo + args.crop)
