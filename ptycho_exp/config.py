@@ -81,8 +81,6 @@ class ModelConfig:
     probe_big: bool = False
     object_big: bool = True
     align_phase: bool = True          # gridsize>1: align each patch's constant phase to the first before merging
-    bottleneck_dense: int = 0         # experiment: residual dense mixing at the 8x8 bottleneck (channels; 0 off)
-    input_patterson: bool = False     # experiment: add the patterns' autocorrelation (Patterson map) as input
     iterative: IterativeConfig = field(default_factory=IterativeConfig)
 
 

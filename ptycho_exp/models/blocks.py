@@ -48,14 +48,3 @@ def decoder_trunk(x, filters: list[int], name: str, dtype):
     for i, f in enumerate(filters):
         x = conv_up_block(x, f, f"{name}_up{i}", dtype)
     return x
-
-
-def dense_mix(z, channels: int, name: str, dtype):
-    """Residual global mixing of the 8x8 bottleneck: 1x1 down to ``channels``, flatten, dense, back."""
-    side, filters = z.shape[1], z.shape[-1]
-    h = keras.layers.Conv2D(channels, 1, activation="relu", dtype=dtype, name=f"{name}_down")(z)
-    h = keras.layers.Flatten(dtype=dtype, name=f"{name}_flat")(h)
-    h = keras.layers.Dense(side * side * channels, activation="relu", dtype=dtype, name=f"{name}_dense")(h)
-    h = keras.layers.Reshape((side, side, channels), dtype=dtype, name=f"{name}_unflat")(h)
-    h = keras.layers.Conv2D(filters, 1, dtype=dtype, name=f"{name}_up")(h)
-    return keras.layers.Add(dtype=dtype, name=f"{name}_add")([z, h])

@@ -263,26 +263,6 @@ class PiTanh(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class PattersonChannels(keras.layers.Layer):
-    """Append each pattern's autocorrelation ``ifft(X**2)`` (real, imaginary; centred, / zero lag)."""
-
-    def call(self, x):
-        x = tf.cast(x, tf.float32)
-        inten = tf.transpose(tf.square(x), (0, 3, 1, 2))
-        spec = tf.signal.ifftshift(tf.complex(inten, tf.zeros_like(inten)), axes=(-2, -1))
-        auto = tf.signal.fftshift(tf.signal.ifft2d(spec), axes=(-2, -1))
-        n = x.shape[1]
-        zero = auto[:, :, n // 2:n // 2 + 1, n // 2:n // 2 + 1]
-        auto = auto / (zero + 1e-12)
-        parts = [tf.math.real(auto), tf.math.imag(auto)]
-        parts = [tf.transpose(p, (0, 2, 3, 1)) for p in parts]
-        return tf.concat([x] + parts, axis=-1)
-
-    def compute_output_spec(self, x):
-        return keras.KerasTensor((*x.shape[:-1], 3 * x.shape[-1]), dtype="float32")
-
-
-@keras.saving.register_keras_serializable(package=PACKAGE)
 class BorderCombine(keras.layers.Layer):
     """``central + (1 - centre mask) * border``: the optional probe_big border branch.
 

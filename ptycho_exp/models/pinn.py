@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import losses
-from .blocks import conv_up_block, decoder_trunk, dense_mix, encoder, encoder_filters
+from .blocks import conv_up_block, decoder_trunk, encoder, encoder_filters
 from .layers import (
     BorderCombine,
     CentreOnCanvas,
@@ -34,7 +34,6 @@ from .layers import (
     Diffract,
     ExtractGroup,
     MergeGroup,
-    PattersonChannels,
     PiTanh,
     ProbeIllumination,
 )
@@ -186,10 +185,7 @@ def build_pinn(cfg: Any, N: int, gridsize: int, probe: np.ndarray, nphotons: flo
     c_dec = C if object_big else 1
 
     diff_in = keras.Input((N, N, C), name="diffraction")
-    enc_in = PattersonChannels(name="patterson")(diff_in) if _opt(cfg, "input_patterson", False) else diff_in
-    z = encoder(enc_in, N, scale, dtype)
-    if int(_opt(cfg, "bottleneck_dense", 0)) > 0:
-        z = dense_mix(z, int(_opt(cfg, "bottleneck_dense", 0)), "mix", dtype)
+    z = encoder(diff_in, N, scale, dtype)
     amp = _pinn_decoder(z, trunk, c_dec, "amp", _sigmoid, N, 32 * scale, probe_big, dtype)
     phase = _pinn_decoder(z, trunk, c_dec, "phase", _pi_tanh, N, 32 * scale, probe_big, dtype)
     obj = ComplexFromAmpPhase(name="object")([amp, phase])
