@@ -19,6 +19,7 @@ SCAN_KINDS = ("grid", "random")
 MODEL_NAMES = ("pinn", "baseline", "ptylab", "tike")
 NETWORK_MODELS = ("pinn", "baseline")
 FAULTS = ("none", "raise", "exit", "sleep", "oom")  # testing hook (config key ``fault``)
+MIN_PATIENCE_STEPS = 20  # a smaller patience with train.patience_unit=steps is an epoch count left over
 
 
 class ConfigError(ValueError):
@@ -94,6 +95,7 @@ class TrainConfig:
     lr_patience: int = 2
     min_lr: float = 1e-4
     early_stopping_patience: int = 6
+    patience_unit: str = "epochs"     # epochs | steps: unit of lr_patience and early_stopping_patience
     val_fraction: float = 0.1
     precision: str = "auto"           # auto | float32 | mixed (auto: bfloat16 on CPUs with native bf16)
     jit_compile: bool = False
@@ -346,6 +348,15 @@ def _validate_values(cfg: Any) -> None:
         fail("train.warmup_epochs", t.warmup_epochs, "must be between 0 (off) and train.epochs (e.g. 1)")
     if not 0 < t.val_fraction < 0.5:
         fail("train.val_fraction", t.val_fraction, "must be in (0, 0.5): every mode keeps a validation split")
+    if t.patience_unit not in ("epochs", "steps"):
+        fail("train.patience_unit", t.patience_unit, "choose epochs (SPEC §5 default) or steps (the same schedule "
+             "in optimizer steps for every training-set size)")
+    for key, example in (("lr_patience", 230), ("early_stopping_patience", 700)):
+        if getattr(t, key) < 1:
+            fail(f"train.{key}", getattr(t, key), f"must be >= 1 ({t.patience_unit})")
+        if t.patience_unit == "steps" and getattr(t, key) < MIN_PATIENCE_STEPS:
+            fail(f"train.{key}", getattr(t, key), f"counts optimizer steps with train.patience_unit=steps; "
+                 f"set it in steps too (>= {MIN_PATIENCE_STEPS}, e.g. train.{key}={example})")
     if t.precision not in ("auto", "float32", "mixed"):
         fail("train.precision", t.precision, "choose auto, float32 or mixed")
     if t.verbose not in ("auto", "quiet", "progress"):

@@ -34,6 +34,8 @@ def test_every_group_option_composes(group):
     ("data.gridsize=5", "data.gridsize"), ("data.object_size=64", "data.object_size"),
     ("model.nll_weight=-1", "model.nll_weight"), ("data.probe=file", "data.probe_path"),
     ("hardware.device=tpu", "hardware.device"), ("data.n_test=-1", "data.n_test"),
+    ("train.patience_unit=batches", "train.patience_unit"), ("train.lr_patience=0", "train.lr_patience"),
+    ("train.patience_unit=steps", "train.lr_patience"),  # 2 and 6 are epoch counts, not steps
 ])
 def test_out_of_range_values_name_the_key(override, key):
     cfg = compose_job_config([override])

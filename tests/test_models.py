@@ -63,7 +63,10 @@ def pinn_job(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pinn_g2_job(tmp_path_factory):
-    return _run_job(tmp_path_factory, "pinn_g2", ["model=pinn", "data.gridsize=2", "data.n_train=32"])
+    # patience in optimizer steps: 29 training samples, batch 16 -> 2 steps per epoch
+    return _run_job(tmp_path_factory, "pinn_g2", ["model=pinn", "data.gridsize=2", "data.n_train=32",
+                                                  "train.patience_unit=steps", "train.lr_patience=22",
+                                                  "train.early_stopping_patience=30"])
 
 
 @pytest.fixture(scope="module")
@@ -262,6 +265,28 @@ def test_reduce_lr_on_plateau_is_active(tmp_path):
     assert any(v == pytest.approx(5e-4) for v in lrs)
 
 
+def test_patience_in_steps_gives_every_training_size_the_same_schedule(tmp_path):
+    """train.patience_unit=steps: the same number of updates before the LR drops, whatever n_train."""
+    import keras
+
+    from ptycho_exp.models.fit import patience_in_epochs, training_callbacks
+
+    steps = _train_cfg(patience_unit="steps", lr_patience=230, early_stopping_patience=690)
+    for spe, lr, stop in ((29, 8, 24), (116, 2, 6), (1000, 1, 1)):  # 512, 2,048 samples; one huge epoch
+        p = patience_in_epochs(steps, spe)
+        assert (p["lr_patience"], p["early_stopping_patience"]) == (lr, stop)
+        assert p["lr_patience"] == 1 or abs(p["lr_patience"] * spe - 230) <= spe / 2  # nearest whole epoch
+    cbs = training_callbacks(steps, tmp_path, verbose=0, name="pinn", steps_per_epoch=29)
+    plateau = next(c for c in cbs if isinstance(c, keras.callbacks.ReduceLROnPlateau))
+    stop = next(c for c in cbs if isinstance(c, keras.callbacks.EarlyStopping))
+    assert (plateau.patience, stop.patience) == (8, 24)
+    # the SPEC default counts epochs and ignores the epoch size
+    spec = _train_cfg()
+    assert patience_in_epochs(spec, 29)["lr_patience"] == patience_in_epochs(spec, 116)["lr_patience"] == 2
+    with pytest.raises(ValueError, match="patience_unit"):
+        patience_in_epochs(_train_cfg(patience_unit="batches"), 10)
+
+
 def test_inference_chunks_are_equal_and_cover_everything():
     from ptycho_exp.models.fit import chunk_size
 
@@ -352,6 +377,9 @@ def test_job_writes_every_metric(job, request):
     assert on_disk["throughput"]["inference_patterns_per_s"] > 0
     assert on_disk["resources"]["peak_rss_mb"] > 0 and on_disk["resources"]["n_params"] > 1e5
     assert on_disk["epochs_run"] == 2
+    expected = ({"unit": "steps", "steps_per_epoch": 2, "lr_patience": 11, "early_stopping_patience": 15}
+                if job == "pinn_g2_job" else {"unit": "epochs", "lr_patience": 2, "early_stopping_patience": 6})
+    assert {k: on_disk["schedule"][k] for k in expected} == expected
     for key in ("loss", "val_loss", "learning_rate", "best_val_loss"):
         assert math.isfinite(on_disk["final_losses"][key])
     for name in ("history.csv", "loss.png", "frc.csv", "recon.npz", "model/model.keras", "model/norm.json"):

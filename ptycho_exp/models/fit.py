@@ -33,7 +33,8 @@ class FitResult:
     ``model`` is the inference model (normalised diffraction -> complex patches); ``history``
     maps each logged key (loss, val_loss, terms, learning_rate, epoch_seconds) to per-epoch
     values; ``final_losses`` holds the last epoch's values plus ``best_epoch`` / ``best_val_loss``
-    (the weights are those of the best epoch); ``train_patterns_per_s`` counts diffraction
+    (the weights are those of the best epoch); ``schedule`` the patience in epochs as applied
+    (:func:`patience_in_epochs`); ``train_patterns_per_s`` counts diffraction
     patterns (samples x C) per second of ``train_seconds`` (wall time of ``fit``, validation and
     the first epoch's tracing included).
     """
@@ -47,6 +48,7 @@ class FitResult:
     epochs_run: int = 0
     train_patterns_per_s: float = 0.0
     dtype_policy: str = "float32"
+    schedule: dict = field(default_factory=dict)
 
 
 def compute_norm_factor(diffraction: np.ndarray) -> float:
@@ -237,21 +239,54 @@ def _build(model_cfg, N: int, gridsize: int, probe, nphotons: float, dtype: str)
     raise ValueError(f"model.name={model_cfg.name!r} is not a network model (pinn or baseline)")
 
 
-def training_callbacks(train_cfg: Any, out_dir: Path, verbose: int, name: str) -> list:
+def patience_in_epochs(train_cfg: Any, steps_per_epoch: int) -> dict:
+    """The learning-rate and early-stopping patience in epochs, as the Keras callbacks count them.
+
+    With ``train.patience_unit=epochs`` (SPEC §5) they are ``lr_patience`` and ``early_stopping_patience``
+    as given. With ``steps`` those are optimizer steps, turned into whole epochs of this job's size
+    (rounded, at least 1): the schedule then reacts after about the same number of updates whatever
+    the training-set size, where a patience in epochs gives a small training set far fewer steps
+    (2 epochs are 58 steps at 512 samples, 230 at 2,048).
+
+    Parameters
+    ----------
+    train_cfg : TrainConfig-like
+        Reads ``lr_patience``, ``early_stopping_patience`` and ``patience_unit`` (default epochs).
+    steps_per_epoch : int
+        Optimizer steps in one epoch of this job.
+
+    Returns
+    -------
+    dict
+        ``lr_patience`` and ``early_stopping_patience`` in epochs, ``steps_per_epoch`` and ``unit``.
+    """
+    unit = str(getattr(train_cfg, "patience_unit", "epochs") or "epochs")
+    lr, stop = int(train_cfg.lr_patience), int(train_cfg.early_stopping_patience)
+    if unit == "steps":
+        lr, stop = (max(1, round(p / max(1, steps_per_epoch))) for p in (lr, stop))
+    elif unit != "epochs":
+        raise ValueError(f"train.patience_unit={unit!r}: choose epochs or steps")
+    return {"unit": unit, "steps_per_epoch": int(steps_per_epoch), "lr_patience": lr,
+            "early_stopping_patience": stop}
+
+
+def training_callbacks(train_cfg: Any, out_dir: Path, verbose: int, name: str, steps_per_epoch: int = 1) -> list:
     """The schedule and logging callbacks of :func:`fit_network` (all driven by the validation loss).
 
     ReduceLROnPlateau(val_loss, ``lr_factor``, ``lr_patience``, floor ``min_lr``), EarlyStopping(val_loss,
     ``early_stopping_patience``, best weights restored), a per-epoch log line when the progress bar is off,
-    and TensorBoard when ``train.tensorboard``.
+    and TensorBoard when ``train.tensorboard``. The patience values are in ``train.patience_unit``
+    (see :func:`patience_in_epochs`; ``steps_per_epoch`` matters only for ``steps``).
     """
     import keras
 
     from .callbacks import EpochLogger
 
+    patience = patience_in_epochs(train_cfg, steps_per_epoch)
     callbacks = [
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=float(train_cfg.lr_factor),
-                                          patience=int(train_cfg.lr_patience), min_lr=float(train_cfg.min_lr)),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(train_cfg.early_stopping_patience),
+                                          patience=patience["lr_patience"], min_lr=float(train_cfg.min_lr)),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience["early_stopping_patience"],
                                       restore_best_weights=True),
     ]
     if verbose == 0:
@@ -348,12 +383,12 @@ def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray,
 
     verbose = resolve_verbose(str(train_cfg.verbose))
     recorder = HistoryRecorder(out_dir / "history.csv")
-    callbacks = training_callbacks(train_cfg, out_dir, verbose, name) + [recorder]
+    steps_per_epoch = -(-len(train_idx) // int(train_cfg.batch_size))
+    callbacks = training_callbacks(train_cfg, out_dir, verbose, name, steps_per_epoch) + [recorder]
     warmup = float(getattr(train_cfg, "warmup_epochs", 0.0) or 0.0)
     if warmup > 0:
         from .callbacks import LinearWarmup
 
-        steps_per_epoch = -(-len(train_idx) // int(train_cfg.batch_size))
         callbacks.insert(0, LinearWarmup(max(1, round(warmup * steps_per_epoch)), float(train_cfg.learning_rate)))
     if backup_dir is not None:
         callbacks.insert(0, keras.callbacks.BackupAndRestore(str(backup_dir)))
@@ -372,6 +407,7 @@ def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray,
         final.update(best_epoch=best + 1, best_val_loss=float(val[best]))
     if name == "pinn":
         final["intensity_scale"] = float(np.exp(keras.ops.convert_to_numpy(model.log_scale)))
+    schedule = patience_in_epochs(train_cfg, steps_per_epoch)
     plot_history(history, out_dir / "loss.png", title=f"{name} (N={N}, gridsize={gridsize})")
 
     meta = {"norm_factor": norm, "N": N, "gridsize": gridsize, "model": name, "n_params": model.n_params,
@@ -389,7 +425,7 @@ def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray,
     return FitResult(model=model.inference_model, norm_factor=norm, history=history,
                      train_seconds=train_seconds, n_params=model.n_params, final_losses=final,
                      epochs_run=epochs_run, train_patterns_per_s=patterns / max(train_seconds, 1e-9),
-                     dtype_policy=policy)
+                     dtype_policy=policy, schedule=schedule)
 
 
 def save_network(model: Any, model_dir: Path, meta: dict) -> Path:
