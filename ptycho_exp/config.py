@@ -90,7 +90,6 @@ class TrainConfig:
     epochs: int = 50
     batch_size: int = 16
     learning_rate: float = 1e-3
-    adam_beta2: float = 0.999         # Adam's second-moment decay (Keras default)
     warmup_epochs: float = 1.0        # linear learning-rate warm-up (epochs; 0: off)
     lr_factor: float = 0.5
     lr_patience: int = 2
@@ -345,8 +344,6 @@ def _validate_values(cfg: Any) -> None:
         fail("train.batch_size", t.batch_size, "must be > 0 (e.g. 16)")
     if not t.learning_rate > 0:
         fail("train.learning_rate", t.learning_rate, "must be > 0 (e.g. 1e-3)")
-    if not 0 < t.adam_beta2 < 1:
-        fail("train.adam_beta2", t.adam_beta2, "must be in (0, 1) (Keras default 0.999)")
     if not 0 <= t.warmup_epochs <= t.epochs:
         fail("train.warmup_epochs", t.warmup_epochs, "must be between 0 (off) and train.epochs (e.g. 1)")
     if not 0 < t.val_fraction < 0.5:

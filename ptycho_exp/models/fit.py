@@ -376,8 +376,7 @@ def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray,
     model = _build(model_cfg, N, gridsize, probe, nphotons, policy)
     if name == "pinn":
         model.norm_factor = norm
-    optimizer = keras.optimizers.Adam(learning_rate=float(train_cfg.learning_rate),
-                                      beta_2=float(getattr(train_cfg, "adam_beta2", 0.999)))
+    optimizer = keras.optimizers.Adam(learning_rate=float(train_cfg.learning_rate))
     if policy == "mixed_float16":  # float16 needs loss scaling; bfloat16 has float32's range
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     model.compile(optimizer=optimizer, jit_compile=bool(train_cfg.jit_compile))
