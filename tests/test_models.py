@@ -506,6 +506,58 @@ def test_killed_training_resumes_from_its_last_epoch(tmp_path):
     assert not list(job.glob(".train_backup-*"))
 
 
+def _backup_fit(backup, epochs, seed=0):
+    """A tiny Dense model fitted ``epochs`` epochs with an AtomicBackupAndRestore kept in ``backup``:
+    (epochs this call ran, the weights it ended with)."""
+    import keras
+
+    from ptycho_exp.models.callbacks import AtomicBackupAndRestore
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    x = np.random.default_rng(0).random((12, 3)).astype(np.float32)
+    hist = model.fit(x, x[:, :1], batch_size=4, epochs=epochs, verbose=0,
+                     callbacks=[AtomicBackupAndRestore(str(backup), delete_checkpoint=False)])
+    return len(hist.history["loss"]), [w.copy() for w in model.get_weights()]
+
+
+def test_training_backup_names_a_complete_weights_file_even_if_killed_while_writing_the_next(tmp_path, caplog):
+    """A kill while epoch 3's weights are written leaves a truncated file beside epoch 2's; the metadata still
+    names epoch 2's complete file, so the rerun resumes at epoch 3 with epoch 2's weights."""
+    import json
+
+    backup = tmp_path / "backup"
+    ran, _ = _backup_fit(backup, 2)
+    assert ran == 2
+    meta = json.loads((backup / "training_metadata.json").read_text())
+    assert meta["epoch"] == 2 and (backup / meta["weights"]).is_file()
+    assert [p.name for p in backup.glob("*.weights.h5")] == [meta["weights"]]  # older epochs are removed
+    (backup / "epoch-00003-batch-000000.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(88))  # eof = 96
+    with caplog.at_level("INFO", logger="ptycho_exp.models.callbacks"):
+        ran, _ = _backup_fit(backup, 3)
+    assert ran == 1, "the rerun should train epoch 3 only"
+    assert "resumes from the backup of epoch 2" in caplog.text and "unreadable" not in caplog.text
+
+
+def test_unreadable_training_backup_is_removed_and_training_starts_from_epoch_1(tmp_path, caplog):
+    """A backup whose named weights file is truncated (a kill with Keras's in-place writer, or a broken disk)
+    does not fail the job: it is logged, removed, and all epochs run again, as from scratch."""
+    import json
+
+    backup = tmp_path / "backup"
+    _backup_fit(backup, 2)
+    meta = json.loads((backup / "training_metadata.json").read_text())
+    (backup / meta["weights"]).write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(88))
+    with caplog.at_level("WARNING", logger="ptycho_exp.models.callbacks"):
+        ran, w = _backup_fit(backup, 3)
+    assert ran == 3, "training should start again from epoch 1"
+    assert "unreadable" in caplog.text and str(backup) in caplog.text
+    _, fresh = _backup_fit(tmp_path / "fresh", 3)
+    for a, b in zip(w, fresh):
+        np.testing.assert_allclose(a, b, rtol=1e-5)  # the same as a run that never had a backup
+
+
 def test_linear_warmup_raises_the_learning_rate_over_its_steps_then_holds():
     import keras
 

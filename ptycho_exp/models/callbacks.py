@@ -1,10 +1,14 @@
-"""Training callbacks and file outputs: per-epoch log line, history.csv, loss.png (atomic writes)."""
+"""Training callbacks and file outputs: per-epoch log line, history.csv, loss.png (atomic writes), a kill-safe
+training backup."""
 from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import math
+import os
+import shutil
 import time
 from pathlib import Path
 
@@ -155,3 +159,53 @@ class EpochLogger(keras.callbacks.Callback):
         parts = " ".join(f"{k}={v:.4g}" for k, v in logs.items() if isinstance(v, (int, float)))
         log.info("%s epoch %d/%d %s (%.1f s)", self.name, epoch + 1, self.epochs, parts,
                  time.perf_counter() - self._t0)
+
+
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """``BackupAndRestore`` whose checkpoint survives a kill at any moment.
+
+    Keras writes ``latest.weights.h5`` in place, so a job killed while it is being written leaves a
+    truncated HDF5 file and the rerun dies opening it (seen in the chaos test). Here every epoch's
+    weights go to a new file named by its epoch, flushed to disk, and only then does an atomic
+    ``training_metadata.json`` point at it, so the metadata always names a complete file of the epoch
+    it records. A backup that still cannot be read (another version's, a broken disk) is logged,
+    removed, and training starts from scratch instead of failing the job.
+    """
+
+    def _save_model(self):
+        folder = Path(self.backup_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"epoch-{self._current_epoch:05d}-batch-{self._last_batch_seen:06d}.weights.h5"
+        self.model.save_weights(str(folder / name), overwrite=True)
+        with open(folder / name, "rb+") as fh:
+            os.fsync(fh.fileno())
+        meta = {"epoch": self._current_epoch, "batch": self._last_batch_seen, "weights": name}
+        atomic_write_bytes(self._training_metadata_path, json.dumps(meta).encode())
+        for old in folder.glob("*.weights.h5"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+
+    def on_train_begin(self, logs=None):
+        meta_path = Path(self._training_metadata_path)
+        if not meta_path.exists():
+            return
+        try:
+            meta = json.loads(meta_path.read_text())
+            weights = Path(self.backup_dir) / str(meta["weights"])
+            if not weights.is_file():
+                raise FileNotFoundError(weights)
+            if self.model.optimizer is not None and not self.model.optimizer.built:
+                self.model.optimizer.build(self.model.trainable_variables)
+            self.model.load_weights(str(weights))
+            self.model._initial_epoch = int(meta["epoch"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            log.warning("training backup %s is unreadable (%s: %s); removing it and training from epoch 1",
+                        self.backup_dir, type(err).__name__, err)
+            shutil.rmtree(self.backup_dir, ignore_errors=True)
+            return
+        log.info("training resumes from the backup of epoch %d in %s", self.model._initial_epoch, self.backup_dir)
+
+    def on_train_end(self, logs=None):
+        if self.delete_checkpoint:
+            Path(self._training_metadata_path).unlink(missing_ok=True)  # first: a half-deleted backup is no backup
+            shutil.rmtree(self.backup_dir, ignore_errors=True)

@@ -324,7 +324,7 @@ def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray,
         TF (intra_op, inter_op) threads; 0 keeps TF's default.
     backup_dir : Path, optional
         Keep a checkpoint of the weights, optimizer state and epoch here after every epoch
-        (``keras.callbacks.BackupAndRestore``): a job killed or requeued mid-training (SLURM time limit,
+        (``AtomicBackupAndRestore``, safe against a kill while it writes): a job killed or requeued mid-training (SLURM time limit,
         preemption, a crash) resumes from its last finished epoch when it runs again; the backup is
         deleted when training ends. The caller keys the folder by the job's config.
     grouping : str
@@ -391,7 +391,9 @@ def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray,
 
         callbacks.insert(0, LinearWarmup(max(1, round(warmup * steps_per_epoch)), float(train_cfg.learning_rate)))
     if backup_dir is not None:
-        callbacks.insert(0, keras.callbacks.BackupAndRestore(str(backup_dir)))
+        from .callbacks import AtomicBackupAndRestore
+
+        callbacks.insert(0, AtomicBackupAndRestore(str(backup_dir)))
 
     t0 = time.perf_counter()
     model.fit(ds_train, validation_data=ds_val, epochs=int(train_cfg.epochs), verbose=verbose,
