@@ -324,9 +324,9 @@ def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray,
         TF (intra_op, inter_op) threads; 0 keeps TF's default.
     backup_dir : Path, optional
         Keep a checkpoint of the weights, optimizer state and epoch here after every epoch
-        (``AtomicBackupAndRestore``, safe against a kill while it writes): a job killed or requeued mid-training (SLURM time limit,
-        preemption, a crash) resumes from its last finished epoch when it runs again; the backup is
-        deleted when training ends. The caller keys the folder by the job's config.
+        (``AtomicBackupAndRestore``, safe against a kill while it writes): a job killed or requeued
+        mid-training (SLURM time limit, preemption, a crash) resumes from its last finished epoch when
+        it runs again; the backup is deleted when training ends. The caller keys the folder by the job's config.
     grouping : str
         How the samples' groups were formed (``data.grouping``: knn | block); saved with the model,
         with the neighbour step, so ``ptycho-exp predict`` groups a new scan the same way.
