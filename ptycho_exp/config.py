@@ -96,6 +96,7 @@ class TrainConfig:
     min_lr: float = 1e-4
     early_stopping_patience: int = 6
     patience_unit: str = "epochs"     # epochs | steps: unit of lr_patience and early_stopping_patience
+    lr_schedule: str = "plateau"      # plateau (SPEC §5: ReduceLROnPlateau) | cosine (to min_lr at the last epoch)
     val_fraction: float = 0.1
     precision: str = "auto"           # auto | float32 | mixed (auto: bfloat16 on CPUs with native bf16)
     jit_compile: bool = False
@@ -348,6 +349,14 @@ def _validate_values(cfg: Any) -> None:
         fail("train.warmup_epochs", t.warmup_epochs, "must be between 0 (off) and train.epochs (e.g. 1)")
     if not 0 < t.val_fraction < 0.5:
         fail("train.val_fraction", t.val_fraction, "must be in (0, 0.5): every mode keeps a validation split")
+    if t.lr_schedule not in ("plateau", "cosine"):
+        fail("train.lr_schedule", t.lr_schedule, "choose plateau (SPEC §5 default: ReduceLROnPlateau on val_loss) or "
+             "cosine (a fixed decay from learning_rate to min_lr over train.epochs)")
+    if t.min_lr < 0:
+        fail("train.min_lr", t.min_lr, "must be >= 0 (e.g. 1e-4)")
+    if t.lr_schedule == "cosine" and t.min_lr > t.learning_rate:
+        fail("train.min_lr", t.min_lr, f"is where train.lr_schedule=cosine ends: set it at most "
+             f"train.learning_rate={t.learning_rate} (e.g. train.min_lr=0)")
     if t.patience_unit not in ("epochs", "steps"):
         fail("train.patience_unit", t.patience_unit, "choose epochs (SPEC §5 default) or steps (the same schedule "
              "in optimizer steps for every training-set size)")

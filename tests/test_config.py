@@ -36,6 +36,7 @@ def test_every_group_option_composes(group):
     ("hardware.device=tpu", "hardware.device"), ("data.n_test=-1", "data.n_test"),
     ("train.patience_unit=batches", "train.patience_unit"), ("train.lr_patience=0", "train.lr_patience"),
     ("train.patience_unit=steps", "train.lr_patience"),  # 2 and 6 are epoch counts, not steps
+    ("train.lr_schedule=step", "train.lr_schedule"), ("train.min_lr=-1e-4", "train.min_lr"),
 ])
 def test_out_of_range_values_name_the_key(override, key):
     cfg = compose_job_config([override])
@@ -73,3 +74,13 @@ def test_bad_N_fails_fast_naming_the_key(cli, tmp_path):
     assert res.returncode != 0
     assert "data.N" in res.stderr and "Traceback" not in res.stderr + res.stdout
     assert not (tmp_path / "cache").exists()  # no work started
+
+
+def test_cosine_schedule_must_end_below_its_start():
+    """min_lr is where the cosine ends; above the learning rate it would rise. The plateau schedule keeps
+    accepting it (ReduceLROnPlateau never raises the rate), so existing configs stay valid."""
+    validate(compose_job_config(["train.learning_rate=5e-5"]))
+    with pytest.raises(ConfigError) as err:
+        validate(compose_job_config(["train.learning_rate=5e-5", "train.lr_schedule=cosine"]))
+    assert str(err.value).startswith("train.min_lr=") and "train.min_lr=0" in str(err.value)
+    validate(compose_job_config(["train.lr_schedule=cosine", "train.min_lr=0"]))

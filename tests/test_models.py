@@ -287,6 +287,57 @@ def test_patience_in_steps_gives_every_training_size_the_same_schedule(tmp_path)
         patience_in_epochs(_train_cfg(patience_unit="batches"), 10)
 
 
+def test_cosine_schedule_warms_up_then_falls_to_min_lr_at_the_last_step():
+    """train.lr_schedule=cosine: the rate rises linearly over the warm-up, is learning_rate at its end, follows
+    a half cosine (the mean of both ends halfway) and is min_lr at the last planned step; no ReduceLROnPlateau."""
+    import keras
+
+    from ptycho_exp.models.callbacks import LinearWarmup
+    from ptycho_exp.models.fit import training_callbacks, warmup_steps
+
+    cfg = _train_cfg(epochs=5, lr_schedule="cosine", min_lr=1e-5, warmup_epochs=1)
+    spe = 6
+    cbs = training_callbacks(cfg, None, verbose=1, name="pinn", steps_per_epoch=spe)
+    assert not any(isinstance(c, keras.callbacks.ReduceLROnPlateau) for c in cbs)
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            seen.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    x = np.random.default_rng(0).random((spe * 4, 3)).astype(np.float32)
+    warm = LinearWarmup(warmup_steps(cfg, spe), 1e-3)
+    schedule = [c for c in cbs if not isinstance(c, keras.callbacks.EarlyStopping)]
+    model.fit(x, x[:, :1], batch_size=4, epochs=5, verbose=0, callbacks=[warm, *schedule, Record()])
+    assert len(seen) == 5 * spe
+    np.testing.assert_allclose(seen[:spe], [1e-3 * (i + 1) / spe for i in range(spe)], rtol=1e-6)
+    assert seen[spe] == pytest.approx(1e-3)  # the first step after the warm-up: the peak
+    tail = seen[spe:]
+    assert all(a > b for a, b in zip(tail, tail[1:]))  # falls every step
+    assert tail[len(tail) // 2] == pytest.approx((1e-3 + 1e-5) / 2, rel=1e-5)  # halfway: the mean of both ends
+    assert schedule[0].rate(5 * spe) == pytest.approx(1e-5) and tail[-1] < 1e-3 * 0.02
+
+
+def test_cosine_schedule_continues_from_the_optimizer_step_after_a_resume():
+    """A job resumed from its backup continues the curve: the rate depends on the optimizer's step only."""
+    import keras
+
+    from ptycho_exp.models.callbacks import CosineDecay
+
+    curve = CosineDecay(0, 100, 1e-3, 0.0)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    model.optimizer.iterations.assign(60)
+    curve.set_model(model)
+    curve.on_train_begin()
+    curve.on_train_batch_begin(0)
+    lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+    assert lr == pytest.approx(1e-3 * 0.5 * (1 + np.cos(np.pi * 0.6)), rel=1e-5)
+
+
 def test_inference_chunks_are_equal_and_cover_everything():
     from ptycho_exp.models.fit import chunk_size
 

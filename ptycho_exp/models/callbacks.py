@@ -44,6 +44,33 @@ class LinearWarmup(keras.callbacks.Callback):
         self.step += 1
 
 
+class CosineDecay(keras.callbacks.Callback):
+    """Set the learning rate every batch along a half cosine from ``peak`` down to ``floor``.
+
+    Step ``start`` (the end of the warm-up) has ``peak``, step ``total`` (the last planned step) has
+    ``floor``; before ``start`` it leaves the rate to the warm-up. The step is the optimizer's, so a
+    training resumed from a backup continues the curve where it stopped.
+    """
+
+    def __init__(self, start: int, total: int, peak: float, floor: float):
+        super().__init__()
+        self.start, self.total = int(start), max(int(total), int(start) + 1)
+        self.peak, self.floor = float(peak), float(floor)
+
+    def rate(self, step: int) -> float:
+        """The learning rate at optimizer step ``step`` (0-based) on or after ``start``."""
+        t = min(max(step - self.start, 0) / (self.total - self.start), 1.0)
+        return self.floor + 0.5 * (self.peak - self.floor) * (1.0 + math.cos(math.pi * t))
+
+    def on_train_begin(self, logs=None):
+        self.step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.step >= self.start:
+            self.model.optimizer.learning_rate.assign(self.rate(self.step))
+        self.step += 1
+
+
 def history_csv_text(history: dict[str, list]) -> str:
     """``history`` (key -> per-epoch values) as CSV text with a leading 1-based ``epoch`` column."""
     keys = list(history)

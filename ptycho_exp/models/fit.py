@@ -33,9 +33,9 @@ class FitResult:
     ``model`` is the inference model (normalised diffraction -> complex patches); ``history``
     maps each logged key (loss, val_loss, terms, learning_rate, epoch_seconds) to per-epoch
     values; ``final_losses`` holds the last epoch's values plus ``best_epoch`` / ``best_val_loss``
-    (the weights are those of the best epoch); ``schedule`` the patience in epochs as applied
-    (:func:`patience_in_epochs`); ``train_patterns_per_s`` counts diffraction
-    patterns (samples x C) per second of ``train_seconds`` (wall time of ``fit``, validation and
+    (the weights are those of the best epoch); ``schedule`` the learning-rate schedule, its warm-up
+    steps and the patience in epochs as applied (:func:`patience_in_epochs`); ``train_patterns_per_s``
+    counts diffraction patterns (samples x C) per second of ``train_seconds`` (wall time of ``fit``, validation and
     the first epoch's tracing included).
     """
 
@@ -270,11 +270,20 @@ def patience_in_epochs(train_cfg: Any, steps_per_epoch: int) -> dict:
             "early_stopping_patience": stop}
 
 
-def training_callbacks(train_cfg: Any, out_dir: Path, verbose: int, name: str, steps_per_epoch: int = 1) -> list:
-    """The schedule and logging callbacks of :func:`fit_network` (all driven by the validation loss).
+def warmup_steps(train_cfg: Any, steps_per_epoch: int) -> int:
+    """Optimizer steps of the linear warm-up: ``train.warmup_epochs`` epochs, at least 1 when on, 0 when off."""
+    warmup = float(getattr(train_cfg, "warmup_epochs", 0.0) or 0.0)
+    return max(1, round(warmup * steps_per_epoch)) if warmup > 0 else 0
 
-    ReduceLROnPlateau(val_loss, ``lr_factor``, ``lr_patience``, floor ``min_lr``), EarlyStopping(val_loss,
-    ``early_stopping_patience``, best weights restored), a per-epoch log line when the progress bar is off,
+
+def training_callbacks(train_cfg: Any, out_dir: Path, verbose: int, name: str, steps_per_epoch: int = 1) -> list:
+    """The schedule and logging callbacks of :func:`fit_network`.
+
+    The learning-rate schedule is ``train.lr_schedule``: ``plateau`` (SPEC §5) is
+    ReduceLROnPlateau(val_loss, ``lr_factor``, ``lr_patience``, floor ``min_lr``); ``cosine`` is
+    :class:`CosineDecay` from ``learning_rate`` after the warm-up to ``min_lr`` at the last planned step,
+    the same for every run of that length. Then EarlyStopping(val_loss, ``early_stopping_patience``,
+    best weights restored), a per-epoch log line when the progress bar is off,
     and TensorBoard when ``train.tensorboard``. The patience values are in ``train.patience_unit``
     (see :func:`patience_in_epochs`; ``steps_per_epoch`` matters only for ``steps``).
     """
@@ -283,9 +292,17 @@ def training_callbacks(train_cfg: Any, out_dir: Path, verbose: int, name: str, s
     from .callbacks import EpochLogger
 
     patience = patience_in_epochs(train_cfg, steps_per_epoch)
+    if str(getattr(train_cfg, "lr_schedule", "plateau")) == "cosine":
+        from .callbacks import CosineDecay
+
+        warmup = warmup_steps(train_cfg, steps_per_epoch)
+        schedule = CosineDecay(warmup, int(train_cfg.epochs) * steps_per_epoch, float(train_cfg.learning_rate),
+                               float(train_cfg.min_lr))
+    else:
+        schedule = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=float(train_cfg.lr_factor),
+                                                     patience=patience["lr_patience"], min_lr=float(train_cfg.min_lr))
     callbacks = [
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=float(train_cfg.lr_factor),
-                                          patience=patience["lr_patience"], min_lr=float(train_cfg.min_lr)),
+        schedule,
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience["early_stopping_patience"],
                                       restore_best_weights=True),
     ]
@@ -385,11 +402,10 @@ def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray,
     recorder = HistoryRecorder(out_dir / "history.csv")
     steps_per_epoch = -(-len(train_idx) // int(train_cfg.batch_size))
     callbacks = training_callbacks(train_cfg, out_dir, verbose, name, steps_per_epoch) + [recorder]
-    warmup = float(getattr(train_cfg, "warmup_epochs", 0.0) or 0.0)
-    if warmup > 0:
+    if warmup_steps(train_cfg, steps_per_epoch) > 0:
         from .callbacks import LinearWarmup
 
-        callbacks.insert(0, LinearWarmup(max(1, round(warmup * steps_per_epoch)), float(train_cfg.learning_rate)))
+        callbacks.insert(0, LinearWarmup(warmup_steps(train_cfg, steps_per_epoch), float(train_cfg.learning_rate)))
     if backup_dir is not None:
         from .callbacks import AtomicBackupAndRestore
 
@@ -409,7 +425,9 @@ def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray,
         final.update(best_epoch=best + 1, best_val_loss=float(val[best]))
     if name == "pinn":
         final["intensity_scale"] = float(np.exp(keras.ops.convert_to_numpy(model.log_scale)))
-    schedule = patience_in_epochs(train_cfg, steps_per_epoch)
+    schedule = {**patience_in_epochs(train_cfg, steps_per_epoch),
+                "lr_schedule": str(getattr(train_cfg, "lr_schedule", "plateau")),
+                "warmup_steps": warmup_steps(train_cfg, steps_per_epoch)}
     plot_history(history, out_dir / "loss.png", title=f"{name} (N={N}, gridsize={gridsize})")
 
     meta = {"norm_factor": norm, "N": N, "gridsize": gridsize, "model": name, "n_params": model.n_params,
