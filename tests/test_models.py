@@ -287,6 +287,23 @@ def test_patience_in_steps_gives_every_training_size_the_same_schedule(tmp_path)
         patience_in_epochs(_train_cfg(patience_unit="batches"), 10)
 
 
+def test_saving_a_model_removes_the_partial_file_of_a_killed_save(tmp_path):
+    """A job killed inside model.save leaves .tmp-PID-model.keras; the rerun's save removes it and writes
+    model.keras and norm.json, and nothing else."""
+    import keras
+
+    from ptycho_exp.models.fit import save_network
+
+    stale = tmp_path / ".tmp-12345-model.keras"
+    stale.write_bytes(b"PK\x03\x04 half a zip")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    save_network(model, tmp_path, {"N": 3})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.keras", "norm.json"]
+    again = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    x = np.ones((2, 3), np.float32)
+    np.testing.assert_array_equal(again.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
 def test_cosine_schedule_warms_up_then_falls_to_min_lr_at_the_last_step():
     """train.lr_schedule=cosine: the rate rises linearly over the warm-up, is learning_rate at its end, follows
     a half cosine (the mean of both ends halfway) and is min_lr at the last planned step; no ReduceLROnPlateau."""

@@ -449,9 +449,14 @@ def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray,
 
 
 def save_network(model: Any, model_dir: Path, meta: dict) -> Path:
-    """Save ``model`` as ``model_dir/model.keras`` and ``meta`` as ``model_dir/norm.json`` (atomically)."""
+    """Save ``model`` as ``model_dir/model.keras`` and ``meta`` as ``model_dir/norm.json`` (atomically).
+
+    A partial temp file left by an earlier attempt that was killed while saving is removed first.
+    """
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
+    for stale in model_dir.glob(f".tmp-*-{MODEL_FILE}"):
+        stale.unlink(missing_ok=True)
     target = model_dir / MODEL_FILE
     tmp = model_dir / f".tmp-{os.getpid()}-{MODEL_FILE}"
     model.save(tmp)
