@@ -287,6 +287,31 @@ def test_patience_in_steps_gives_every_training_size_the_same_schedule(tmp_path)
         patience_in_epochs(_train_cfg(patience_unit="batches"), 10)
 
 
+def test_a_backup_that_loads_half_way_leaves_the_fresh_weights_untouched(tmp_path, caplog):
+    """A backup of another network (its first layer fits, its second does not) fails part-way through loading:
+    the layers it had already overwritten get their fresh values back, so the restart is a true restart."""
+    import keras
+
+    from ptycho_exp.models.callbacks import AtomicBackupAndRestore
+
+    x = np.random.default_rng(0).random((12, 3)).astype(np.float32)
+    other = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.Dense(1)])
+    other.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    other.fit(x, x[:, :1], epochs=2, verbose=0,
+              callbacks=[AtomicBackupAndRestore(str(tmp_path / "b"), delete_checkpoint=False)])
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.Dense(2)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    fresh = [w.copy() for w in model.get_weights()]
+    backup = AtomicBackupAndRestore(str(tmp_path / "b"))
+    backup.set_model(model)
+    with caplog.at_level("WARNING", logger="ptycho_exp.models.callbacks"):
+        backup.on_train_begin()
+    assert "unreadable" in caplog.text and not (tmp_path / "b").exists()
+    for a, b in zip(model.get_weights(), fresh):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(other.get_weights()[0], fresh[0])  # the first layer would have been overwritten
+
+
 def test_saving_a_model_removes_the_partial_file_of_a_killed_save(tmp_path):
     """A job killed inside model.save leaves .tmp-PID-model.keras; the rerun's save removes it and writes
     model.keras and norm.json, and nothing else."""

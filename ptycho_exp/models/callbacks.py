@@ -216,16 +216,21 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         meta_path = Path(self._training_metadata_path)
         if not meta_path.exists():
             return
+        optimizer = self.model.optimizer
+        if optimizer is not None and not optimizer.built:
+            optimizer.build(self.model.trainable_variables)
+        state = [*self.model.variables, *(optimizer.variables if optimizer else ())]
+        initial = [keras.ops.convert_to_numpy(v) for v in state]  # put back if a load fails half-way
         try:
             meta = json.loads(meta_path.read_text())
             weights = Path(self.backup_dir) / str(meta["weights"])
             if not weights.is_file():
                 raise FileNotFoundError(weights)
-            if self.model.optimizer is not None and not self.model.optimizer.built:
-                self.model.optimizer.build(self.model.trainable_variables)
             self.model.load_weights(str(weights))
             self.model._initial_epoch = int(meta["epoch"])
         except (OSError, ValueError, KeyError, TypeError) as err:
+            for variable, value in zip(state, initial):
+                variable.assign(value)
             log.warning("training backup %s is unreadable (%s: %s); removing it and training from epoch 1",
                         self.backup_dir, type(err).__name__, err)
             shutil.rmtree(self.backup_dir, ignore_errors=True)
