@@ -19,7 +19,7 @@ SUITE = [
     ("cache.py", ["--k", "4"]),
     ("aggregate_scale.py", []),
     ("memory.py", []),
-    ("throughput.py", ["--quick"]),
+    ("throughput.py", ["--quick", "--repeat", "3"]),
     ("inference_vs_iterative.py", []),
     ("parallel.py", ["--n-jobs", "1,2"]),
     ("overhead.py", ["--seeds", "10", "--skip-in-process"]),
