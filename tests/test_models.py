@@ -329,6 +329,23 @@ def test_saving_a_model_removes_the_partial_file_of_a_killed_save(tmp_path):
     np.testing.assert_array_equal(again.predict(x, verbose=0), model.predict(x, verbose=0))
 
 
+def _rates_per_batch(callbacks, n, batch_size, epochs):
+    """The learning rate each batch of a tiny Adam(1e-3) fit starts with, under ``callbacks``."""
+    import keras
+
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            seen.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    x = np.random.default_rng(0).random((n, 3)).astype(np.float32)
+    model.fit(x, x[:, :1], batch_size=batch_size, epochs=epochs, verbose=0, callbacks=[*callbacks, Record()])
+    return seen
+
+
 def test_cosine_schedule_warms_up_then_falls_to_min_lr_at_the_last_step():
     """train.lr_schedule=cosine: the rate rises linearly over the warm-up, is learning_rate at its end, follows
     a half cosine (the mean of both ends halfway) and is min_lr at the last planned step; no ReduceLROnPlateau."""
@@ -341,18 +358,8 @@ def test_cosine_schedule_warms_up_then_falls_to_min_lr_at_the_last_step():
     spe = 6
     cbs = training_callbacks(cfg, None, verbose=1, name="pinn", steps_per_epoch=spe)
     assert not any(isinstance(c, keras.callbacks.ReduceLROnPlateau) for c in cbs)
-    seen = []
-
-    class Record(keras.callbacks.Callback):
-        def on_train_batch_begin(self, batch, logs=None):
-            seen.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
-
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
-    x = np.random.default_rng(0).random((spe * 4, 3)).astype(np.float32)
-    warm = LinearWarmup(warmup_steps(cfg, spe), 1e-3)
     schedule = [c for c in cbs if not isinstance(c, keras.callbacks.EarlyStopping)]
-    model.fit(x, x[:, :1], batch_size=4, epochs=5, verbose=0, callbacks=[warm, *schedule, Record()])
+    seen = _rates_per_batch([LinearWarmup(warmup_steps(cfg, spe), 1e-3), *schedule], spe * 4, 4, 5)
     assert len(seen) == 5 * spe
     np.testing.assert_allclose(seen[:spe], [1e-3 * (i + 1) / spe for i in range(spe)], rtol=1e-6)
     assert seen[spe] == pytest.approx(1e-3)  # the first step after the warm-up: the peak
@@ -652,19 +659,8 @@ def test_unreadable_training_backup_is_removed_and_training_starts_from_epoch_1(
 
 
 def test_linear_warmup_raises_the_learning_rate_over_its_steps_then_holds():
-    import keras
-
     from ptycho_exp.models.callbacks import LinearWarmup
 
-    seen = []
-
-    class Record(keras.callbacks.Callback):
-        def on_train_batch_begin(self, batch, logs=None):
-            seen.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
-
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
-    x = np.random.default_rng(0).random((12, 3)).astype(np.float32)
-    model.fit(x, x[:, :1], batch_size=2, epochs=2, verbose=0, callbacks=[LinearWarmup(4, 1e-3), Record()])
+    seen = _rates_per_batch([LinearWarmup(4, 1e-3)], 12, 2, 2)
     np.testing.assert_allclose(seen[:6], [2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3], rtol=1e-6)
     assert len(seen) == 12 and all(v == pytest.approx(1e-3) for v in seen[4:])
