@@ -402,10 +402,11 @@ def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray,
     recorder = HistoryRecorder(out_dir / "history.csv")
     steps_per_epoch = -(-len(train_idx) // int(train_cfg.batch_size))
     callbacks = training_callbacks(train_cfg, out_dir, verbose, name, steps_per_epoch) + [recorder]
-    if warmup_steps(train_cfg, steps_per_epoch) > 0:
+    warmup = warmup_steps(train_cfg, steps_per_epoch)
+    if warmup > 0:
         from .callbacks import LinearWarmup
 
-        callbacks.insert(0, LinearWarmup(warmup_steps(train_cfg, steps_per_epoch), float(train_cfg.learning_rate)))
+        callbacks.insert(0, LinearWarmup(warmup, float(train_cfg.learning_rate)))
     if backup_dir is not None:
         from .callbacks import AtomicBackupAndRestore
 
@@ -427,7 +428,7 @@ def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray,
         final["intensity_scale"] = float(np.exp(keras.ops.convert_to_numpy(model.log_scale)))
     schedule = {**patience_in_epochs(train_cfg, steps_per_epoch),
                 "lr_schedule": str(getattr(train_cfg, "lr_schedule", "plateau")),
-                "warmup_steps": warmup_steps(train_cfg, steps_per_epoch)}
+                "warmup_steps": warmup}
     plot_history(history, out_dir / "loss.png", title=f"{name} (N={N}, gridsize={gridsize})")
 
     meta = {"norm_factor": norm, "N": N, "gridsize": gridsize, "model": name, "n_params": model.n_params,
