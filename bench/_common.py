@@ -127,3 +127,32 @@ def blur_amplitude(patches, sigma: float, axes=(-2, -1)):
     if sigma == 0:
         return patches
     return gaussian_filter(np.abs(patches), sigma, axes=axes) * np.exp(1j * np.angle(patches))
+
+
+def load_pinn_job(job: Path, samples: int, min_gridsize: int = 1):
+    """A finished PINN job's config, saved network and test data, with ``samples`` evenly spaced test indices.
+
+    Exits with a message naming the problem when ``job`` is not a finished PINN job of at least
+    ``min_gridsize`` or its test data has no ground-truth patches. Returns ``(cfg, model, meta, datasets, pick)``.
+    """
+    import json
+
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    from ptycho_exp.data.datasets import build_datasets
+    from ptycho_exp.models.fit import load_network
+
+    cfg_path = Path(job) / "job_config.json"
+    if not cfg_path.is_file():
+        sys.exit(f"{cfg_path} not found: give the folder of a finished job")
+    cfg = OmegaConf.create(json.loads(cfg_path.read_text()))
+    if cfg.model.name != "pinn" or int(cfg.data.gridsize) < min_gridsize:
+        sys.exit(f"{cfg_path}: model.name={cfg.model.name!r}, data.gridsize={cfg.data.gridsize}; "
+                 f"this diagnostic needs a PINN job with data.gridsize >= {min_gridsize}")
+    model, meta = load_network(job)
+    ds = build_datasets(cfg.data, seed=int(cfg.seed), cache_dir=cfg.paths.cache_dir, need_train=False)
+    if ds.test.patches is None:
+        sys.exit("the job's test data has no ground-truth patches (simulated data is needed)")
+    pick = np.linspace(0, ds.test.n - 1, min(samples, ds.test.n)).round().astype(int)
+    return cfg, model, meta, ds, pick

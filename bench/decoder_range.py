@@ -13,12 +13,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_result
+from _common import load_pinn_job, write_result
 
 PERCENTILES = (1, 10, 50, 90, 99)
 
@@ -33,20 +32,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import keras
     import numpy as np
-    from omegaconf import OmegaConf
 
-    from ptycho_exp.data.datasets import build_datasets
-    from ptycho_exp.models.fit import load_network
-
-    cfg_path = args.job / "job_config.json"
-    if not cfg_path.is_file():
-        sys.exit(f"{cfg_path} not found: give the folder of a finished job")
-    cfg = OmegaConf.create(json.loads(cfg_path.read_text()))
-    if cfg.model.name != "pinn" or int(cfg.data.gridsize) < 2:
-        sys.exit(f"{cfg_path}: this diagnostic needs a PINN job with data.gridsize >= 2")
-    model, meta = load_network(args.job)
-    test = build_datasets(cfg.data, seed=int(cfg.seed), cache_dir=cfg.paths.cache_dir, need_train=False).test
-    pick = np.linspace(0, test.n - 1, min(args.samples, test.n)).round().astype(int)
+    _, model, meta, ds, pick = load_pinn_job(args.job, args.samples, min_gridsize=2)
+    test = ds.test
     nf = float(meta["norm_factor"])
     raw = keras.Model(model.inputs, [model.get_layer("amp_act").output, model.get_layer("phase_act").output])
     amp, phase = raw.predict([(test.diffraction[pick] * nf).astype("float32"),

@@ -16,11 +16,9 @@ Simulated data only (the truth is needed). Usage::
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 
-from _common import blur_amplitude, write_result
+from _common import blur_amplitude, load_pinn_job, write_result
 
 RING_EDGES = (0, 2, 4, 8, 12, 16, 20, 24, 28, 32, 46)
 
@@ -96,24 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     import numpy as np
-    from omegaconf import OmegaConf
 
-    from ptycho_exp.data.datasets import build_datasets
-    from ptycho_exp.models.fit import load_network, predict_patches
+    from ptycho_exp.models.fit import predict_patches
     from ptycho_exp.physics.forward import diffract, exit_wave
 
-    cfg_path = args.job / "job_config.json"
-    if not cfg_path.is_file():
-        sys.exit(f"{cfg_path} not found: give the folder of a finished job")
-    cfg = OmegaConf.create(json.loads(cfg_path.read_text()))
-    if cfg.model.name != "pinn":
-        sys.exit(f"model.name={cfg.model.name!r} in {cfg_path}: this diagnostic needs a PINN job")
-    model, meta = load_network(args.job)
-    ds = build_datasets(cfg.data, seed=int(cfg.seed), cache_dir=cfg.paths.cache_dir, need_train=False)
+    _, model, meta, ds, pick = load_pinn_job(args.job, args.samples)
     test = ds.test
-    if test.patches is None:
-        sys.exit("the job's test data has no ground-truth patches (simulated data is needed)")
-    pick = np.linspace(0, test.n - 1, min(args.samples, test.n)).round().astype(int)
     x, truth = test.diffraction[pick], test.patches[pick]
     offsets = None if test.offsets is None else test.offsets[pick]
     nf, s = float(meta["norm_factor"]), float(meta["intensity_scale"])
