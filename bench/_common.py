@@ -130,10 +130,10 @@ def blur_amplitude(patches, sigma: float, axes=(-2, -1)):
 
 
 def load_pinn_job(job: Path, samples: int, min_gridsize: int = 1):
-    """A finished PINN job's config, saved network and test data, with ``samples`` evenly spaced test indices.
+    """A finished PINN job's saved network and test data, with ``samples`` evenly spaced test indices.
 
     Exits with a message naming the problem when ``job`` is not a finished PINN job of at least
-    ``min_gridsize`` or its test data has no ground-truth patches. Returns ``(cfg, model, meta, datasets, pick)``.
+    ``min_gridsize`` or its test data has no ground-truth patches. Returns ``(model, meta, datasets, pick)``.
     """
     import json
 
@@ -155,4 +155,4 @@ def load_pinn_job(job: Path, samples: int, min_gridsize: int = 1):
     if ds.test.patches is None:
         sys.exit("the job's test data has no ground-truth patches (simulated data is needed)")
     pick = np.linspace(0, ds.test.n - 1, min(samples, ds.test.n)).round().astype(int)
-    return cfg, model, meta, ds, pick
+    return model, meta, ds, pick

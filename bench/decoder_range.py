@@ -33,12 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     import keras
     import numpy as np
 
-    _, model, meta, ds, pick = load_pinn_job(args.job, args.samples, min_gridsize=2)
+    model, meta, ds, pick = load_pinn_job(args.job, args.samples, min_gridsize=2)
     test = ds.test
     nf = float(meta["norm_factor"])
     raw = keras.Model(model.inputs, [model.get_layer("amp_act").output, model.get_layer("phase_act").output])
     amp, phase = raw.predict([(test.diffraction[pick] * nf).astype("float32"),
                               test.offsets[pick].astype("float32")], verbose=0)
+
     def centre(a):  # the central crop of (n, side, side, C) arrays: decoder outputs are N/2 wide, patches N
         lo = (a.shape[1] - args.crop) // 2
         return a[:, lo:lo + args.crop, lo:lo + args.crop]

@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     from ptycho_exp.models.fit import predict_patches
     from ptycho_exp.physics.forward import diffract, exit_wave
 
-    _, model, meta, ds, pick = load_pinn_job(args.job, args.samples)
+    model, meta, ds, pick = load_pinn_job(args.job, args.samples)
     test = ds.test
     x, truth = test.diffraction[pick], test.patches[pick]
     offsets = None if test.offsets is None else test.offsets[pick]
