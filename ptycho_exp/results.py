@@ -11,6 +11,7 @@ Schema (every job writes exactly one, atomically)::
      "throughput": {"train_patterns_per_s", "inference_patterns_per_s"},
      "resources": {"peak_rss_mb", "n_params"},
      "final_losses": {...}, "data": {...cache hit/miss, counts...},
+     "dtype_policy": "float32", "device": "CPU" | GPU name,   # networks: how and where they trained
      "provenance": {"git_sha", "host", "python", "versions", "started_at", "finished_at", "argv"},
      "config": {...resolved job config...}, "attempts": int}
 """

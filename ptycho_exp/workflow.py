@@ -226,6 +226,7 @@ def run_science(cfg: Any, job_dir: Path) -> dict:
         out["final_losses"] = fit.final_losses
         out["epochs_run"] = fit.epochs_run
         out["dtype_policy"] = fit.dtype_policy
+        out["device"] = fit.device
         out["schedule"] = fit.schedule
         release_tf()
     else:

@@ -410,6 +410,35 @@ def test_precision_policy():
         precision_policy("half", on_gpu=False, bf16_cpu=False)
 
 
+def test_the_gpu_precision_mixed_float16_trains_both_networks(tmp_path, monkeypatch):
+    """``train.precision=mixed`` on a GPU is float16 with loss scaling. CI has no GPU, so the policy a GPU
+    gets is chosen here on the CPU: the encoder convolutions compute in float16, the physics, outputs and losses
+    stay float32 (the PINN's NLL, ~2e5 at the start, would overflow float16's 65,504), and both networks
+    train to finite losses at gridsize 1 and 2."""
+    import keras
+
+    from ptycho_exp.models import fit as fitmod
+
+    monkeypatch.setattr(fitmod, "_on_gpu", lambda: True)
+    for gridsize in (1, 2):
+        ds = _tiny_data(tmp_path / f"g{gridsize}", gridsize=gridsize, n_train=32)
+        for name in ("pinn", "baseline"):
+            fit = fitmod.fit_network(_model_cfg(name, n_filters_scale=1), _train_cfg(epochs=2, precision="mixed"),
+                                     ds.train, ds.train_scan.probe, 1e9, tmp_path / f"{name}{gridsize}", seed=3,
+                                     grouping="block" if name == "pinn" else "knn")
+            assert fit.dtype_policy == "mixed_float16"
+            assert all(math.isfinite(v) for k, v in fit.final_losses.items() if "loss" in k), fit.final_losses
+            if name == "pinn":
+                assert fit.final_losses["nll"] > 65504  # held in float32: float16 would be inf
+            convs = [lay for lay in fit.model._flatten_layers() if isinstance(lay, keras.layers.Conv2D)]
+            enc = [lay for lay in convs if lay.name.startswith("enc")]
+            assert enc and {lay.compute_dtype for lay in enc} == {"float16"}
+            off = ds.test.offsets[:8] if gridsize > 1 else None
+            patches = fitmod.predict_patches(fit.model, ds.test.diffraction[:8], fit.norm_factor, offsets=off)
+            assert patches.dtype == np.complex64 and np.isfinite(patches).all()
+            fitmod.release_tf()
+
+
 def test_gridsize2_pinn_and_baseline_train_save_and_reload(tmp_path):
     """fit_network at gridsize 2 (PINN and baseline): finite losses, a validation loss, .keras reload is exact."""
     from ptycho_exp.models.fit import fit_network, load_network, predict_patches, release_tf
@@ -477,6 +506,7 @@ def test_job_writes_every_metric(job, request):
     assert on_disk["throughput"]["inference_patterns_per_s"] > 0
     assert on_disk["resources"]["peak_rss_mb"] > 0 and on_disk["resources"]["n_params"] > 1e5
     assert on_disk["epochs_run"] == 2
+    assert on_disk["device"] == "CPU"  # what it trained on (these tests hide GPUs); a GPU job names its GPU
     expected = ({"unit": "steps", "steps_per_epoch": 2, "lr_patience": 11, "early_stopping_patience": 15}
                 if job == "pinn_g2_job" else {"unit": "epochs", "lr_patience": 2, "early_stopping_patience": 6})
     assert {k: on_disk["schedule"][k] for k in expected} == expected

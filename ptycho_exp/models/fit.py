@@ -48,6 +48,7 @@ class FitResult:
     epochs_run: int = 0
     train_patterns_per_s: float = 0.0
     dtype_policy: str = "float32"
+    device: str = "CPU"
     schedule: dict = field(default_factory=dict)
 
 
@@ -225,6 +226,19 @@ def _on_gpu() -> bool:
     import tensorflow as tf
 
     return bool(tf.config.list_logical_devices("GPU"))
+
+
+def training_device() -> str:
+    """What TensorFlow trains on: the first GPU's name (``"NVIDIA H100 80GB HBM3"``), else ``"CPU"``."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return "CPU"
+    try:
+        return str(tf.config.experimental.get_device_details(gpus[0]).get("device_name") or gpus[0].name)
+    except (RuntimeError, ValueError):
+        return gpus[0].name
 
 
 def _build(model_cfg, N: int, gridsize: int, probe, nphotons: float, dtype: str):
@@ -446,7 +460,7 @@ def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray,
     return FitResult(model=model.inference_model, norm_factor=norm, history=history,
                      train_seconds=train_seconds, n_params=model.n_params, final_losses=final,
                      epochs_run=epochs_run, train_patterns_per_s=patterns / max(train_seconds, 1e-9),
-                     dtype_policy=policy, schedule=schedule)
+                     dtype_policy=policy, schedule=schedule, device=training_device())
 
 
 def save_network(model: Any, model_dir: Path, meta: dict) -> Path:
