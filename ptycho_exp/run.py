@@ -195,7 +195,8 @@ def child_env(cfg: Any, job_num: int, n_parallel: int, gpus: list[str] | None = 
     ----------
     cfg : the job config (``hardware.device``, ``hardware.intra_op_threads`` are read).
     job_num : Hydra's job number; with several GPUs visible and several jobs at once, job ``k``
-        gets GPU ``gpus[k % len(gpus)]`` (round-robin).
+        gets GPU ``gpus[k % len(gpus)]`` (round-robin). Where more jobs run at once than there are
+        GPUs, TensorFlow's memory grows on demand (``TF_FORCE_GPU_ALLOW_GROWTH``) so they can share one.
     n_parallel : how many jobs run at once on this machine (the launcher's ``n_jobs``).
     gpus : visible GPU ids (default: ``CUDA_VISIBLE_DEVICES`` or ``nvidia-smi -L``).
     n_cpus : CPU count split between concurrent jobs (default ``os.cpu_count()``).
@@ -208,6 +209,8 @@ def child_env(cfg: Any, job_num: int, n_parallel: int, gpus: list[str] | None = 
         gpus = _visible_gpus() if gpus is None else list(gpus)
         if len(gpus) > 1:
             env["CUDA_VISIBLE_DEVICES"] = gpus[job_num % len(gpus)]
+        if len(gpus) < n_parallel:  # jobs share a GPU: TensorFlow would give the first one all its memory
+            env["TF_FORCE_GPU_ALLOW_GROWTH"] = os.environ.get("TF_FORCE_GPU_ALLOW_GROWTH", "true")
     if n_parallel > 1 and cfg.hardware.intra_op_threads == 0:
         per_job = max(1, (n_cpus or os.cpu_count() or 1) // n_parallel)
         env.update(OMP_NUM_THREADS=str(per_job), PTYCHO_EXP_INTRA_THREADS=str(per_job))

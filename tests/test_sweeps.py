@@ -402,6 +402,8 @@ def test_child_env_round_robins_gpus_and_splits_threads() -> None:
     assert env["PTYCHO_EXP_INTRA_THREADS"] == env["OMP_NUM_THREADS"] == "8"
     assert child_env(cfg, 5, 4, gpus=["0"], n_cpus=2)["PTYCHO_EXP_INTRA_THREADS"] == "1"
     assert "CUDA_VISIBLE_DEVICES" not in child_env(cfg, 1, 2, gpus=["0"], n_cpus=4)  # one GPU: shared
+    assert child_env(cfg, 1, 2, gpus=["0"], n_cpus=4)["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"  # ... on demand
+    assert "TF_FORCE_GPU_ALLOW_GROWTH" not in child_env(cfg, 1, 2, gpus=gpus, n_cpus=4)  # one GPU each
     assert "CUDA_VISIBLE_DEVICES" not in child_env(cfg, 1, 1, gpus=gpus, n_cpus=4)  # one job: sees all
     assert "PTYCHO_EXP_INTRA_THREADS" not in child_env(cfg, 1, 1, gpus=gpus, n_cpus=4)
     local = compose_job_config(["hardware=local"])
