@@ -161,11 +161,26 @@ def run_row(spec: dict, timeout: float) -> dict:
     try:
         proc = subprocess.run(cmd, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return {**spec, "error": f"timed out after {timeout:.0f} s"}
+        return {**spec, "model": spec["model_name"], "error": f"timed out after {timeout:.0f} s"}
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith("{"):
             return json.loads(line)
-    return {**spec, "error": (proc.stderr.strip().splitlines() or ["no output"])[-1][:500]}
+    return {**spec, "model": spec["model_name"], "error": error_text(proc.stderr)}
+
+
+def error_text(stderr: str) -> str:
+    """The informative end of a failed worker's stderr, from the last line naming an error: its first 3
+    and last 7 lines, TensorFlow's log lines dropped. TensorFlow's last line alone
+    (``[[StatefulPartitionedCall]]``) names no cause; the message sits just above it."""
+    noise = ("I0000", "W0000", "E0000", "WARNING: All log messages", "To enable the following")
+    lines = [ln.rstrip() for ln in stderr.splitlines() if ln.strip() and not ln.startswith(noise)]
+    if not lines:
+        return "no output"
+    start = max((i for i, ln in enumerate(lines) if "Error" in ln), default=max(0, len(lines) - 10))
+    seg = lines[start:]
+    if len(seg) > 10:
+        seg = [*seg[:3], "...", *seg[-7:]]
+    return "\n".join(seg)[:3000]
 
 
 def median_row(spec: dict, timeout: float, repeat: int) -> dict:
