@@ -47,9 +47,10 @@ def _total_memory_gb() -> float | None:
 
 
 def _gpus(with_tf: bool) -> list[str]:
-    """GPU names as TensorFlow sees them; empty when TF is not loaded yet (importing it is slow)."""
+    """GPU names as TensorFlow sees them; before TF is loaded (importing it is slow, and a script's jobs run
+    in child processes), the GPUs ``nvidia-smi`` lists, unless ``CUDA_VISIBLE_DEVICES`` hides them all."""
     if not with_tf or "tensorflow" not in sys.modules:
-        return []
+        return _nvidia_smi_gpus()
     try:
         import tensorflow as tf
 
@@ -60,6 +61,19 @@ def _gpus(with_tf: bool) -> list[str]:
         return out
     except Exception:  # noqa: BLE001 - machine info must never break a benchmark
         return []
+
+
+def _nvidia_smi_gpus() -> list[str]:
+    import subprocess
+
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], check=False,
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [ln.strip() for ln in out.stdout.splitlines() if ln.strip()] if out.returncode == 0 else []
 
 
 def machine_info(with_tf: bool = True) -> dict:
