@@ -52,13 +52,9 @@ def _gpus(with_tf: bool) -> list[str]:
     if not with_tf or "tensorflow" not in sys.modules:
         return _nvidia_smi_gpus()
     try:
-        import tensorflow as tf
+        from ptycho_exp.models.fit import gpu_names
 
-        out = []
-        for dev in tf.config.list_physical_devices("GPU"):
-            details = tf.config.experimental.get_device_details(dev)
-            out.append(str(details.get("device_name", dev.name)))
-        return out
+        return gpu_names()
     except Exception:  # noqa: BLE001 - machine info must never break a benchmark
         return []
 

@@ -228,17 +228,22 @@ def _on_gpu() -> bool:
     return bool(tf.config.list_logical_devices("GPU"))
 
 
-def training_device() -> str:
-    """What TensorFlow trains on: the first GPU's name (``"NVIDIA H100 80GB HBM3"``), else ``"CPU"``."""
+def gpu_names() -> list[str]:
+    """The GPUs TensorFlow sees, by name (``"NVIDIA H100 80GB HBM3"``); empty on a CPU-only machine."""
     import tensorflow as tf
 
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
-        return "CPU"
-    try:
-        return str(tf.config.experimental.get_device_details(gpus[0]).get("device_name") or gpus[0].name)
-    except (RuntimeError, ValueError):
-        return gpus[0].name
+    names = []
+    for dev in tf.config.list_physical_devices("GPU"):
+        try:
+            names.append(str(tf.config.experimental.get_device_details(dev).get("device_name") or dev.name))
+        except (RuntimeError, ValueError):
+            names.append(dev.name)
+    return names
+
+
+def training_device() -> str:
+    """What TensorFlow trains on: the first GPU's name, else ``"CPU"``."""
+    return next(iter(gpu_names()), "CPU")
 
 
 def _build(model_cfg, N: int, gridsize: int, probe, nphotons: float, dtype: str):
