@@ -12,7 +12,9 @@ Protocols
 - Gridsize-2 samples are 2x2 blocks of adjacent grid positions (``data.grouping=block``), and the test
   blocks keep the training step between neighbours, as in PtychoPINN's simulations; ``--grouping knn``
   draws C of the k nearest instead (then test neighbours are a test step apart).
-- ``--full``: the reference GPU protocol of SPEC §7: 60 epochs, every training position (83x83 = 6,889).
+- ``--full``: the reference GPU protocol of SPEC §7: 60 epochs, every training position (83x83 = 6,889
+  per object). PtychoPINN's lines notebook trains on two simulated objects; ``--train-objects 2``
+  does the same (``data.n_train_objects``, 13,778 samples per epoch with ``--full``).
 Early stopping is off (patience = epochs) so arms train for equal epochs. At gridsize 2 a sample is a
 group of 4 patterns; ``--n-train`` counts samples (``data.n_train``).
 
@@ -21,7 +23,8 @@ Usage::
     python bench/quality.py                              # CPU protocol, g=1 and g=2, PINN and baseline
     python bench/quality.py --gridsize 2 --models pinn   # one arm
     python bench/quality.py --phase                      # phase-carrying lines
-    python bench/quality.py --full                       # reference protocol (GPU)
+    python bench/quality.py --full                       # reference protocol (GPU), one training object
+    python bench/quality.py --full --train-objects 2     # ... on two objects, as PtychoPINN's notebook
     python bench/quality.py --epochs 1 --n-train 64 --N 32 --object-size 128   # smoke check
 """
 from __future__ import annotations
@@ -59,6 +62,7 @@ def job_overrides(model: str, gridsize: int, args: argparse.Namespace, n_train: 
     return [f"model={model}", "data=lines", f"data.object_phase={'tanh' if args.phase else 'none'}",
             f"data.N={args.N}", f"data.object_size={args.object_size}", "data.nphotons=1e9",
             "data.probe=ideal_disk", f"data.gridsize={gridsize}", f"data.n_train={n_train}",
+            f"data.n_train_objects={args.train_objects}",
             f"train.epochs={epochs}", f"train.early_stopping_patience={epochs}", "train.tensorboard=false",
             "train.verbose=quiet", f"seed={args.seed}", f"data.grouping={args.grouping}", *args.override]
 
@@ -116,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--full", action="store_true", help="reference protocol: 60 epochs, every training position")
     p.add_argument("--epochs", type=int, help="epochs (default 20; 60 with --full)")
     p.add_argument("--n-train", type=int, help="training samples (default 2048; all positions with --full)")
+    p.add_argument("--train-objects", type=int, default=1,
+                   help="simulated training objects (data.n_train_objects); the reference's notebook used 2")
     p.add_argument("--gridsize", type=int, nargs="+", default=[1, 2], choices=[1, 2, 3])
     p.add_argument("--models", nargs="+", default=["pinn", "baseline"], choices=["pinn", "baseline"])
     p.add_argument("--phase", action="store_true", help="phase-carrying lines (object_phase=tanh)")
@@ -132,13 +138,15 @@ def main(argv: list[str] | None = None) -> int:
 
     epochs = args.epochs or (60 if args.full else 20)
     n_all = all_positions(args.object_size, args.N, 4.0)
+    n_all *= args.train_objects
     n_train = args.n_train or (n_all if args.full else min(2048, n_all))
     name = args.name or ("quality_full" if args.full else "quality_cpu") + ("_phase" if args.phase else "")
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     out_dir = Path(args.out_dir) if args.out_dir else ROOT / "outputs" / "bench_quality" / f"{name}-{stamp}"
     reference_protocol = (args.N == 64 and args.object_size == 392 and not args.phase)
     print(f"quality: lines{' with phase' if args.phase else ' (amplitude only)'}, N={args.N}, "
-          f"n_train={n_train}, epochs={epochs}, gridsize {args.gridsize}, models {args.models}; jobs in {out_dir}",
+          f"n_train={n_train} ({args.train_objects} object(s)), epochs={epochs}, gridsize {args.gridsize}, "
+          f"models {args.models}; jobs in {out_dir}",
           flush=True)
 
     rows = []
@@ -160,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nCPU goal, gridsize-2 PINN amplitude SSIM >= {CPU_GOAL_G2_AMP_SSIM}: "
               f"{_fmt(amp).strip()} ({'met' if goal['met'] else 'NOT met'})")
     payload = {"protocol": "full" if args.full else "cpu", "epochs": epochs, "n_train": n_train,
+               "train_objects": args.train_objects,
                "object": "lines", "object_phase": "tanh" if args.phase else "none", "N": args.N,
                "nphotons": 1e9, "probe": "ideal_disk", "seed": args.seed, "grouping": args.grouping,
                "out_dir": str(out_dir),

@@ -88,6 +88,7 @@ def _data(args: argparse.Namespace) -> int:
         from omegaconf.errors import OmegaConfBaseException
 
         from ptycho_exp.config import validate
+        from ptycho_exp.data.datasets import side_by_side
         from ptycho_exp.data.npz import save_contract_npz
         from ptycho_exp.data.simulate import simulate_object_scan
         from ptycho_exp.study.plan import compose_job_config
@@ -98,9 +99,12 @@ def _data(args: argparse.Namespace) -> int:
             cause = f" ({str(exc.__cause__).splitlines()[0]})" if exc.__cause__ else ""
             raise ValueError(f"bad override: {exc}{cause}".replace("\n", "; ")) from None
         validate(cfg)  # out-of-range values (data.N=63, ...) fail here, naming the key
-        scan = simulate_object_scan(cfg.data, args.which)
+        n_objects = int(cfg.data.n_train_objects) if args.which == "train" else 1
+        scans = [simulate_object_scan(cfg.data, args.which, i) for i in range(n_objects)]
+        scan = side_by_side(scans, gap=int(cfg.data.N))  # the training set a job would draw from
         save_contract_npz(args.out, scan)
-        print(f"wrote {args.out}: {scan.n_positions} patterns of {scan.N}x{scan.N} ({args.which} scan)")
+        objects = f", {n_objects} objects side by side" if n_objects > 1 else ""
+        print(f"wrote {args.out}: {scan.n_positions} patterns of {scan.N}x{scan.N} ({args.which} scan{objects})")
     elif args.data_cmd == "split":
         from ptycho_exp.data.tools import split_npz
 

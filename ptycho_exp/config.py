@@ -37,6 +37,7 @@ class DataConfig:
     nphotons: float = 1e9             # mean total counts per pattern
     noise: bool = True                # Poisson noise on/off
     n_train: int = 512                # training samples (groups when gridsize>1)
+    n_train_objects: int = 1          # independent simulated training objects; samples drawn over all
     n_test: Optional[int] = None      # test positions used (None: all of the test scan)
     probe: str = "ideal_disk"         # ideal_disk | gaussian | defocused | file
     probe_path: Optional[str] = None  # NPZ with probeGuess (probe=file)
@@ -301,6 +302,12 @@ def _validate_values(cfg: Any) -> None:
         fail("data.nphotons", d.nphotons, "must be > 0 (e.g. data.nphotons=1e9)")
     if d.n_train <= 0:
         fail("data.n_train", d.n_train, "must be > 0 (e.g. data.n_train=512)")
+    if d.n_train_objects < 1:
+        fail("data.n_train_objects", d.n_train_objects, "must be >= 1 (e.g. data.n_train_objects=2)")
+    if d.n_train_objects > 1 and d.kind != "simulate":
+        fail("data.n_train_objects", d.n_train_objects,
+             "more than one training object needs simulated data (data.kind=simulate); with data=npz "
+             "put every scan in data.train_path, or set data.n_train_objects=1")
     if d.n_test is not None and d.n_test <= 0:
         fail("data.n_test", d.n_test, "must be > 0 or null (all test positions)")
     if d.kind == "simulate":

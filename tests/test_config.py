@@ -37,6 +37,7 @@ def test_every_group_option_composes(group):
     ("train.patience_unit=batches", "train.patience_unit"), ("train.lr_patience=0", "train.lr_patience"),
     ("train.patience_unit=steps", "train.lr_patience"),  # 2 and 6 are epoch counts, not steps
     ("train.lr_schedule=step", "train.lr_schedule"), ("train.min_lr=-1e-4", "train.min_lr"),
+    ("data.n_train_objects=0", "data.n_train_objects"),
 ])
 def test_out_of_range_values_name_the_key(override, key):
     cfg = compose_job_config([override])
@@ -48,6 +49,13 @@ def test_out_of_range_values_name_the_key(override, key):
 def test_npz_data_needs_paths():
     with pytest.raises(ConfigError, match="data.train_path"):
         validate(compose_job_config(["data=npz"]))
+
+
+def test_several_training_objects_need_simulated_data():
+    with pytest.raises(ConfigError, match=r"^data\.n_train_objects=2 .*data\.train_path"):
+        validate(compose_job_config(["data=npz", "data.train_path=/a.npz", "data.test_path=/b.npz",
+                                     "data.n_train_objects=2"]))
+    validate(compose_job_config(["data.n_train_objects=2"]))
 
 
 @pytest.mark.parametrize("override,needle", [

@@ -120,6 +120,49 @@ def test_build_datasets_is_reproducible_and_a_second_build_is_a_cache_hit(tmp_pa
     assert counts == pytest.approx(1e4, rel=0.01)
 
 
+@pytest.mark.parametrize("grouping", ["knn", "block"])
+def test_several_training_objects_lie_side_by_side_and_no_group_spans_two(tmp_path, grouping):
+    one = build_datasets(_fields(gridsize=2, grouping=grouping), seed=3, cache_dir=tmp_path)
+    two = build_datasets(_fields(gridsize=2, grouping=grouping, n_train_objects=2, n_train=200), seed=3,
+                         cache_dir=tmp_path)
+    m, S, N = one.train_scan.n_positions, TINY["object_size"], TINY["N"]
+    scan = two.train_scan
+    assert scan.n_positions == 2 * m and scan.object.shape == (S, 2 * S + N)
+    assert two.info["train"]["n_objects"] == 2 and two.info["train"]["n_positions"] == 2 * m
+    # object 0 is the single-object scan (its cache entry is reused); object 1 is another object
+    assert two.info["train_cache"]["hit"] is False
+    assert two.info["train_cache"]["keys"][0] == one.info["train_cache"]["key"]
+    assert scan.diffraction[:m].tobytes() == one.train_scan.diffraction.tobytes()
+    np.testing.assert_array_equal(scan.object[:, :S], one.train_scan.object)
+    assert not np.allclose(scan.object[:, S + N:], one.train_scan.object)
+    assert np.all(scan.object[:, S:S + N] == 0)
+    # positions sit on their own object, and each patch is that object's patch at that position
+    np.testing.assert_allclose(scan.positions[m:], one.train_scan.positions + [0, S + N])
+    from ptycho_exp.physics.scan import extract_patches
+
+    np.testing.assert_allclose(extract_patches(scan.object, scan.positions[m + 5:m + 6], N), scan.patches[m + 5:m + 6])
+    # groups never mix the objects, and the samples are drawn over both
+    on_second = two.train.groups >= m
+    assert np.all(on_second.all(axis=1) | (~on_second).all(axis=1))
+    assert 0.3 < on_second[:, 0].mean() < 0.7
+    # the photon statistics cover all patterns; the test set is unchanged
+    assert two.info["train"]["photons"]["mean_counts_per_pattern"] == pytest.approx(1e4, rel=0.01)
+    assert two.test.diffraction.tobytes() == one.test.diffraction.tobytes()
+    again = build_datasets(_fields(gridsize=2, grouping=grouping, n_train_objects=2, n_train=200), seed=3,
+                           cache_dir=tmp_path)
+    assert again.info["train_cache"]["hit"] is True
+    assert again.train.groups.tobytes() == two.train.groups.tobytes()
+
+
+def test_too_many_samples_for_the_objects_name_the_fields(tmp_path):
+    m = simulate.simulate_object_scan(_fields(), "train").n_positions
+    with pytest.raises(ConfigError, match=r"data\.n_train=.*data\.n_train_objects"):
+        build_datasets(_fields(n_train=m + 1), seed=0, cache_dir=tmp_path)
+    assert build_datasets(_fields(n_train=m + 1, n_train_objects=2), seed=0, cache_dir=tmp_path).train.n == m + 1
+    with pytest.raises(ValueError, match="index"):
+        simulate.simulate_object_scan(_fields(), "test", index=1)
+
+
 def test_block_grouping_keeps_the_training_step_between_test_neighbours(tmp_path):
     knn = build_datasets(_fields(gridsize=2), seed=3, cache_dir=tmp_path)
     block = build_datasets(_fields(gridsize=2, grouping="block"), seed=3, cache_dir=tmp_path)
@@ -194,7 +237,7 @@ CONDITIONAL_CHANGES = {
     "probe_path": (None, {"probe": "file"}),  # by content, see test_probe_file_enters_the_key_by_content
 }
 # (grouping=block with gridsize > 1 does change the *test* scan: see the block grouping test)
-NOT_KEYED = {"kind": "npz", "gridsize": 2, "n_train": 16, "n_test": 10, "k_neighbors": 9,
+NOT_KEYED = {"kind": "npz", "gridsize": 2, "n_train": 16, "n_train_objects": 2, "n_test": 10, "k_neighbors": 9,
              "train_path": "/x.npz", "test_path": "/y.npz", "grouping": "block"}
 
 
@@ -529,6 +572,14 @@ def test_cli_simulate_inspect_split_round_trip(tmp_path):
     assert step == pytest.approx(10.0)  # the default test stride
     assert f"overlap: patch {1 - 10 / 32:.0%}" in text
     assert "WARNING" not in text
+
+    two = tmp_path / "two.npz"  # two training objects: the set a job with data.n_train_objects=2 draws from
+    res = _ptycho_exp(["data", "simulate", "--which", "train", "--out", str(two), "data.N=32", "data.object_size=128",
+                       "data.n_train_objects=2"], tmp_path)
+    assert res.returncode == 0 and "2 objects side by side" in res.stdout, res.stderr
+    pair = load_contract_npz(two)
+    built = build_datasets({"N": 32, "object_size": 128, "n_train_objects": 2}, seed=0, cache_dir=tmp_path / "c")
+    assert pair.object.shape == (128, 2 * 128 + 32) and _digest(pair) == _digest(built.train_scan)
 
     train, test = tmp_path / "train.npz", tmp_path / "test.npz"
     res = _ptycho_exp(["data", "split", str(out), "--train-out", str(train), "--test-out", str(test)], tmp_path)

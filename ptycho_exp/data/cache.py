@@ -53,11 +53,17 @@ def _file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def key_fields(fields: DataConfig | Mapping[str, Any], which: str) -> dict:
-    """The canonical fields that determine the simulated ``which`` scan (what :func:`dataset_key` hashes)."""
+def key_fields(fields: DataConfig | Mapping[str, Any], which: str, index: int = 0) -> dict:
+    """The canonical fields that determine the simulated ``which`` scan (what :func:`dataset_key` hashes).
+
+    ``index`` is the training object's number (``data.n_train_objects``); object 0 keeps the key it
+    has with a single object, so adding objects reuses the cached first one.
+    """
     f = resolve_data_fields(fields)
     keyed = {name: f[name] for name in _ALWAYS_KEYED}
     keyed["seed"] = scan_seed(f, which)
+    if index:
+        keyed["object_index"] = int(index)
     if f["scan"] == "grid":
         keyed["stride"] = scan_stride(f, which)
         if block_test_layout(f, which):
@@ -74,7 +80,7 @@ def key_fields(fields: DataConfig | Mapping[str, Any], which: str) -> dict:
     return keyed
 
 
-def dataset_key(fields: DataConfig | Mapping[str, Any], which: str | None = None) -> str:
+def dataset_key(fields: DataConfig | Mapping[str, Any], which: str | None = None, index: int = 0) -> str:
     """sha256 (hex) of the canonical JSON of :func:`key_fields`.
 
     ``which`` ("train" or "test") may be given as an argument or as ``fields["which"]``.
@@ -89,7 +95,7 @@ def dataset_key(fields: DataConfig | Mapping[str, Any], which: str | None = None
         fields = {k: v for k, v in fields.items() if k != "which"}
     if which not in WHICH:
         raise ValueError(f"which={which!r}: choose 'train' or 'test'")
-    canonical = json.dumps(key_fields(fields, which), sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps(key_fields(fields, which, index), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
@@ -110,7 +116,7 @@ def _read_cached(path: str) -> ScanData | None:
 
 
 def load_or_simulate(cache_dir, fields: DataConfig | Mapping[str, Any],
-                     which: str) -> tuple[ScanData, bool, str]:
+                     which: str, index: int = 0) -> tuple[ScanData, bool, str]:
     """The ``which`` scan of ``fields`` from the cache, simulating and storing it on a miss.
 
     Parameters
@@ -118,6 +124,7 @@ def load_or_simulate(cache_dir, fields: DataConfig | Mapping[str, Any],
     cache_dir : folder of the cache (created if needed)
     fields : data config (``DataConfig``, dict or ``DictConfig``)
     which : "train" or "test"
+    index : training object number (0 … ``data.n_train_objects`` - 1)
 
     Returns
     -------
@@ -128,7 +135,7 @@ def load_or_simulate(cache_dir, fields: DataConfig | Mapping[str, Any],
 
     cache_dir = os.fspath(cache_dir)
     os.makedirs(cache_dir, exist_ok=True)
-    key = dataset_key(fields, which)
+    key = dataset_key(fields, which, index)
     path = cache_path(cache_dir, key)
     scan = _read_cached(path)
     if scan is not None:
@@ -143,7 +150,7 @@ def load_or_simulate(cache_dir, fields: DataConfig | Mapping[str, Any],
             os.remove(path)  # corrupt: replace it
         logger.info("dataset cache miss (%s): simulating %s", which, path)
         start = time.perf_counter()
-        scan = simulate_object_scan(fields, which)
+        scan = simulate_object_scan(fields, which, index)
         scan.meta["cache_key"] = key
         save_contract_npz(path, scan)
         logger.info("simulated %d patterns in %.1f s -> %s", scan.n_positions, time.perf_counter() - start, path)

@@ -5,6 +5,9 @@ Sampling rules
 - Training: ``n_train`` samples whose centres are drawn with ``np.random.default_rng(seed)``
   uniformly without replacement over the whole training scan (spatially unbiased); for
   gridsize g > 1 each sample is a group of g² neighbours (see :func:`ptycho_exp.physics.scan.group_around`).
+- Several training objects (``data.n_train_objects``): their scans are laid side by side, each
+  object's positions moved right by the widths before it plus a gap of N px, so no group spans two
+  objects; the ``n_train`` centres are drawn over all positions of all objects.
 - Test: every test position is a centre (so each belongs to at least one group), or ``n_test``
   centres drawn with ``np.random.default_rng(data.test_seed)`` so every arm and seed sees the same
   subset; the groups' neighbour choices use that same generator.
@@ -39,6 +42,47 @@ class Datasets:
     train_scan: ScanData | None
     test_scan: ScanData
     info: dict = field(default_factory=dict)
+
+
+def side_by_side(scans: list[ScanData], gap: int) -> ScanData:
+    """One scan of several objects placed left to right with ``gap`` px between them.
+
+    Parameters
+    ----------
+    scans : scans of objects of equal height, sharing one probe
+    gap : columns of zeros between neighbouring objects (at least N keeps every patch on one object)
+
+    Returns
+    -------
+    ScanData whose ``object`` is the canvas, ``positions`` are moved onto it, and ``meta`` is the first
+    scan's plus ``n_objects``, ``object_origins`` ([y, x] of each object on the canvas) and a
+    ``photon_scale`` that keeps the mean counts per pattern of all patterns together. One scan is
+    returned as it is.
+    """
+    if len(scans) == 1:
+        return scans[0]
+    heights = {s.object.shape[0] for s in scans}
+    if len(heights) != 1:
+        raise ValueError(f"objects of different heights {sorted(heights)} cannot be placed side by side")
+    canvas, positions, origins, x0 = [], [], [], 0
+    for i, s in enumerate(scans):
+        if i:
+            canvas.append(np.zeros((s.object.shape[0], gap), dtype=s.object.dtype))
+            x0 += gap
+        canvas.append(s.object)
+        positions.append(np.asarray(s.positions, dtype=np.float64) + np.array([0.0, x0]))
+        origins.append([0, x0])
+        x0 += s.object.shape[1]
+    diffraction = np.concatenate([s.diffraction for s in scans])
+    patches = None if any(s.patches is None for s in scans) else np.concatenate([s.patches for s in scans])
+    meta = dict(scans[0].meta)
+    meta.update({"n_objects": len(scans), "object_origins": origins})
+    if all("photon_scale" in s.meta for s in scans):
+        counts = sum(float(s.meta["photon_scale"]) ** 2 * mean_pattern_energy(s.diffraction) * s.n_positions
+                     for s in scans) / diffraction.shape[0]
+        meta["photon_scale"] = float(np.sqrt(counts / mean_pattern_energy(diffraction)))
+    return ScanData(diffraction=diffraction, positions=np.concatenate(positions), probe=scans[0].probe,
+                    object=np.concatenate(canvas, axis=1), patches=patches, meta=meta)
 
 
 def make_samples(scan: ScanData, groups: np.ndarray) -> Samples:
@@ -77,8 +121,9 @@ def training_groups(scan: ScanData, n_train: int, gridsize: int, k: int, seed: i
     m = scan.n_positions
     if n_train > m:
         raise ConfigError(f"data.n_train={n_train} is invalid: the training scan has only {m} positions "
-                          f"(one sample per centre); use data.n_train<={m} or a denser scan "
-                          "(smaller data.train_stride, larger data.object_size or more data.n_random_positions)")
+                          f"(one sample per centre); use data.n_train<={m}, more objects (data.n_train_objects) "
+                          "or a denser scan (smaller data.train_stride, larger data.object_size or more "
+                          "data.n_random_positions)")
     rng = np.random.default_rng(seed)
     centres = rng.choice(m, size=n_train, replace=False).astype(np.int64)
     return make_groups(scan, centres, gridsize, k, rng, grouping)
@@ -127,8 +172,8 @@ def _load_npz_scan(path: str, N: int, key: str) -> ScanData:
 def _split_info(scan: ScanData, samples: Samples) -> dict:
     """Summary of one split for ``result.json``: counts, photon statistics and the sampled scan's geometry."""
     summary = scan_summary(scan.positions, scan.N, subset=samples.groups, beam_diameter=probe_diameter(scan.probe))
-    return {"n_positions": scan.n_positions, "n_samples": samples.n, "photons": _photon_stats(scan),
-            "scan": summary}
+    return {"n_positions": scan.n_positions, "n_objects": int(scan.meta.get("n_objects", 1)),
+            "n_samples": samples.n, "photons": _photon_stats(scan), "scan": summary}
 
 
 def build_datasets(data_cfg: DataConfig | Mapping[str, Any], seed: int, cache_dir,
@@ -157,8 +202,11 @@ def build_datasets(data_cfg: DataConfig | Mapping[str, Any], seed: int, cache_di
         from ptycho_exp.data.cache import load_or_simulate
 
         if need_train:
-            train_scan, hit, key = load_or_simulate(cache_dir, f, "train")
-            info["train_cache"] = {"hit": hit, "key": key}
+            loaded = [load_or_simulate(cache_dir, f, "train", i) for i in range(f["n_train_objects"])]
+            train_scan = side_by_side([scan for scan, _, _ in loaded], gap=f["N"])
+            info["train_cache"] = {"hit": all(hit for _, hit, _ in loaded), "key": loaded[0][2]}
+            if len(loaded) > 1:
+                info["train_cache"]["keys"] = [key for _, _, key in loaded]
         test_scan, hit, key = load_or_simulate(cache_dir, f, "test")
         info["test_cache"] = {"hit": hit, "key": key}
     elif f["kind"] == "npz":

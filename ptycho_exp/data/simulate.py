@@ -37,8 +37,8 @@ _CHUNK = 1024
 
 _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(DataConfig)}
 _FLOAT_FIELDS = {"nphotons", "probe_scale", "probe_defocus", "train_stride", "test_stride", "jitter"}
-_INT_FIELDS = {"object_size", "N", "gridsize", "n_train", "n_random_positions", "train_seed", "test_seed",
-               "k_neighbors"}
+_INT_FIELDS = {"object_size", "N", "gridsize", "n_train", "n_train_objects", "n_random_positions", "train_seed",
+               "test_seed", "k_neighbors"}
 
 
 def resolve_data_fields(data: DataConfig | Mapping[str, Any]) -> dict:
@@ -87,8 +87,10 @@ def scan_stride(fields: Mapping[str, Any], which: str) -> float:
     return float(fields["train_stride"] if which == "train" else fields["test_stride"])
 
 
-def _stream(seed: int, stream: int) -> np.random.Generator:
-    return np.random.default_rng([int(seed), int(stream)])
+def _stream(seed: int, stream: int, index: int = 0) -> np.random.Generator:
+    """Random stream ``stream`` of the scan seeded ``seed``; ``index`` > 0 picks another training object."""
+    key = [int(seed), int(stream)] if index == 0 else [int(seed), int(stream), int(index)]
+    return np.random.default_rng(key)
 
 
 def simulate_scan(obj: np.ndarray, probe: np.ndarray, positions: np.ndarray, nphotons: float,
@@ -140,22 +142,27 @@ def simulate_positions(fields: Mapping[str, Any], which: str, rng: np.random.Gen
     return positions
 
 
-def simulate_object_scan(data_fields: DataConfig | Mapping[str, Any], which: str) -> ScanData:
+def simulate_object_scan(data_fields: DataConfig | Mapping[str, Any], which: str, index: int = 0) -> ScanData:
     """Simulate the ``which`` ("train" or "test") scan described by the data config.
 
     Builds the object (seeded by ``train_seed``/``test_seed``), the probe, the positions and the
-    noise; the ground-truth patches and object are kept in the result.
+    noise; the ground-truth patches and object are kept in the result. ``index`` > 0 gives training
+    object number ``index`` of ``data.n_train_objects``: its object, positions and noise come from
+    streams of their own, so object 0 is the same whatever the number of objects.
     """
     fields = resolve_data_fields(data_fields)
     seed = scan_seed(fields, which)
-    obj = make_object(fields["object"], fields["object_size"], _stream(seed, _OBJECT_STREAM),
+    index = int(index)
+    if index < 0 or (index > 0 and which != "train"):
+        raise ValueError(f"index={index}: only the training scan has more than one object (index >= 0)")
+    obj = make_object(fields["object"], fields["object_size"], _stream(seed, _OBJECT_STREAM, index),
                       phase=fields["object_phase"])
     probe = make_probe(fields["probe"], fields["N"], fields["probe_scale"], defocus=fields["probe_defocus"],
                        path=fields["probe_path"])
-    positions = simulate_positions(fields, which, _stream(seed, _SCAN_STREAM))
+    positions = simulate_positions(fields, which, _stream(seed, _SCAN_STREAM, index))
     scan = simulate_scan(obj, probe, positions, fields["nphotons"], fields["noise"],
-                         _stream(seed, _NOISE_STREAM))
-    scan.meta.update({"which": which, "seed": seed, "simulator_version": SIMULATOR_VERSION,
+                         _stream(seed, _NOISE_STREAM, index))
+    scan.meta.update({"which": which, "seed": seed, "object_index": index, "simulator_version": SIMULATOR_VERSION,
                       "object": fields["object"], "probe": fields["probe"], "scan": fields["scan"]})
     if block_test_layout(fields, which):  # consecutive runs of g*g positions are the samples
         scan.meta["block_size"] = int(fields["gridsize"]) ** 2
