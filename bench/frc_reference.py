@@ -16,6 +16,7 @@ Usage::
     python bench/frc_reference.py JOB_DIR
     python bench/frc_reference.py JOB_DIR --tiled 10 --name frc_reference_full_cpu
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,9 +81,9 @@ def tile_groups(patches: np.ndarray, positions: np.ndarray, width: int) -> np.nd
     out = np.zeros((rows.size * width, cols.size * width), dtype=np.complex128)
     for g in range(patches.shape[0]):
         cy, cx = np.round(N / 2 + centroid[g] - positions[g, 0]).astype(int)
-        block = patches[g, cy - width // 2: cy - width // 2 + width, cx - width // 2: cx - width // 2 + width, 0]
+        block = patches[g, cy - width // 2 : cy - width // 2 + width, cx - width // 2 : cx - width // 2 + width, 0]
         r, c = np.searchsorted(rows, centroid[g, 0]), np.searchsorted(cols, centroid[g, 1])
-        out[r * width:(r + 1) * width, c * width:(c + 1) * width] = block
+        out[r * width : (r + 1) * width, c * width : (c + 1) * width] = block
     return out
 
 
@@ -90,9 +91,13 @@ def _scores(gt_amp, rec_amp) -> dict:
     from ptycho_exp.evaluate.frc import frc50
 
     curve, ref50 = frc_reference_style(gt_amp, rec_amp)
-    return {"frc50_spec": float(frc50(gt_amp, rec_amp)), "frc50_reference_style": ref50,
-            "frc50_reference_style_unsmoothed": frc_reference_style(gt_amp, rec_amp, sigma=0)[1],
-            "curve_every_8_rings": [round(float(v), 3) for v in curve[::8]], "shape": list(gt_amp.shape)}
+    return {
+        "frc50_spec": float(frc50(gt_amp, rec_amp)),
+        "frc50_reference_style": ref50,
+        "frc50_reference_style_unsmoothed": frc_reference_style(gt_amp, rec_amp, sigma=0)[1],
+        "curve_every_8_rings": [round(float(v), 3) for v in curve[::8]],
+        "shape": list(gt_amp.shape),
+    }
 
 
 def _tiled(job: Path, width: int) -> dict:
@@ -124,8 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         out[f"tiled_{args.tiled}px"] = _tiled(args.job, args.tiled)
     for k, v in out.items():
         if isinstance(v, dict):
-            print(f"{k:18} shape {v['shape']}: FRC50 SPEC §6 {v['frc50_spec']:.1f}, PtychoPINN-style "
-                  f"{v['frc50_reference_style']} (unsmoothed {v['frc50_reference_style_unsmoothed']})")
+            print(
+                f"{k:18} shape {v['shape']}: FRC50 SPEC §6 {v['frc50_spec']:.1f}, PtychoPINN-style "
+                f"{v['frc50_reference_style']} (unsmoothed {v['frc50_reference_style_unsmoothed']})"
+            )
             print(f"{'':18} FRC every 8 rings: {json.dumps(v['curve_every_8_rings'])}")
     if args.name:
         print(f"wrote {write_result(args.name, out)}")
