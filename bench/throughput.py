@@ -68,6 +68,7 @@ def measure(model_name: str, N: int, gridsize: int, batch: int, precision: str, 
         _on_gpu,
         compute_norm_factor,
         cpu_has_bf16,
+        onednn_enabled,
         precision_policy,
         predict_patches,
         seed_everything,
@@ -123,6 +124,7 @@ def measure(model_name: str, N: int, gridsize: int, batch: int, precision: str, 
     gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
     return {"model": model_name, "N": N, "gridsize": gridsize, "batch": batch, "precision": precision,
             "dtype_policy": policy, "jit_compile": bool(jit), "device": gpus[0] if gpus else "CPU",
+            "onednn": onednn_enabled(),
             "n_params": int(model.n_params), "steps": steps, "warmup_s": first_s, "train_s": wall,
             "train_cpu_s": cpu, "train_patterns_per_s": patterns / wall,
             "train_patterns_per_cpu_s": patterns / max(cpu, 1e-9),
@@ -156,7 +158,10 @@ def job_peak_rss(n_train: int, epochs: int, timeout: float) -> dict:
 # --------------------------------------------------------------------------- parent
 def run_row(spec: dict, timeout: float) -> dict:
     """One configuration in a fresh process; a failure becomes a row with ``error``."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+    from ptycho_exp.run import tensorflow_env
+
+    # the settings a job's process gets (oneDNN on), then quieter logs
+    env = {**os.environ, **tensorflow_env(), "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
     try:
         proc = subprocess.run(cmd, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)

@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
             return _data(args)
         if args.cmd == "predict":
             from ptycho_exp.predict import predict_file
+            from ptycho_exp.run import use_tensorflow_env
+
+            use_tensorflow_env()
 
             print(predict_file(args.model_dir, args.data, args.out))
             return 0

@@ -12,6 +12,7 @@ Schema (every job writes exactly one, atomically)::
      "resources": {"peak_rss_mb", "n_params"},
      "final_losses": {...}, "data": {...cache hit/miss, counts...},
      "dtype_policy": "float32", "device": "CPU" | GPU name,   # networks: how and where they trained
+     "onednn": true | false | null,  # networks: TensorFlow's CPU kernels were oneDNN's (TF_ENABLE_ONEDNN_OPTS)
      "provenance": {"git_sha", "host", "python", "versions", "started_at", "finished_at", "argv"},
      "config": {...resolved job config...}, "attempts": int}
 """

@@ -24,6 +24,23 @@ from ptycho_exp.config import ConfigError, validate
 
 log = logging.getLogger("ptycho_exp.run")
 JOB_CONFIG_FILE = "job_config.json"
+# TensorFlow settings a job process starts with unless the caller's environment sets them (read once,
+# when TensorFlow is first imported). TensorFlow turns on its oneDNN kernels by itself only on CPUs with
+# AVX-512 VNNI/BF16 or AMX; on AVX2-only CPUs (AMD Zen 3, older Xeons) its default Eigen kernels train
+# the networks 20-30 % and predict 45-55 % slower (docs/PERFORMANCE.md, "CPUs without bfloat16").
+TENSORFLOW_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "1"}
+
+
+def tensorflow_env(environ: dict | None = None) -> dict[str, str]:
+    """:data:`TENSORFLOW_ENV`, each value overridden by ``environ`` (default ``os.environ``) where set there."""
+    environ = os.environ if environ is None else environ
+    return {key: environ.get(key, default) for key, default in TENSORFLOW_ENV.items()}
+
+
+def use_tensorflow_env() -> None:
+    """Put :data:`TENSORFLOW_ENV` into this process's environment where unset (before TensorFlow is imported)."""
+    for key, value in tensorflow_env().items():
+        os.environ.setdefault(key, value)
 
 
 # --------------------------------------------------------------------------- config helpers
@@ -215,7 +232,7 @@ def child_env(cfg: Any, job_num: int, n_parallel: int, gpus: list[str] | None = 
         per_job = max(1, (n_cpus or os.cpu_count() or 1) // n_parallel)
         env.update(OMP_NUM_THREADS=str(per_job), PTYCHO_EXP_INTRA_THREADS=str(per_job))
     env["PYTHONUNBUFFERED"] = "1"
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+    env.update(tensorflow_env())
     return env
 
 
@@ -323,7 +340,11 @@ def run_job(job_cfg: dict, job_dir: Path, isolate: bool, retries: int = 0, env: 
     for attempt in range(retries + 1):
         if attempt:
             log.warning("retry %d/%d of %s after: %s", attempt, retries, job_dir, res.get("error"))
-        res = run_isolated(job_cfg, job_dir, env) if isolate else train_and_evaluate(job_cfg, job_dir)
+        if isolate:
+            res = run_isolated(job_cfg, job_dir, env)
+        else:  # in this process: the TensorFlow settings count only if TensorFlow is not imported yet
+            use_tensorflow_env()
+            res = train_and_evaluate(job_cfg, job_dir)
         if res.get("status") == "ok":
             break
     if retries and res.get("status") != "ok":

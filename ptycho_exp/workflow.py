@@ -227,6 +227,7 @@ def run_science(cfg: Any, job_dir: Path) -> dict:
         out["epochs_run"] = fit.epochs_run
         out["dtype_policy"] = fit.dtype_policy
         out["device"] = fit.device
+        out["onednn"] = fit.onednn
         out["schedule"] = fit.schedule
         release_tf()
     else:

@@ -14,6 +14,18 @@ TINY = ["data.N=32", "data.object_size=128", "data.n_train=64", "data.test_strid
         "train.tensorboard=false", "eval.upsample_factor=10"]
 
 
+def pytest_configure(config):
+    """Tests that import TensorFlow in this process get a job's TensorFlow settings (oneDNN on, quiet)."""
+    from ptycho_exp.run import use_tensorflow_env
+
+    use_tensorflow_env()
+
+
+def onednn_expected() -> bool:
+    """Whether a job started from this environment should run on TensorFlow's oneDNN CPU kernels."""
+    return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1").strip().lower() in ("1", "true")
+
+
 def run_cli(args: list[str], tmp_path: Path, timeout: float = 600, env: dict | None = None,
             module: str = "ptycho_exp") -> subprocess.CompletedProcess:
     """``python -m <module> args`` with the dataset cache inside tmp_path."""

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import TINY, run_cli
+from conftest import TINY, onednn_expected, run_cli
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
@@ -507,6 +507,7 @@ def test_job_writes_every_metric(job, request):
     assert on_disk["resources"]["peak_rss_mb"] > 0 and on_disk["resources"]["n_params"] > 1e5
     assert on_disk["epochs_run"] == 2
     assert on_disk["device"] == "CPU"  # what it trained on (these tests hide GPUs); a GPU job names its GPU
+    assert on_disk["onednn"] is onednn_expected()  # TensorFlow's CPU kernels, recorded with the results
     expected = ({"unit": "steps", "steps_per_epoch": 2, "lr_patience": 11, "early_stopping_patience": 15}
                 if job == "pinn_g2_job" else {"unit": "epochs", "lr_patience": 2, "early_stopping_patience": 6})
     assert {k: on_disk["schedule"][k] for k in expected} == expected

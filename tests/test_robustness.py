@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bad_inputs.corpus import all_cases, build_case, valid_arrays
-from conftest import ROOT, run_cli
+from conftest import ROOT, onednn_expected, run_cli
 
 PKG = ROOT / "ptycho_exp"
 TF_MARKER = "TENSORFLOW_IMPORTED_DURING_A_BAD_INPUT_RUN"
@@ -334,6 +334,7 @@ def test_same_config_and_seed_give_bit_identical_metrics_and_rerun_reproduces_th
     rec = json.loads((job / "result.json").read_text())
     assert rec["status"] == "ok" and rec["config"]["train"]["deterministic"] is True
     assert rec["provenance"]["versions"]["tensorflow"] and rec["seed"] == rec["config"]["seed"]
+    assert rec["onednn"] is onednn_expected()  # the job's process got oneDNN (TF leaves it off on AVX2-only CPUs)
 
     again = tmp_path / "again"
     res = run_cli(["rerun", str(job), "--out", str(again)], tmp_path, module="ptycho_exp.cli")

@@ -411,6 +411,17 @@ def test_child_env_round_robins_gpus_and_splits_threads() -> None:
     assert [parallel_jobs(n, n_cpus=8) for n in (None, 1, 2, -1, -2)] == [1, 1, 2, 8, 7]
 
 
+
+def test_jobs_get_tensorflow_settings_unless_the_caller_sets_them() -> None:
+    from ptycho_exp.run import child_env, tensorflow_env
+    from ptycho_exp.study.plan import compose_job_config
+
+    assert tensorflow_env({}) == {"TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "1"}
+    assert tensorflow_env({"TF_ENABLE_ONEDNN_OPTS": "0"})["TF_ENABLE_ONEDNN_OPTS"] == "0"  # the user's choice wins
+    env = child_env(compose_job_config(["hardware=local"]), 0, 1)
+    assert env["TF_ENABLE_ONEDNN_OPTS"] == os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1")
+
+
 @pytest.mark.parametrize("name", ["slurm_cpu", "slurm_gpu"])
 def test_slurm_hardware_requeues_on_timeout(name: str) -> None:
     from ptycho_exp.study.plan import compose_job_config

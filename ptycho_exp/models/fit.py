@@ -49,6 +49,7 @@ class FitResult:
     train_patterns_per_s: float = 0.0
     dtype_policy: str = "float32"
     device: str = "CPU"
+    onednn: bool | None = None
     schedule: dict = field(default_factory=dict)
 
 
@@ -244,6 +245,17 @@ def gpu_names() -> list[str]:
 def training_device() -> str:
     """What TensorFlow trains on: the first GPU's name, else ``"CPU"``."""
     return next(iter(gpu_names()), "CPU")
+
+
+def onednn_enabled() -> bool | None:
+    """Whether TensorFlow's CPU kernels are oneDNN's (``TF_ENABLE_ONEDNN_OPTS``; results differ in the last
+    bits from its Eigen kernels); None where this TensorFlow does not say."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:
+        return None
+    is_enabled = getattr(_pywrap_util_port, "IsMklEnabled", None)
+    return bool(is_enabled()) if callable(is_enabled) else None
 
 
 def _build(model_cfg, N: int, gridsize: int, probe, nphotons: float, dtype: str):
@@ -465,7 +477,8 @@ def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray,
     return FitResult(model=model.inference_model, norm_factor=norm, history=history,
                      train_seconds=train_seconds, n_params=model.n_params, final_losses=final,
                      epochs_run=epochs_run, train_patterns_per_s=patterns / max(train_seconds, 1e-9),
-                     dtype_policy=policy, schedule=schedule, device=training_device())
+                     dtype_policy=policy, schedule=schedule, device=training_device(),
+                     onednn=onednn_enabled())
 
 
 def save_network(model: Any, model_dir: Path, meta: dict) -> Path:
