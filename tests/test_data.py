@@ -301,6 +301,19 @@ def test_a_corrupt_cache_file_is_simulated_again(tmp_path):
     assert load_contract_npz(path).diffraction.tobytes() == scan.diffraction.tobytes()
 
 
+def test_a_cache_file_with_flipped_data_bytes_is_simulated_again(tmp_path):
+    """A hit skips the value scans (NaN, sign) of its own files; the zip CRC still catches damaged data."""
+    scan, _, key = cache.load_or_simulate(tmp_path, _fields(), "test")
+    path = Path(cache.cache_path(tmp_path, key))
+    raw = bytearray(path.read_bytes())
+    start = raw.index(b"diffraction.npy") + 4096  # well inside the (uncompressed) diffraction member
+    raw[start:start + 8] = np.full(2, np.nan, dtype=np.float32).tobytes()  # NaN where data was: a bad CRC
+    path.write_bytes(bytes(raw))
+    again, hit, _ = cache.load_or_simulate(tmp_path, _fields(), "test")
+    assert hit is False and _digest(again) == _digest(scan)
+    assert np.isfinite(load_contract_npz(path).diffraction).all()
+
+
 def _cache_worker(cache_dir, fields, barrier, queue):
     barrier.wait()
     scan, hit, key = cache.load_or_simulate(cache_dir, fields, "train")

@@ -93,8 +93,8 @@ def _check_numeric(path: str, key: str, arr: np.ndarray, allow_complex: bool) ->
                     "store it as float32" + (" or complex64" if allow_complex else ""))
 
 
-def _check_finite(path: str, key: str, arr: np.ndarray) -> None:
-    if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
+def _check_finite(path: str, key: str, arr: np.ndarray, check_values: bool = True) -> None:
+    if check_values and arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
         bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
         raise _fail(path, key, f"contains {bad} NaN/Inf values", "remove or repair those entries before saving")
 
@@ -319,13 +319,16 @@ def contract_header(path) -> dict:
     return {"M": m, "N": n, "diffraction_key": diff_key, "arrays": arrays}
 
 
-def load_contract_npz(path, check_intensity: bool = True) -> ScanData:
+def load_contract_npz(path, check_intensity: bool = True, check_values: bool = True) -> ScanData:
     """Load and validate a contract NPZ file.
 
     Parameters
     ----------
     path : path to the ``.npz`` file
     check_intensity : warn (``logging`` and ``warnings``) when the data looks like intensity
+    check_values : scan the arrays for NaN/Inf and negative amplitudes and record ``normalisation_factor``.
+        The dataset cache turns this off for its own files: it wrote them from checked simulations, and the
+        zip CRC of every member still catches a damaged file. Keys, shapes and dtypes are always checked.
 
     Returns
     -------
@@ -365,8 +368,9 @@ def load_contract_npz(path, check_intensity: bool = True) -> ScanData:
     if diff.shape[1] != diff.shape[2]:
         raise _fail(path, diff_key, f"has non-square patterns {diff.shape[1:]}: expected (M, N, N)",
                     "crop the patterns to a square N×N around the zero frequency")
-    _check_finite(path, diff_key, diff)
-    if diff.dtype.kind == "i" and np.min(diff) < 0 or diff.dtype.kind == "f" and float(np.min(diff)) < 0:
+    _check_finite(path, diff_key, diff, check_values)
+    if check_values and (diff.dtype.kind == "i" and np.min(diff) < 0
+                         or diff.dtype.kind == "f" and float(np.min(diff)) < 0):
         raise _fail(path, diff_key, f"has negative values (min {float(np.min(diff)):g}): an amplitude is >= 0",
                     "clip background-subtracted data at 0 (np.clip(x, 0, None)) and store sqrt(intensity)")
 
@@ -377,7 +381,7 @@ def load_contract_npz(path, check_intensity: bool = True) -> ScanData:
         if arr.ndim != 1 or arr.shape[0] != m:
             raise _fail(path, key, f"has shape {arr.shape}: expected ({m},), one coordinate per pattern of "
                         f"'{diff_key}' {diff.shape}", f"save {key} as a 1-D array of length {m}")
-        _check_finite(path, key, arr)
+        _check_finite(path, key, arr, check_values)
         coords[key] = arr.astype(np.float64, copy=False)
 
     probe = arrays["probeGuess"]
@@ -385,7 +389,7 @@ def load_contract_npz(path, check_intensity: bool = True) -> ScanData:
     if probe.shape != (n, n):
         raise _fail(path, "probeGuess", f"has shape {probe.shape}: expected ({n}, {n}) to match the "
                     f"{n}×{n} patterns of '{diff_key}'", f"save a ({n}, {n}) probe")
-    _check_finite(path, "probeGuess", probe)
+    _check_finite(path, "probeGuess", probe, check_values)
 
     obj = None
     if "objectGuess" in arrays:
@@ -395,7 +399,7 @@ def load_contract_npz(path, check_intensity: bool = True) -> ScanData:
             raise _fail(path, "objectGuess", f"has shape {obj.shape}: expected a 2-D (H, W) object",
                         "save the object as one 2-D complex array (or leave objectGuess out)")
         _check_not_empty(path, "objectGuess", obj)
-        _check_finite(path, "objectGuess", obj)
+        _check_finite(path, "objectGuess", obj, check_values)
         obj = obj.astype(np.complex64, copy=False)
 
     patches = None
@@ -407,7 +411,7 @@ def load_contract_npz(path, check_intensity: bool = True) -> ScanData:
         if patches.shape != (m, n, n):
             raise _fail(path, "Y", f"has shape {patches.shape}: expected ({m}, {n}, {n}) ground-truth patches",
                         "save one N×N complex patch per pattern (or leave Y out)")
-        _check_finite(path, "Y", patches)
+        _check_finite(path, "Y", patches, check_values)
         patches = patches.astype(np.complex64, copy=False)
 
     meta: dict = {}
@@ -418,9 +422,10 @@ def load_contract_npz(path, check_intensity: bool = True) -> ScanData:
             logger.warning("%s: 'meta_json' is not valid JSON; ignored", path)
     meta.update({"source": path, "diffraction_key": diff_key})
     diffraction = diff.astype(np.float32, copy=False)
-    energy = pattern_energy(diff)  # float64 sums: uint16 data does not overflow
-    if np.any(energy > 0):
-        meta["normalisation_factor"] = float((n / 2.0) / np.sqrt(energy.mean()))
+    if check_values:
+        energy = pattern_energy(diff)  # float64 sums: uint16 data does not overflow
+        if np.any(energy > 0):
+            meta["normalisation_factor"] = float((n / 2.0) / np.sqrt(energy.mean()))
     if check_intensity:
         reason = intensity_suspicion(diff, probe)
         if reason:
