@@ -27,7 +27,7 @@ JOB_CONFIG_FILE = "job_config.json"
 # TensorFlow settings a job process starts with unless the caller's environment sets them (read once,
 # when TensorFlow is first imported). TensorFlow turns on its oneDNN kernels by itself only on CPUs with
 # AVX-512 VNNI/BF16 or AMX; on AVX2-only CPUs (AMD Zen 3, older Xeons) its default Eigen kernels train
-# the networks 20-30 % and predict 45-55 % slower (docs/PERFORMANCE.md, "CPUs without bfloat16").
+# the networks 15-36 % slower (docs/PERFORMANCE.md, "CPUs without bfloat16").
 TENSORFLOW_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "1"}
 
 

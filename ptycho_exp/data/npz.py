@@ -93,8 +93,8 @@ def _check_numeric(path: str, key: str, arr: np.ndarray, allow_complex: bool) ->
                     "store it as float32" + (" or complex64" if allow_complex else ""))
 
 
-def _check_finite(path: str, key: str, arr: np.ndarray, check_values: bool = True) -> None:
-    if check_values and arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
+def _check_finite(path: str, key: str, arr: np.ndarray) -> None:
+    if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
         bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
         raise _fail(path, key, f"contains {bad} NaN/Inf values", "remove or repair those entries before saving")
 
@@ -345,6 +345,7 @@ def load_contract_npz(path, check_intensity: bool = True, check_values: bool = T
     """
     path = os.fspath(path)
     contract_header(path)  # path, archive, pickle, declared sizes, keys and shapes: before reading any data
+    check_finite = _check_finite if check_values else (lambda *_: None)
     with _open_archive(path) as archive:
         keys = set(archive.files)
         diff_key = next((k for k in DIFFRACTION_KEYS if k in keys), None)
@@ -368,7 +369,7 @@ def load_contract_npz(path, check_intensity: bool = True, check_values: bool = T
     if diff.shape[1] != diff.shape[2]:
         raise _fail(path, diff_key, f"has non-square patterns {diff.shape[1:]}: expected (M, N, N)",
                     "crop the patterns to a square N×N around the zero frequency")
-    _check_finite(path, diff_key, diff, check_values)
+    check_finite(path, diff_key, diff)
     if check_values and (diff.dtype.kind == "i" and np.min(diff) < 0
                          or diff.dtype.kind == "f" and float(np.min(diff)) < 0):
         raise _fail(path, diff_key, f"has negative values (min {float(np.min(diff)):g}): an amplitude is >= 0",
@@ -381,7 +382,7 @@ def load_contract_npz(path, check_intensity: bool = True, check_values: bool = T
         if arr.ndim != 1 or arr.shape[0] != m:
             raise _fail(path, key, f"has shape {arr.shape}: expected ({m},), one coordinate per pattern of "
                         f"'{diff_key}' {diff.shape}", f"save {key} as a 1-D array of length {m}")
-        _check_finite(path, key, arr, check_values)
+        check_finite(path, key, arr)
         coords[key] = arr.astype(np.float64, copy=False)
 
     probe = arrays["probeGuess"]
@@ -389,7 +390,7 @@ def load_contract_npz(path, check_intensity: bool = True, check_values: bool = T
     if probe.shape != (n, n):
         raise _fail(path, "probeGuess", f"has shape {probe.shape}: expected ({n}, {n}) to match the "
                     f"{n}×{n} patterns of '{diff_key}'", f"save a ({n}, {n}) probe")
-    _check_finite(path, "probeGuess", probe, check_values)
+    check_finite(path, "probeGuess", probe)
 
     obj = None
     if "objectGuess" in arrays:
@@ -399,7 +400,7 @@ def load_contract_npz(path, check_intensity: bool = True, check_values: bool = T
             raise _fail(path, "objectGuess", f"has shape {obj.shape}: expected a 2-D (H, W) object",
                         "save the object as one 2-D complex array (or leave objectGuess out)")
         _check_not_empty(path, "objectGuess", obj)
-        _check_finite(path, "objectGuess", obj, check_values)
+        check_finite(path, "objectGuess", obj)
         obj = obj.astype(np.complex64, copy=False)
 
     patches = None
@@ -411,7 +412,7 @@ def load_contract_npz(path, check_intensity: bool = True, check_values: bool = T
         if patches.shape != (m, n, n):
             raise _fail(path, "Y", f"has shape {patches.shape}: expected ({m}, {n}, {n}) ground-truth patches",
                         "save one N×N complex patch per pattern (or leave Y out)")
-        _check_finite(path, "Y", patches, check_values)
+        check_finite(path, "Y", patches)
         patches = patches.astype(np.complex64, copy=False)
 
     meta: dict = {}
