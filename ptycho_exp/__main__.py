@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONF_DIR = str(Path(__file__).resolve().parent / "conf")  # the config tree ships inside the package
 # Targets this app's configs may instantiate (Hydra 1.4 warns about any other): our callbacks and
 # sweeper, Optuna's samplers, and the logging handlers of conf/hydra/job_logging.
 EXECUTION_WHITELIST = ["ptycho_exp.*", "optuna.samplers.*", "logging.*"]

@@ -25,7 +25,7 @@ from conftest import ROOT, run_cli
 TINY = ["data.N=32", "data.object_size=64", "data.n_train=32", "data.n_test=16", "train.epochs=1",
         "train.tensorboard=false", "train.save_model=false", "eval.figures=false", "eval.save_recon=false",
         "eval.upsample_factor=10", "++hydra.callbacks.report.live=false", "++hydra.callbacks.report.final=false"]
-CONF = ROOT / "conf"
+CONF = ROOT / "ptycho_exp" / "conf"
 
 
 # --------------------------------------------------------------------------- helpers

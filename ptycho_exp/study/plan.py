@@ -14,7 +14,7 @@ from ptycho_exp import results
 
 
 def _conf_dir() -> str:
-    return str(Path(__file__).resolve().parents[2] / "conf")
+    return str(Path(__file__).resolve().parents[1] / "conf")
 
 
 def _split(overrides: list[str]) -> tuple[list[str], list[str]]:
