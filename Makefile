@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= multirun/demo
 
-.PHONY: install demo test test-full test-slurm test-browser lint bench bench-quality clean tike-env
+.PHONY: install demo test test-e2e test-full test-slurm test-browser lint bench bench-quality clean tike-env
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,8 +28,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+test-e2e: $(STAMP)
+	$(BIN)/python -m pytest -q -m e2e
+
 test-full: $(STAMP)
-	$(BIN)/python -m pytest -q -m "slow or not slow" -p no:cacheprovider
+	$(BIN)/python -m pytest -q -m "not slurm and not browser" -p no:cacheprovider
 
 test-slurm: $(STAMP)
 	bash scripts/slurm-dev-cluster.sh up

@@ -21,6 +21,22 @@ def pytest_configure(config):
     use_tensorflow_env()
 
 
+# Tests that need an outside service. Locally they skip with the reason when it is missing; under CI=true a
+# skip is a failure, so a CI stage cannot pass by running nothing.
+SERVICE_MARKERS = ("slurm", "browser")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if (report.skipped and os.environ.get("CI", "").lower() == "true"
+            and any(item.get_closest_marker(m) for m in SERVICE_MARKERS)):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true (a CI stage must run its tests): {reason}"
+
+
 def onednn_expected() -> bool:
     """Whether a job started from this environment should run on TensorFlow's oneDNN CPU kernels."""
     return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1").strip().lower() in ("1", "true")
