@@ -48,7 +48,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 
-# SPEC §7 quality on the CPU protocol (lines, N=64, 2,048 patterns, 20 epochs; g=1 and g=2): about an hour.
+# The reference quality (docs/CONTRACT.md §7) on the CPU protocol (lines, N=64, 2,048 patterns, 20 epochs; g=1 and g=2): about an hour.
 bench-quality: $(STAMP)
 	$(BIN)/python bench/quality.py
 

@@ -1,4 +1,4 @@
-"""Dataset cache (issue 7 §3): cost of a hit vs simulating, and K jobs sharing one data config.
+"""Dataset cache: cost of a hit vs simulating, and K jobs sharing one data config.
 
 * Direct: the default training scan (lines, N=64, S=392: 83² = 6,889 patterns) simulated on a cold cache,
   then loaded from it (median of ``--repeat``). Goal: a hit costs < 5 % of simulating.

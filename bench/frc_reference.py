@@ -1,10 +1,10 @@
-"""A job's amplitude FRC50 as SPEC §6 defines it beside the way PtychoPINN's evaluation computes it.
+"""A job's amplitude FRC50 as docs/CONTRACT.md §6 defines it beside the way PtychoPINN's evaluation computes it.
 
-SPEC §6 (``ptycho_exp.evaluate.frc``): the real part of the ring-summed cross spectrum, rings of
+docs/CONTRACT.md §6 (``ptycho_exp.evaluate.frc``): the real part of the ring-summed cross spectrum, rings of
 width 1 in cycles per image width, the first crossing below 0.5 interpolated. PtychoPINN's
 ``evaluation.frc50``: the magnitude of the ring-summed cross spectrum over rings of rounded radius,
 the curve smoothed by a Gaussian of σ = 2 rings, the first ring index below 0.5. The reference table
-(SPEC §7) was made that way, so this script says how much of a gap to it is the metric.
+(docs/CONTRACT.md §7) was made that way, so this script says how much of a gap to it is the metric.
 
 With ``--tiled W`` it also rebuilds both images the way PtychoPINN stitches a test scan: the central
 W px of each test group (around the group's centroid, from its first channel), tiled without
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in out.items():
         if isinstance(v, dict):
             print(
-                f"{k:18} shape {v['shape']}: FRC50 SPEC §6 {v['frc50_spec']:.1f}, PtychoPINN-style "
+                f"{k:18} shape {v['shape']}: FRC50 CONTRACT §6 {v['frc50_spec']:.1f}, PtychoPINN-style "
                 f"{v['frc50_reference_style']} (unsmoothed {v['frc50_reference_style_unsmoothed']})"
             )
             print(f"{'':18} FRC every 8 rings: {json.dumps(v['curve_every_8_rings'])}")

@@ -13,7 +13,7 @@ The ratio iterative / PINN is the speed-up (goal >= 100x on CPU against ePIE wit
 The PINN runs on whatever device TensorFlow picks (GPU if visible). Prints a table and writes
 ``bench/results/inference_vs_iterative.json`` (machine named inside).
 
-    python bench/inference_vs_iterative.py                 # N=64, SPEC test scan (33x33 positions)
+    python bench/inference_vs_iterative.py                 # N=64, the contract's test scan (33x33 positions)
     python bench/inference_vs_iterative.py --tiny          # seconds: wiring check only
     python bench/inference_vs_iterative.py --tike-iterations 1000   # GPU machine with `make tike-env`
 """

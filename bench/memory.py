@@ -1,4 +1,4 @@
-"""Peak memory of one job (issue 7 §5): N=64, 4,096 training patterns, 1,089 test positions.
+"""Peak memory of one job: N=64, 4,096 training patterns, 1,089 test positions.
 
 Runs the real job (``python -m ptycho_exp``) for the PINN and the baseline with one epoch and reads the
 peak RSS the job records (the child process's ``ru_maxrss``). Goal: < 2 GiB per job.

@@ -1,4 +1,4 @@
-"""Framework overhead of a multirun (issue 7 §2) and the dataset cache in a sweep (§3).
+"""Framework overhead of a multirun and the dataset cache in a sweep.
 
 Runs the same ``study=quick`` jobs (tiny, CPU) three ways on a warm dataset cache:
 

@@ -1,4 +1,4 @@
-"""Parallel scaling on one machine (issue 7 §4): ``hardware=parallel`` vs back-to-back jobs.
+"""Parallel scaling on one machine: ``hardware=parallel`` vs back-to-back jobs.
 
 Four identical-size PINN jobs (different seeds) run three ways:
 

@@ -1,4 +1,4 @@
-"""Reconstruction quality of the PINN and the supervised baseline on the reference problem (SPEC §7).
+"""Reconstruction quality of the PINN and the supervised baseline on the reference problem (docs/CONTRACT.md §7).
 
 Lines objects, N=64, 1e9 photons, ideal disk probe, gridsize 1 and 2; amplitude-only lines by default
 (as the reference table), ``--phase`` for a phase-carrying object (phase metrics then mean something).
@@ -12,7 +12,7 @@ Protocols
 - Gridsize-2 samples are 2x2 blocks of adjacent grid positions (``data.grouping=block``), and the test
   blocks keep the training step between neighbours, as in PtychoPINN's simulations; ``--grouping knn``
   draws C of the k nearest instead (then test neighbours are a test step apart).
-- ``--full``: the reference GPU protocol of SPEC §7: 60 epochs, every training position (83x83 = 6,889
+- ``--full``: the reference GPU protocol of docs/CONTRACT.md §7: 60 epochs, every training position (83x83 = 6,889
   per object). PtychoPINN's lines notebook trains on two simulated objects; ``--train-objects 2``
   does the same (``data.n_train_objects``, 13,778 samples per epoch with ``--full``).
 Early stopping is off (patience = epochs) so arms train for equal epochs. At gridsize 2 a sample is a
@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_result
 
 ROOT = Path(__file__).resolve().parent.parent
-# SPEC §7 (lines, N=64, 1e9 photons, 60 epochs, GPU, ideal disk probe; PINN).
+# docs/CONTRACT.md §7 (lines, N=64, 1e9 photons, 60 epochs, GPU, ideal disk probe; PINN).
 REFERENCE = {1: {"amp_ssim": 0.620, "phase_ssim": 0.410, "amp_frc50": 23.0},
              2: {"amp_ssim": 0.952, "phase_ssim": 0.996, "amp_frc50": 165.0}}
 CPU_GOAL_G2_AMP_SSIM = 0.90
@@ -98,7 +98,7 @@ def _fmt(v, width: int = 8, digits: int = 3) -> str:
 
 def format_table(rows: list[dict], show_reference: bool) -> str:
     head = (f"{'model':9} {'g':>2} {'amp SSIM':>8} {'ph SSIM':>8} {'amp FRC50':>9} {'ph FRC50':>8} "
-            f"{'amp r':>6} {'train s':>8}  reference (SPEC §7, PINN, 60 ep.)")
+            f"{'amp r':>6} {'train s':>8}  reference (CONTRACT §7, PINN, 60 ep.)")
     lines = [head, "-" * len(head)]
     for r in rows:
         m = r["metrics"]

@@ -1,4 +1,4 @@
-"""Start-up cost of the CLI paths that do not train (issue 7 §1).
+"""Start-up cost of the CLI paths that do not train.
 
 Goals (2 CPU cores): ``ptycho-exp --help`` < 1.5 s; ``python -m ptycho_exp --cfg job`` < 3 s; ``plan``,
 ``status`` and ``aggregate`` never import TensorFlow.

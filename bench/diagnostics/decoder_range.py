@@ -8,7 +8,7 @@ scaled by the job's normalisation factor (the amplitude the network must produce
 
 Usage::
 
-    python bench/decoder_range.py multirun/.../pinn_g2 --name decoder_range_X
+    python bench/diagnostics/decoder_range.py multirun/.../pinn_g2 --name decoder_range_X
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/_common.py
 from _common import load_pinn_job, write_result
 
 PERCENTILES = (1, 10, 50, 90, 99)

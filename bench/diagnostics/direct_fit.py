@@ -17,17 +17,20 @@ the blurred true test patches (the job's evaluation, crop 20).
 
 Usage::
 
-    python bench/direct_fit.py                      # 16 groups, 1,500 Adam steps, free phase
-    python bench/direct_fit.py --phase zero         # amplitude-only patches (phase fixed at 0)
-    python bench/direct_fit.py --steps 0 --name direct_fit_calibration   # the calibration only
+    python bench/diagnostics/direct_fit.py                      # 16 groups, 1,500 Adam steps, free phase
+    python bench/diagnostics/direct_fit.py --phase zero         # amplitude-only patches (phase fixed at 0)
+    python bench/diagnostics/direct_fit.py --steps 0 --name direct_fit_calibration   # the calibration only
 """
 from __future__ import annotations
 
 import argparse
 import math
+import sys
 import tempfile
 import time
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/_common.py
 from _common import blur_amplitude, write_result
 
 

@@ -10,14 +10,16 @@ one sees whether the network misses detail in every patch or only after stitchin
 
 Simulated data only (the truth is needed). Usage::
 
-    python bench/residual_rings.py multirun/.../job_dir
-    python bench/residual_rings.py JOB --samples 128 --crop 24 --name residual_rings_mine
+    python bench/diagnostics/residual_rings.py multirun/.../job_dir
+    python bench/diagnostics/residual_rings.py JOB --samples 128 --crop 24 --name residual_rings_mine
 """
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/_common.py
 from _common import blur_amplitude, load_pinn_job, write_result
 
 RING_EDGES = (0, 2, 4, 8, 12, 16, 20, 24, 28, 32, 46)
