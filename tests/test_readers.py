@@ -5,6 +5,7 @@ pixel); importing them must give back the simulator's contract arrays. No Tensor
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -221,6 +222,30 @@ def test_zero_frequency_found_from_few_frames(sim64, tmp_path, frames):
     scan, report = import_scan(write_cxi(tmp_path / "s.cxi", sim64), "cxi", ImportOptions(N=32, frames=frames))
     assert report["zero_frequency_found"] == [32, 32]
     np.testing.assert_allclose(scan.diffraction, np.sqrt(_counts(sim64)[slice(*frames), 16:48, 16:48]), rtol=1e-5)
+
+
+def test_hdf5_frames_are_streamed(sim32, tmp_path, monkeypatch):
+    """Frames are read in chunks: the import's peak memory stays far below the size of the frames."""
+    import tracemalloc
+
+    from ptycho_exp.data.readers import convert
+
+    n, side = 160, 256
+    frames = np.zeros((n, side, side), np.float32)  # 42 MB of frames, the 32x32 patterns in their middle
+    frames[:, 112:144, 112:144] = np.resize(_counts(sim32), (n, 32, 32))
+    big = dataclasses.replace(sim32, positions=np.resize(sim32.positions, (n, 2)), diffraction=frames)
+    path = write_cxi(tmp_path / "big.cxi", big, counts=frames)
+    monkeypatch.setattr(convert, "_CHUNK_BYTES", 2**20)
+    import_scan(path, "cxi", ImportOptions(N=32, frames=(0, 2)))  # one-time module imports are not counted
+    tracemalloc.start()
+    try:
+        scan, report = import_scan(path, "cxi", ImportOptions(N=32))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert report["zero_frequency_found"] == [128, 128] and scan.diffraction.shape == (n, 32, 32)
+    np.testing.assert_allclose(scan.diffraction, np.sqrt(frames[:, 112:144, 112:144]), rtol=1e-6)
+    assert peak < frames.nbytes / 4, f"peak {peak / 2**20:.1f} MiB for {frames.nbytes / 2**20:.1f} MiB of frames"
 
 
 def test_negative_saturated_and_masked_pixels_reported(sim32, tmp_path):
