@@ -119,7 +119,8 @@ def test_zero_frequency_found_at_centre_or_corner():
     assert (r, c) == (23, 17) and abs(com[0] - 23) < 0.1 and abs(com[1] - 17) < 0.1
     wrapped = np.fft.ifftshift(1e4 * np.exp(-((yy - 20) ** 2 + (xx - 20) ** 2) / 8.0))  # peak at (0, 0)
     (r, c), _ = find_zero_frequency(wrapped)
-    assert (r, c) == (0, 0) and at_corner((r, c), wrapped.shape) and not at_corner((20, 21), wrapped.shape)
+    assert (r, c) == (0, 0) and at_corner((r, c), wrapped.shape) and at_corner((38, 1), wrapped.shape)
+    assert not at_corner((20, 21), wrapped.shape) and not at_corner((8, 8), wrapped.shape)  # off-centre beam
 
 
 def test_resample_probe_keeps_power_and_scales_width():
@@ -169,6 +170,16 @@ def test_frames_range(sim32, tmp_path):
     part = sim32.subset(np.arange(2, 10))
     _assert_same_scan(scan, part)
     assert report["frames"] == [2, 10]
+
+
+def test_off_centre_beam_is_found_not_assumed(sim32, tmp_path):
+    """A beam 4 px up and 2 px right of the detector centre: the window follows the found zero frequency."""
+    frames = np.zeros((sim32.n_positions, 48, 48), np.float32)
+    frames[:, 4:36, 10:42] = _counts(sim32)  # zero frequency at (4 + 16, 10 + 16) = (20, 26)
+    scan, report = import_scan(write_cxi(tmp_path / "off.cxi", sim32, counts=frames), "cxi", ImportOptions(N=32))
+    assert report["zero_frequency_found"] == [20, 26] and report["zero_frequency_expected"] == [24, 24]
+    assert not report["fftshifted"] and report["window_outside_detector_px"] == 0
+    np.testing.assert_allclose(scan.diffraction, sim32.diffraction * sim32.meta["photon_scale"], rtol=1e-5, atol=1e-4)
 
 
 def test_tike_npz_round_trip(sim32, tmp_path):
@@ -316,7 +327,8 @@ def test_missing_geometry_is_one_clear_error(sim32, tmp_path, fmt, drop, key, op
 def test_bad_options(sim32, tmp_path):
     path = write_cxi(tmp_path / "s.cxi", sim32)
     for opts, match in ((ImportOptions(N=31), "even"), (ImportOptions(N=32, frames=(500, 600)), "selects no frame"),
-                        (ImportOptions(N=32, bin=0), "--bin")):
+                        (ImportOptions(N=32, bin=0), "--bin"),
+                        (ImportOptions(N=32, distance=-1.0), "--distance -1.0: must be a positive")):
         with pytest.raises(ValueError, match=match):
             import_scan(path, "cxi", opts)
     with pytest.raises(DataContractError, match="not a readable HDF5"):

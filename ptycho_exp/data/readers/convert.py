@@ -64,7 +64,7 @@ class ImportOptions:
 def _need(src: Source, value, fact: str, option: str):
     if value is None or not np.all(np.isfinite(value)) or not np.all(np.asarray(value) > 0):
         raise fail(src.path, src.keys.get(fact, fact), "missing" if value is None else f"invalid ({value})",
-                    f"pass {option}")
+                   f"pass {option}")
     return value
 
 
@@ -77,7 +77,7 @@ def _geometry(src: Source, opts: ImportOptions) -> dict:
     pixel = _need(src, pixel, "pixel_size", "--pixel-size METRES")
     if not np.isclose(pixel[0], pixel[1], rtol=1e-6):
         raise fail(src.path, src.keys.get("pixel_size"), f"detector pixels are not square ({pixel[0]:g} x "
-                    f"{pixel[1]:g} m)", "pass --pixel-size METRES to treat them as square")
+                   f"{pixel[1]:g} m)", "pass --pixel-size METRES to treat them as square")
     return {"wavelength_m": float(wavelength), "distance_m": float(distance), "detector_pixel_m": float(pixel[1])}
 
 
@@ -99,8 +99,8 @@ def _bad_pixels(src: Source, opts: ImportOptions, shape: tuple[int, int]) -> np.
     bad = mask == 0 if opts.mask_good else mask != 0
     if bad.mean() > 0.5:
         raise fail(src.path, key, f"marks {bad.mean():.0%} of the pixels bad",
-                    "pass --mask-good if non-zero marks good pixels" if not opts.mask_good
-                    else "drop --mask-good (non-zero marks bad pixels)")
+                   "pass --mask-good if non-zero marks good pixels" if not opts.mask_good
+                   else "drop --mask-good (non-zero marks bad pixels)")
     return bad
 
 
@@ -126,6 +126,11 @@ def import_scan(path, fmt: str, opts: ImportOptions) -> tuple[ScanData, dict]:
         raise ValueError(f"--N {N}: the pattern side must be even and >= 4")
     if b < 1:
         raise ValueError(f"--bin {b}: the binning factor must be >= 1")
+    for option, value in (("--distance", opts.distance), ("--wavelength", opts.wavelength),
+                          ("--energy-ev", opts.energy_ev), ("--pixel-size", opts.pixel_size),
+                          ("--saturation", opts.saturation)):
+        if value is not None and not (np.isfinite(value) and value > 0):
+            raise ValueError(f"{option} {value}: must be a positive number")
     if fmt in ("cxi", "ptylab"):
         if not os.path.isfile(path):
             raise DataPathError(f"data file {path!r} does not exist or is not a file; fix: check the path",
@@ -144,7 +149,7 @@ def _convert(src: Source, opts: ImportOptions) -> tuple[ScanData, dict]:
     n_all, H, W = (int(s) for s in frames.shape)
     if src.positions.shape[0] != n_all:
         raise fail(src.path, src.keys["positions"], f"has {src.positions.shape[0]} positions for {n_all} frames",
-                    "store one position per frame")
+                   "store one position per frame")
     if not np.all(np.isfinite(src.positions)):
         raise fail(src.path, src.keys["positions"], "holds NaN/Inf", "repair the positions")
     idx = _frame_range(opts, n_all, src.path)
@@ -229,10 +234,10 @@ def _probe(src: Source, opts: ImportOptions, geometry: dict, dx: float, N: int, 
         probe, origin = np.asarray(src.probe), f"{src.probe_key}"
     else:
         raise fail(src.path, src.keys.get("probe", "probe"), "missing (the file has no probe)",
-                    "pass --probe PROBE.npz (an NPZ holding 'probeGuess')")
+                   "pass --probe PROBE.npz (an NPZ holding 'probeGuess')")
     if probe.ndim != 2 or probe.shape[0] != probe.shape[1] or not np.all(np.isfinite(probe)):
         raise fail(src.path, src.probe_key or "probe", f"has shape {probe.shape} or non-finite values",
-                    "store a square (n, n) complex probe")
+                   "store a square (n, n) complex probe")
     n_p = probe.shape[0]
     if geometry:
         dx_probe = object_pixel_size(geometry["wavelength_m"], geometry["distance_m"], n_p,

@@ -82,7 +82,7 @@ def open_h5(path: str):
         return h5py.File(path, "r")
     except OSError as exc:
         raise fail(path, None, f"is not a readable HDF5 file ({exc})",
-                    "check the path and --format (cxi and ptylab read HDF5; tike and npz read NPZ)") from None
+                   "check the path and --format (cxi and ptylab read HDF5; tike and npz read NPZ)") from None
 
 
 def open_cxi(f, path: str) -> Source:
@@ -90,11 +90,11 @@ def open_cxi(f, path: str) -> Source:
     data_key = next((k for k in _CXI_DATA if k in f), None)
     if data_key is None:
         raise fail(path, " or ".join(_CXI_DATA), "missing (no diffraction frames)",
-                    "write the (n, H, W) frames at entry_1/data_1/data")
+                   "write the (n, H, W) frames at entry_1/data_1/data")
     trans_key = next((k for k in _CXI_TRANSLATION if k in f), None)
     if trans_key is None:
         raise fail(path, _CXI_TRANSLATION[0], "missing (no scan positions)",
-                    "write the sample translations (n, 3) in metres at entry_1/sample_1/geometry_1/translation")
+                   "write the sample translations (n, 3) in metres at entry_1/sample_1/geometry_1/translation")
     trans = np.asarray(f[trans_key][()], dtype=np.float64)
     if trans.ndim != 2 or trans.shape[1] < 2:
         raise fail(path, trans_key, f"has shape {trans.shape}", "store (n, 3) translations (x, y, z) in metres")
@@ -151,7 +151,7 @@ def _load_npz(path: str):
         archive = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise fail(path, None, f"is not a readable NPZ archive ({type(exc).__name__}: {exc})",
-                    "check the path and --format (tike and npz read NPZ; cxi and ptylab read HDF5)") from None
+                   "check the path and --format (tike and npz read NPZ; cxi and ptylab read HDF5)") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise fail(path, None, "is a single .npy array, not an NPZ archive", "save the arrays with np.savez")
     return archive
@@ -164,7 +164,7 @@ def _npz_key(archive, path: str, key: str, fix: str) -> np.ndarray:
         return archive[key]
     except ValueError as exc:
         raise fail(path, key, f"cannot be read without pickle ({exc})",
-                    "re-save it as a plain numeric array") from None
+                   "re-save it as a plain numeric array") from None
 
 
 def open_tike(path: str) -> Source:

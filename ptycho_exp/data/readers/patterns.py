@@ -78,15 +78,18 @@ def find_zero_frequency(mean_pattern: np.ndarray, iterations: int = 3) -> tuple[
     return (r, c), com
 
 
-def at_corner(peak: tuple[int, int], shape: tuple[int, int]) -> bool:
-    """True when ``peak`` is nearer (with wrap-around) to pixel (0, 0) than to the centre ``(H/2, W/2)``."""
+def at_corner(peak: tuple[int, int], shape: tuple[int, int], radius: float | None = None) -> bool:
+    """True when ``peak`` lies within ``radius`` (default ``min(H, W) / 8``) of pixel (0, 0), with wrap-around.
+
+    Only a zero frequency that close to the corners is taken for unshifted (corner) data; a beam that
+    is merely off-centre on the detector is not.
+    """
     def wrap(d, n):
         d = abs(d) % n
         return min(d, n - d)
 
-    to_corner = np.hypot(wrap(peak[0], shape[0]), wrap(peak[1], shape[1]))
-    to_centre = np.hypot(peak[0] - shape[0] // 2, peak[1] - shape[1] // 2)
-    return bool(to_corner < to_centre)
+    radius = min(shape) / 8.0 if radius is None else float(radius)
+    return bool(np.hypot(wrap(peak[0], shape[0]), wrap(peak[1], shape[1])) < radius)
 
 
 def window_start(centre: int, N: int, b: int) -> int:
