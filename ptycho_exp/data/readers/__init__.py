@@ -23,11 +23,21 @@ Geometry
 
 Patterns
 --------
-Frames are read from HDF5 in chunks (never the whole file). Negative counts are clipped to 0;
-saturated pixels (the integer dtype's maximum, or ``--saturation``) and the detector's bad-pixel mask
-are set to 0; all three are counted and reported. The zero frequency is *found* (brightest pixel of
-the median-filtered mean pattern, checked by its centre of mass) and compared with where the format
-puts it; patterns with it at the corners are ``fftshift``-ed.
+Frames are read from HDF5 in chunks of about 32 MiB (never the whole file; Tike and contract NPZ
+files are loaded whole, as NumPy reads them). Negative counts are clipped to 0; saturated pixels (the
+integer dtype's maximum, or ``--saturation``) and the detector's bad-pixel mask (non-zero = bad, or
+``--mask-good``) are set to 0; all three are counted and reported. The zero frequency is *found* (the
+brightest pixel of the median-filtered mean of up to 256 frames, moved to the rounded centre of mass
+around it) and compared with where the format puts it; with it within ``min(H, W)/8`` of the corners
+the patterns are ``fftshift``-ed, otherwise the ``N*b`` window is centred on it wherever it is.
+Amplitudes are in photon units (``meta['photon_scale'] = 1``): ``sum X**2`` are the counts.
+
+A typical session::
+
+    ptycho-exp data import scan.cxi --format cxi --N 64 --out scan.npz     # geometry from the file
+    ptycho-exp data import scan.h5 --format ptylab --N 64 --bin 2 --distance 1.2 --out scan.npz
+    ptycho-exp data split scan.npz --train-out train.npz --test-out test.npz --gap 32
+    python -m ptycho_exp data=npz data.train_path=train.npz data.test_path=test.npz model=ptylab
 
 Every geometry fact the file lacks is an :class:`~ptycho_exp.data.npz.DataContractError` naming the
 key and the command-line option that supplies it.
