@@ -11,7 +11,7 @@ from pathlib import Path
 
 
 def _add_data_commands(sub: argparse._SubParsersAction) -> None:
-    data = sub.add_parser("data", help="inspect, simulate or split contract NPZ files")
+    data = sub.add_parser("data", help="inspect, simulate, split or import contract NPZ files")
     dsub = data.add_subparsers(dest="data_cmd", required=True)
     p = dsub.add_parser("inspect", help="summarise a contract NPZ (shapes, photons, scan, overlap)")
     p.add_argument("path")
@@ -24,6 +24,10 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-out", required=True)
     p.add_argument("--test-out", required=True)
     p.add_argument("--axis", choices=("y", "x"), default="y", help="y: top/bottom halves; x: left/right")
+    p.add_argument("--gap", type=float, metavar="PX", help="band around the cut whose patterns are dropped (default N)")
+    from ptycho_exp.data.readers import add_import_command
+
+    add_import_command(dsub)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,8 +115,11 @@ def _data(args: argparse.Namespace) -> int:
     elif args.data_cmd == "split":
         from ptycho_exp.data.tools import split_npz
 
-        split_npz(args.path, args.train_out, args.test_out, axis=args.axis)
-        print(f"wrote {args.train_out} and {args.test_out}")
+        print(split_npz(args.path, args.train_out, args.test_out, axis=args.axis, gap=args.gap))
+    elif args.data_cmd == "import":
+        from ptycho_exp.data.readers import run_import
+
+        return run_import(args)
     return 0
 
 

@@ -81,6 +81,8 @@ def split_scan(scan: ScanData, axis: str = "y", gap: float | None = None) -> tup
     if axis not in ("y", "x"):
         raise ValueError(f"axis={axis!r}: choose 'y' (top/bottom) or 'x' (left/right)")
     gap = float(scan.N) if gap is None else float(gap)
+    if not gap >= 0:
+        raise ValueError(f"gap={gap:g}: the band dropped around the cut must be >= 0 px")
     coord = scan.positions[:, 0 if axis == "y" else 1]
     cut = float(np.median(coord))
     first = np.nonzero(coord < cut - gap / 2.0)[0]
@@ -97,15 +99,29 @@ def split_npz(path, out_train, out_test, axis: str = "y", gap: float | None = No
     """Split a contract NPZ into spatially disjoint train (top/left) and test (bottom/right) files.
 
     ``objectGuess`` and ``probeGuess`` are carried into both; ``Y`` is split with the patterns.
-    Both files are written atomically. Returns a one-line summary.
+    Both files are written atomically. ``gap`` is the band (px) around the cut whose patterns are
+    dropped (default N; see :func:`split_scan`).
+
+    Returns
+    -------
+    A summary naming how many patterns went to each file and how many were dropped in the gap band.
     """
     scan = load_contract_npz(path)
-    first, second = split_scan(scan, axis=axis, gap=gap)
+    gap_px = float(scan.N) if gap is None else float(gap)
+    first, second = split_scan(scan, axis=axis, gap=gap_px)
     for part, name in ((first, "train"), (second, "test")):
         part.meta = {k: v for k, v in part.meta.items() if k not in ("source", "diffraction_key")}
-        part.meta.update({"split_of": os.fspath(path), "split_part": name, "split_axis": axis})
+        part.meta.update({"split_of": os.fspath(path), "split_part": name, "split_axis": axis, "split_gap": gap_px})
     save_contract_npz(out_train, first)
     save_contract_npz(out_test, second)
-    dropped = scan.n_positions - first.n_positions - second.n_positions
-    return (f"split {os.fspath(path)} along {axis}: {first.n_positions} train -> {os.fspath(out_train)}, "
-            f"{second.n_positions} test -> {os.fspath(out_test)}, {dropped} dropped in the gap")
+    total = scan.n_positions
+    dropped = total - first.n_positions - second.n_positions
+    cut = float(np.median(scan.positions[:, 0 if axis == "y" else 1]))
+    lines = [f"split {os.fspath(path)} ({total} patterns) along {axis} at {cut:.1f} px:",
+             f"  train {first.n_positions} -> {os.fspath(out_train)}",
+             f"  test  {second.n_positions} -> {os.fspath(out_test)}",
+             f"  dropped {dropped} ({dropped / total:.0%}) in the {gap_px:g} px gap band around the cut"]
+    if dropped:
+        lines.append(f"  (a gap >= N = {scan.N} px keeps the halves' object areas disjoint; "
+                     "--gap 0 keeps every pattern)")
+    return "\n".join(lines)

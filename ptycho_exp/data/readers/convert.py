@@ -1,0 +1,293 @@
+"""The import itself: a :class:`~ptycho_exp.data.readers.formats.Source` to a contract scan, and its report."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from ptycho_exp.data.container import ScanData
+from ptycho_exp.data.npz import DataPathError
+from ptycho_exp.data.readers.formats import (
+    CORNER,
+    Source,
+    fail,
+    open_h5,
+    open_contract,
+    open_cxi,
+    open_ptylab,
+    open_tike,
+)
+from ptycho_exp.data.readers.patterns import (
+    at_corner,
+    clean_frames,
+    crop_and_bin,
+    energy_to_wavelength,
+    find_zero_frequency,
+    object_pixel_size,
+    resample_probe,
+)
+
+FORMATS = ("cxi", "ptylab", "tike", "npz")
+_CHUNK_BYTES = 32 * 2**20  # float64 bytes of frames processed at a time
+_MEAN_FRAMES = 256  # frames averaged to find the zero frequency
+
+
+@dataclass
+class ImportOptions:
+    """How to turn a measured scan into a contract scan.
+
+    Attributes
+    ----------
+    N : output pattern side (even)
+    bin : detector binning factor b (1: plain crop of N pixels around the zero frequency)
+    frames : ``(start, stop)`` frame range (Python slice semantics) or None for all
+    distance, wavelength, pixel_size : geometry in metres, overriding (or supplying) the file's
+    energy_ev : photon energy (eV), an alternative to ``wavelength``
+    saturation : counts at or above which a pixel is saturated (default: the integer dtype's maximum)
+    mask_good : the file's mask marks good pixels with non-zero values (default: non-zero = bad)
+    probe_path : NPZ with ``probeGuess`` when the file has no probe
+    """
+
+    N: int = 64
+    bin: int = 1
+    frames: tuple[int | None, int | None] | None = None
+    distance: float | None = None
+    wavelength: float | None = None
+    energy_ev: float | None = None
+    pixel_size: float | None = None
+    saturation: float | None = None
+    mask_good: bool = False
+    probe_path: str | None = None
+
+
+def _need(src: Source, value, fact: str, option: str):
+    if value is None or not np.all(np.isfinite(value)) or not np.all(np.asarray(value) > 0):
+        raise fail(src.path, src.keys.get(fact, fact), "missing" if value is None else f"invalid ({value})",
+                   f"pass {option}")
+    return value
+
+
+def _geometry(src: Source, opts: ImportOptions) -> dict:
+    """Object pixel (m) of the output, from the file's geometry and the options (options win)."""
+    wavelength = opts.wavelength or (energy_to_wavelength(opts.energy_ev) if opts.energy_ev else None)
+    wavelength = _need(src, wavelength or src.wavelength, "wavelength", "--energy-ev EV or --wavelength METRES")
+    distance = _need(src, opts.distance or src.distance, "distance", "--distance METRES")
+    pixel = (opts.pixel_size, opts.pixel_size) if opts.pixel_size else src.pixel_size
+    pixel = _need(src, pixel, "pixel_size", "--pixel-size METRES")
+    if not np.isclose(pixel[0], pixel[1], rtol=1e-6):
+        raise fail(src.path, src.keys.get("pixel_size"), f"detector pixels are not square ({pixel[0]:g} x "
+                   f"{pixel[1]:g} m)", "pass --pixel-size METRES to treat them as square")
+    return {"wavelength_m": float(wavelength), "distance_m": float(distance), "detector_pixel_m": float(pixel[1])}
+
+
+def _frame_range(opts: ImportOptions, n: int, path: str) -> range:
+    start, stop = opts.frames or (None, None)
+    rng = range(*slice(start, stop).indices(n))
+    if len(rng) == 0:
+        raise fail(path, None, f"--frames {start}:{stop} selects no frame of {n}", f"choose a range within 0:{n}")
+    return rng
+
+
+def _bad_pixels(src: Source, opts: ImportOptions, shape: tuple[int, int]) -> np.ndarray | None:
+    if src.mask is None:
+        return None
+    mask = np.asarray(src.mask)
+    key = src.keys.get("mask", "mask")
+    if mask.shape != shape:
+        raise fail(src.path, key, f"has shape {mask.shape}, frames are {shape}", "store an (H, W) pixel mask")
+    bad = mask == 0 if opts.mask_good else mask != 0
+    if bad.mean() > 0.5:
+        raise fail(src.path, key, f"marks {bad.mean():.0%} of the pixels bad",
+                   "pass --mask-good if non-zero marks good pixels" if not opts.mask_good
+                   else "drop --mask-good (non-zero marks bad pixels)")
+    return bad
+
+
+def import_scan(path, fmt: str, opts: ImportOptions) -> tuple[ScanData, dict]:
+    """Read a measured scan and convert it to a contract :class:`ScanData` (nothing is written).
+
+    Parameters
+    ----------
+    path : file to read
+    fmt : ``cxi`` | ``ptylab`` | ``tike`` | ``npz``
+    opts : options (output N, binning, frames, geometry overrides)
+
+    Returns
+    -------
+    (scan, report): the scan (amplitude ``sqrt(counts)``, so ``meta['photon_scale'] = 1``) and a dict
+    of what was done (frames, geometry, zero frequency, clipped/saturated/masked counts, photons).
+    """
+    path = os.fspath(path)
+    if fmt not in FORMATS:
+        raise ValueError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    N, b = int(opts.N), int(opts.bin)
+    if N < 4 or N % 2:
+        raise ValueError(f"--N {N}: the pattern side must be even and >= 4")
+    if b < 1:
+        raise ValueError(f"--bin {b}: the binning factor must be >= 1")
+    for option, value in (("--distance", opts.distance), ("--wavelength", opts.wavelength),
+                          ("--energy-ev", opts.energy_ev), ("--pixel-size", opts.pixel_size),
+                          ("--saturation", opts.saturation)):
+        if value is not None and not (np.isfinite(value) and value > 0):
+            raise ValueError(f"{option} {value}: must be a positive number")
+    if fmt in ("cxi", "ptylab"):
+        if not os.path.isfile(path):
+            raise DataPathError(f"data file {path!r} does not exist or is not a file; fix: check the path",
+                                path=path)
+        with open_h5(path) as f:
+            src = open_cxi(f, path) if fmt == "cxi" else open_ptylab(f, path)
+            return _convert(src, opts)
+    return _convert(open_tike(path) if fmt == "tike" else open_contract(path), opts)
+
+
+def _convert(src: Source, opts: ImportOptions) -> tuple[ScanData, dict]:
+    N, b = int(opts.N), int(opts.bin)
+    frames = src.frames
+    if len(frames.shape) != 3:
+        raise fail(src.path, src.keys["data"], f"has shape {frames.shape}", "store (n, H, W) frames")
+    n_all, H, W = (int(s) for s in frames.shape)
+    if src.positions.shape[0] != n_all:
+        raise fail(src.path, src.keys["positions"], f"has {src.positions.shape[0]} positions for {n_all} frames",
+                   "store one position per frame")
+    if not np.all(np.isfinite(src.positions)):
+        raise fail(src.path, src.keys["positions"], "holds NaN/Inf", "repair the positions")
+    idx = _frame_range(opts, n_all, src.path)
+    geometry = _geometry(src, opts) if src.position_unit == "m" else {}
+    if geometry:
+        dx = object_pixel_size(geometry["wavelength_m"], geometry["distance_m"], N * b, geometry["detector_pixel_m"])
+    else:  # positions in pixels of the stored detector: only ratios matter, dx is in those pixels
+        if H != W:
+            raise fail(src.path, src.keys["data"], f"has non-square frames {H}x{W}", "store square frames")
+        dx = H / float(N * b)
+    bad = _bad_pixels(src, opts, (H, W))
+    saturation = opts.saturation
+    dtype = np.dtype(frames.dtype)
+    if saturation is None and dtype.kind in "iu":
+        saturation = float(np.iinfo(dtype).max)
+
+    chunk = max(1, _CHUNK_BYTES // (H * W * 8))
+    # zero frequency: mean of up to _MEAN_FRAMES frames spread over the range, read in chunks
+    pick = np.unique(np.linspace(idx.start, idx[-1], num=min(len(idx), _MEAN_FRAMES)).round().astype(int))
+    total = np.zeros((H, W))
+    for s in range(0, pick.size, chunk):
+        total += clean_frames(frames[list(pick[s:s + chunk])], bad, saturation)[0].sum(axis=0)
+    peak, com = find_zero_frequency(total / pick.size)
+    corner = at_corner(peak, (H, W))
+    if corner:
+        peak = ((peak[0] + H // 2) % H, (peak[1] + W // 2) % W)
+        bad = None if bad is None else np.fft.fftshift(bad)
+    expected = (0, 0) if src.zero_at == CORNER else (H // 2, W // 2)
+
+    out = np.empty((len(idx), N, N), dtype=np.float32)
+    counts = np.empty(len(idx), dtype=np.float64)
+    clipped = saturated = 0
+    outside = 0
+    for k in range(0, len(idx), chunk):
+        sel = idx[k:k + chunk]
+        raw = frames[sel.start:sel.stop:sel.step] if sel.step == 1 else frames[list(sel)]
+        raw = np.asarray(raw)
+        if corner:
+            raw = np.fft.fftshift(raw, axes=(-2, -1))
+        clean, c1, c2 = clean_frames(raw, bad, saturation)
+        clipped, saturated = clipped + c1, saturated + c2
+        binned, outside = crop_and_bin(clean, peak, N, b)
+        out[k:k + len(sel)] = np.sqrt(binned)
+        counts[k:k + len(sel)] = binned.sum(axis=(1, 2))
+
+    positions = _positions(src, np.asarray(src.positions)[list(idx)], dx, N)
+    probe, probe_note = _probe(src, opts, geometry, dx, N, b)
+    report = {
+        "source": src.path, "format": src.fmt, "frames": [idx.start, idx.stop], "n_frames_in_file": n_all,
+        "detector_shape": [H, W], "N": N, "bin": b, **geometry,
+        "dx_m": dx if geometry else None, "dx_over_file_px": None if geometry else dx,
+        "zero_frequency_found": [int(v) for v in ((peak[0] - H // 2) % H, (peak[1] - W // 2) % W)]
+        if corner else list(peak),
+        "zero_frequency_expected": list(expected), "zero_frequency_com": [round(float(v), 2) for v in com],
+        "fftshifted": corner, "clipped_negative": clipped, "saturated_zeroed": saturated,
+        "saturation": saturation, "masked_pixels": 0 if bad is None else int(bad.sum()),
+        "window_outside_detector_px": outside,
+        "counts_per_pattern": {"mean": float(counts.mean()), "min": float(counts.min()),
+                               "max": float(counts.max())},
+        "probe": probe_note, "probe_power": float(np.sum(np.abs(probe.astype(np.complex128)) ** 2)),
+        "notes": list(src.notes),
+    }
+    meta = {"photon_scale": 1.0, "imported": {k: v for k, v in report.items() if k != "notes"}}
+    return ScanData(diffraction=out, positions=positions, probe=probe, meta=meta), report
+
+
+def _positions(src: Source, pos: np.ndarray, dx: float, N: int) -> np.ndarray:
+    """Contract positions [y, x] in output pixels: metres / dx placed at N/2, or file px scaled and kept."""
+    px = pos / dx
+    if src.position_unit == "m":
+        return px - px.min(axis=0) + N / 2.0
+    low = px.min(axis=0)
+    return px + np.maximum(N / 2.0 - low, 0.0)
+
+
+def _probe(src: Source, opts: ImportOptions, geometry: dict, dx: float, N: int, b: int) -> tuple[np.ndarray, str]:
+    if opts.probe_path:
+        from ptycho_exp.physics.probe import load_probe
+
+        probe, origin = load_probe(opts.probe_path), f"--probe {opts.probe_path}"
+    elif src.probe is not None:
+        probe, origin = np.asarray(src.probe), f"{src.probe_key}"
+    else:
+        raise fail(src.path, src.keys.get("probe", "probe"), "missing (the file has no probe)",
+                   "pass --probe PROBE.npz (an NPZ holding 'probeGuess')")
+    if probe.ndim != 2 or probe.shape[0] != probe.shape[1] or not np.all(np.isfinite(probe)):
+        raise fail(src.path, src.probe_key or "probe", f"has shape {probe.shape} or non-finite values",
+                   "store a square (n, n) complex probe")
+    n_p = probe.shape[0]
+    if geometry:
+        dx_probe = object_pixel_size(geometry["wavelength_m"], geometry["distance_m"], n_p,
+                                     geometry["detector_pixel_m"])
+    else:
+        dx_probe = src.frames.shape[-1] / float(n_p)  # in file pixels
+    ratio = dx_probe / dx
+    out = resample_probe(probe, ratio, N)
+    return out, f"{origin} ({n_p}x{n_p}, resampled x{ratio:.4g} to {N}x{N})"
+
+
+def format_report(report: dict, out: str | None = None) -> str:
+    """A short human-readable summary of :func:`import_scan`'s report."""
+    H, W = report["detector_shape"]
+    a, z = report["frames"]
+    lines = [f"imported {report['source']} ({report['format']}): frames {a}:{z} of {report['n_frames_in_file']}, "
+             f"{H}x{W} detector -> {z - a} patterns of {report['N']}x{report['N']} "
+             f"({'bin ' + str(report['bin']) + ', ' if report['bin'] > 1 else ''}crop around the zero frequency)"]
+    if report.get("dx_m"):
+        lines.append(f"geometry: wavelength {report['wavelength_m']:.4g} m, distance {report['distance_m']:.4g} m, "
+                     f"detector pixel {report['detector_pixel_m']:.4g} m -> object pixel dx {report['dx_m']:.4g} m")
+    else:
+        lines.append(f"geometry: object pixel = {report['dx_over_file_px']:.4g} x the file's pixel")
+    found, exp = report["zero_frequency_found"], report["zero_frequency_expected"]
+    lines.append(f"zero frequency found at {tuple(found)} (centre of mass {tuple(report['zero_frequency_com'])}), "
+                 f"expected {tuple(exp)}" + ("; patterns fftshifted" if report["fftshifted"] else "")
+                 + ("" if tuple(found) == tuple(exp) else "; the window is centred on the found pixel"))
+    c = report["counts_per_pattern"]
+    lines.append(f"photons per pattern: mean {c['mean']:.4g}, min {c['min']:.4g}, max {c['max']:.4g}")
+    sat = report["saturation"]
+    lines.append(f"clipped {report['clipped_negative']} negative values; zeroed {report['saturated_zeroed']} "
+                 f"saturated values (>= {sat:g})" if sat is not None else
+                 f"clipped {report['clipped_negative']} negative values; no saturation level (pass --saturation)")
+    lines[-1] += f"; {report['masked_pixels']} masked pixels set to 0"
+    if report["window_outside_detector_px"]:
+        lines.append(f"WARNING: {report['window_outside_detector_px']} px of each window lie outside the detector "
+                     "and are 0; use a smaller --N or --bin")
+    ratio = c["mean"] / report["probe_power"] if report["probe_power"] > 0 else float("inf")
+    lines.append(f"probe: {report['probe']}; power sum |P|^2 = {report['probe_power']:.4g} "
+                 f"(photons per pattern / probe power = {ratio:.3g})")
+    lines += [f"note: {n}" for n in report["notes"]]
+    if out:
+        lines.append(f"wrote {out}")
+    return "\n".join(lines)
+
+
+def import_file(path, fmt: str, out, opts: ImportOptions) -> str:
+    """Import ``path`` and write the contract NPZ ``out`` atomically; returns the summary text."""
+    from ptycho_exp.data.npz import save_contract_npz
+
+    scan, report = import_scan(path, fmt, opts)
+    save_contract_npz(out, scan)
+    return format_report(report, os.fspath(out))
