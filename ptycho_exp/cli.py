@@ -24,6 +24,9 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-out", required=True)
     p.add_argument("--test-out", required=True)
     p.add_argument("--axis", choices=("y", "x"), default="y", help="y: top/bottom halves; x: left/right")
+    from ptycho_exp.export import add_export_parser
+
+    add_export_parser(dsub)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="list the jobs a sweep would run (and which are done) without running")
     p.add_argument("overrides", nargs="*", help="the same overrides as the sweep, e.g. study=generalization")
     _add_data_commands(sub)
+    from ptycho_exp.external import add_score_parser
+
+    add_score_parser(sub)
     p = sub.add_parser("predict", help="reconstruct a contract NPZ with a trained network (.keras)")
     p.add_argument("model_dir", help="a job's model/ folder (or the job folder)")
     p.add_argument("data", help="contract NPZ with diffraction and positions")
@@ -59,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             from ptycho_exp.study.plan import print_plan
 
             return print_plan(list(args.overrides) + rest)
+        if getattr(args, "handler", None):  # commands whose module registers its own handler
+            return args.handler(args)
         if args.cmd == "data":
             return _data(args)
         if args.cmd == "predict":
