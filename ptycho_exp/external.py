@@ -414,7 +414,7 @@ def add_score_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--label", help="arm name: model=external:<label> (default: the file name's stem)")
     p.add_argument("--key", help="the array holding the object (an NPZ key or an HDF5 path)")
     p.add_argument("--pixel-origin", type=_pair, metavar="X,Y",
-                   help="column X and row Y of object[0, 0] in the test scan's pixel frame")
+                   help="column X and row Y of object[0, 0] in the test scan's pixel frame (negative: --pixel-origin=-5,3)")
     p.add_argument("--transpose", action="store_true", help="the image is stored (x, y): swap its axes")
     p.add_argument("--conjugate", action="store_true", help="flip the phase sign (opposite Fourier convention)")
     p.add_argument("--reference", help="object to score against when the test file has no objectGuess "
