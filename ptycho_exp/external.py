@@ -23,7 +23,10 @@ Pixel frame
 The pixel size must be the test scan's (the frame in which its ``xcoords``/``ycoords`` are measured).
 Where ``object[0, 0]`` sits in that frame is, in order of precedence:
 
-1. ``--pixel-origin X,Y``: column X and row Y of ``object[0, 0]`` in the test scan's pixel frame;
+1. ``--pixel-origin X,Y``: column X and row Y of ``object[0, 0]`` in the test scan's pixel frame; or
+   ``--positions-from-test``: the object was reconstructed from the test file's positions by a code that
+   puts ``object[0, 0]`` at the corner of the scanned area, i.e. at row ``min(ycoords) - N/2``, column
+   ``min(xcoords) - N/2`` (rounded: :func:`~ptycho_exp.evaluate.stitch.scanned_box` of the full patches);
 2. ``origin`` in the file: (2,) ``[row, col]`` (what ``ptycho-exp predict`` writes);
 3. ``xcoords``/``ycoords`` in the file: the scan positions (one per test pattern, in the test file's order)
    in the reconstruction's own pixel frame; the origin is the (integer) shift between them and the test
@@ -75,6 +78,7 @@ class ScoreOptions:
     label: str
     key: str | None = None
     pixel_origin: tuple[float, float] | None = None  # (row, col) of object[0, 0] in the test frame
+    scan_corner: bool = False  # object[0, 0] at the corner of the test scan's full patches
     transpose: bool = False
     conjugate: bool = False
     reference: str | None = None
@@ -267,6 +271,11 @@ def place(recon: Recon, scan: Any, opts: ScoreOptions, path: str) -> tuple[np.nd
         obj = np.conj(obj)
     if opts.pixel_origin is not None:
         return obj, opts.pixel_origin, "--pixel-origin"
+    if opts.scan_corner:
+        from ptycho_exp.evaluate.stitch import scanned_box
+
+        corner = scanned_box(scan.positions, scan.N, scan.N)[0]
+        return obj, (float(corner[0]), float(corner[1])), "--positions-from-test"
     if recon.origin is not None:
         return obj, recon.origin, "origin key"
     if recon.positions is not None:
@@ -413,8 +422,12 @@ def add_score_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="job folder to write")
     p.add_argument("--label", help="arm name: model=external:<label> (default: the file name's stem)")
     p.add_argument("--key", help="the array holding the object (an NPZ key or an HDF5 path)")
-    p.add_argument("--pixel-origin", type=_pair, metavar="X,Y",
-                   help="column X and row Y of object[0, 0] in the test scan's pixel frame (negative: --pixel-origin=-5,3)")
+    frame = p.add_mutually_exclusive_group()
+    frame.add_argument("--positions-from-test", action="store_true",
+                       help="object[0, 0] sits at the corner of the test scan's area (min position - N/2)")
+    frame.add_argument("--pixel-origin", type=_pair, metavar="X,Y",
+                       help="column X and row Y of object[0, 0] in the test scan's pixel frame "
+                            "(negative: --pixel-origin=-5,3)")
     p.add_argument("--transpose", action="store_true", help="the image is stored (x, y): swap its axes")
     p.add_argument("--conjugate", action="store_true", help="flip the phase sign (opposite Fourier convention)")
     p.add_argument("--reference", help="object to score against when the test file has no objectGuess "
@@ -432,6 +445,7 @@ def run_score(args: argparse.Namespace) -> int:
     """Handler of ``ptycho-exp score``: prints a one-line summary; bad input raises ExternalInputError."""
     origin = None if args.pixel_origin is None else (args.pixel_origin[1], args.pixel_origin[0])
     opts = ScoreOptions(label=args.label or Path(args.recon).stem, key=args.key, pixel_origin=origin,
+                        scan_corner=args.positions_from_test,
                         transpose=args.transpose, conjugate=args.conjugate, reference=args.reference,
                         seed=args.seed, crop=args.crop, upsample_factor=args.upsample_factor,
                         trim_px=args.trim_px, figures=not args.no_figures)

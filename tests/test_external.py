@@ -96,7 +96,8 @@ def test_score_of_our_own_reconstruction_equals_the_jobs_metrics(job, exported, 
 
 
 # ------------------------------------------------------------------------------------------ (b)
-@pytest.mark.parametrize("frame", ["pixel-origin", "transpose", "positions", "hdf5-amp-phase", "test-frame"])
+@pytest.mark.parametrize("frame", ["pixel-origin", "transpose", "positions", "hdf5-amp-phase", "test-frame",
+                                   "scan-corner"])
 def test_reconstruction_in_another_pixel_frame_scores_the_same(frame, recon, exported, tmp_path):
     from ptycho_exp.data.npz import load_contract_npz
 
@@ -122,6 +123,13 @@ def test_reconstruction_in_another_pixel_frame_scores_the_same(frame, recon, exp
         path = tmp_path / "other.h5"
         with h5py.File(path, "w") as fh:
             fh["amplitude"], fh["phase"], fh["origin"] = np.abs(big), np.angle(big), np.array([R, C])
+    elif frame == "scan-corner":  # object[0, 0] at (min position - N/2), the corner of the scanned area
+        test = load_contract_npz(exported["test"])
+        y0, x0 = (int(round(v)) for v in test.positions.min(axis=0) - test.N / 2)
+        canvas = np.ones((r0 - y0 + obj.shape[0] + 4, c0 - x0 + obj.shape[1] + 4), np.complex128)
+        canvas[r0 - y0:r0 - y0 + obj.shape[0], c0 - x0:c0 - x0 + obj.shape[1]] = obj
+        np.savez(path, object=canvas)
+        extra = ["--positions-from-test"]
     else:  # the objectGuess frame: no origin at all
         test = load_contract_npz(exported["test"])
         canvas = np.ones(test.object.shape, np.complex128)
