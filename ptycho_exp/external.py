@@ -9,7 +9,7 @@ covered by the test positions' central crops), the same registration, metrics an
 
 Reconstruction file (``RECON``)
 -------------------------------
-An NPZ (read with ``allow_pickle=False``) or an HDF5 file (``.h5``, ``.hdf5``, ``.cxi``; read with h5py) holding
+An NPZ (read with ``allow_pickle=False``) or an HDF5 file (any name; read with h5py) holding
 
 ``object`` or ``objectGuess``
     (H, W) complex object image; or, instead,
@@ -58,7 +58,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 EXTERNAL_PREFIX = "external:"
 OBJECT_KEYS = ("object", "objectGuess")
-HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".cxi", ".nxs")
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
@@ -115,7 +115,9 @@ def _read_arrays(path: str, wanted: tuple[str, ...]) -> dict[str, np.ndarray]:
 
     if not os.path.isfile(path):
         raise ExternalInputError(f"{path}: no such file. Fix: check the path of the reconstruction")
-    if path.lower().endswith(HDF5_SUFFIXES):
+    with open(path, "rb") as fh:
+        is_hdf5 = fh.read(8) == HDF5_SIGNATURE
+    if is_hdf5:
         import h5py
 
         try:
@@ -370,7 +372,7 @@ def check_out_dir(out: Path) -> None:
                                  "new folder for the external arm")
 
 
-def write_job(out: Path, record: dict, ev: Any, label: str) -> None:
+def write_job(out: Path, record: dict, ev: Any, label: str, figures: bool = True) -> None:
     """The job folder: frc.csv, recon.npz, compare_amp_phase.png, then result.json (each atomically)."""
     from ptycho_exp.evaluate.pipeline import write_frc_csv
     from ptycho_exp.results import RESULT_FILE, write_json
@@ -379,12 +381,12 @@ def write_job(out: Path, record: dict, ev: Any, label: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_frc_csv(out / "frc.csv", ev.frc)
     _save_recon(out / "recon.npz", ev, record["model"], record["scored_against"])
-    if record.get("_figures", True):
+    if figures:
         from ptycho_exp.evaluate.figures import plot_comparison
 
         gt_label = "GT" if record["scored_against"] == "ground_truth" else "reference"
         plot_comparison(out / "compare_amp_phase.png", ev.gt, {label: ev.recon}, gt_label=gt_label)
-    write_json(out / RESULT_FILE, {k: v for k, v in record.items() if not k.startswith("_")})
+    write_json(out / RESULT_FILE, record)
 
 
 def score_to_job(recon_path: str, test_path: str, out: str | os.PathLike, opts: ScoreOptions) -> dict:
@@ -397,9 +399,7 @@ def score_to_job(recon_path: str, test_path: str, out: str | os.PathLike, opts: 
     check_out_dir(out)
     ev, parts = score_reconstruction(os.fspath(recon_path), os.fspath(test_path), opts)
     record = job_record(os.fspath(recon_path), os.fspath(test_path), opts, ev, parts, started)
-    record["_figures"] = opts.figures
-    write_job(out, record, ev, opts.label)
-    record.pop("_figures")
+    write_job(out, record, ev, opts.label, figures=opts.figures)
     return record
 
 
