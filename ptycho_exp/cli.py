@@ -15,6 +15,9 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     dsub = data.add_subparsers(dest="data_cmd", required=True)
     p = dsub.add_parser("inspect", help="summarise a contract NPZ (shapes, photons, scan, overlap)")
     p.add_argument("path")
+    from ptycho_exp.export import add_export_parser
+
+    add_export_parser(dsub)
     p = dsub.add_parser("simulate", help="write a contract NPZ simulated from a job config")
     p.add_argument("--out", required=True, help="output .npz")
     p.add_argument("--which", choices=("train", "test"), default="test")
@@ -24,9 +27,6 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-out", required=True)
     p.add_argument("--test-out", required=True)
     p.add_argument("--axis", choices=("y", "x"), default="y", help="y: top/bottom halves; x: left/right")
-    from ptycho_exp.export import add_export_parser
-
-    add_export_parser(dsub)
 
 
 def build_parser() -> argparse.ArgumentParser:
