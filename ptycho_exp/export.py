@@ -7,8 +7,8 @@ from ``data.train_path`` / ``data.test_path``, the training subset and the group
 seeds. ``load_contract_npz`` of the written files gives back, byte for byte, the arrays the job trained on
 and scored.
 
-Files (contract NPZ, SPEC §4, the layout PtychoPINN-style codes read)
---------------------------------------------------------------------
+Files (contract NPZ, CONTRACT §4: the layout PtychoPINN-style codes read)
+-------------------------------------------------------------------------
 ``train.npz`` (network jobs only) and ``test.npz``, each with
 
 ``diffraction``
