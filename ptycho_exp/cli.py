@@ -15,6 +15,9 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     dsub = data.add_subparsers(dest="data_cmd", required=True)
     p = dsub.add_parser("inspect", help="summarise a contract NPZ (shapes, photons, scan, overlap)")
     p.add_argument("path")
+    from ptycho_exp.export import add_export_parser
+
+    add_export_parser(dsub)
     p = dsub.add_parser("simulate", help="write a contract NPZ simulated from a job config")
     p.add_argument("--out", required=True, help="output .npz")
     p.add_argument("--which", choices=("train", "test"), default="test")
@@ -42,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="list the jobs a sweep would run (and which are done) without running")
     p.add_argument("overrides", nargs="*", help="the same overrides as the sweep, e.g. study=generalization")
     _add_data_commands(sub)
+    from ptycho_exp.external import add_score_parser
+
+    add_score_parser(sub)
     p = sub.add_parser("predict", help="reconstruct a contract NPZ with a trained network (.keras)")
     p.add_argument("model_dir", help="a job's model/ folder (or the job folder)")
     p.add_argument("data", help="contract NPZ with diffraction and positions")
@@ -63,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             from ptycho_exp.study.plan import print_plan
 
             return print_plan(list(args.overrides) + rest)
+        if getattr(args, "handler", None):  # commands whose module registers its own handler
+            return args.handler(args)
         if args.cmd == "data":
             return _data(args)
         if args.cmd == "predict":

@@ -146,7 +146,10 @@ def three_way_figures(df: pd.DataFrame, out_dir: Path | str, min_arms: int = 2) 
     named in ``recon.npz``). The panels are shown as scored (:func:`ptycho_exp.evaluate.figures.plot_comparison`:
     scaled amplitude, plane-removed phase, SSIM per panel).
     """
+    import pandas as pd
+
     from ptycho_exp.evaluate.figures import plot_comparison
+    from ptycho_exp.external import EXTERNAL_PREFIX
 
     out_dir = Path(out_dir)
     if df is None or df.empty or "model" not in df.columns or "job_dir" not in df.columns:
@@ -154,6 +157,9 @@ def three_way_figures(df: pd.DataFrame, out_dir: Path | str, min_arms: int = 2) 
     ok = df[df["status"] == "ok"] if "status" in df.columns else df
     if ok.empty:
         return []
+    ext = ok["model"].astype(str).str.startswith(EXTERNAL_PREFIX) & ok["seed"].isna()
+    if ext.any() and (~ext).any():  # an external arm scored without --seed joins every seed's figure
+        ok = pd.concat([ok[~ext], *(ok[ext].assign(seed=s) for s in ok.loc[~ext, "seed"].dropna().unique())])
     n_col = "data.n_train" if "data.n_train" in ok.columns else None
     params = list(df.attrs.get("param_columns") or [])
     others = [c for c in params if c not in ("model", "seed", "data.n_train") and c in ok.columns]

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
+from ptycho_exp.external import EXTERNAL_PREFIX
 from ptycho_exp.study.collect import ITERATIVE_MODELS, OK_STATUSES
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -97,7 +98,7 @@ def strata(df: "pd.DataFrame") -> list[dict]:
     v = _valid(df)
     if not keys:
         return [{}]
-    trained = v[~v["model"].isin(ITERATIVE_MODELS)]
+    trained = v[~v["model"].isin(ITERATIVE_MODELS) & ~v["model"].astype(str).str.startswith(EXTERNAL_PREFIX)]
     base = trained if len(trained) else v
     uniq = base[keys].drop_duplicates()
     recs = [dict(zip(keys, row)) for row in uniq.itertuples(index=False, name=None)]
