@@ -196,7 +196,13 @@ def test_engine_output_round_trip_without_pickle(tmp_path):
     assert np.array_equal(res.probe, prb)
     assert res.origin == (-12.0, 3.5)
     assert res.data_error.dtype == np.float64 and np.array_equal(res.data_error, err)
-    assert res.metadata == meta
+    assert {k: v for k, v in res.metadata.items() if k != "health"} == meta
+    # a file without the worker's health record is checked on reading (here: a healthy run)
+    assert res.failed is False and res.failure_reason is None
+    assert res.error_curve == err.tolist()
+    assert res.probe_norm == pytest.approx(np.linalg.norm(prb.astype(np.complex128)), rel=1e-6)
+    assert res.object_norm == pytest.approx(np.abs(obj[5:15, 6:18]).mean(), rel=1e-6)
+    assert res.positions is None
     np.testing.assert_array_equal(res.patch_centre_index([[0.0, 0.0]]), [[12.0, -3.5]])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.npz"]
     with pytest.raises(ProtocolError, match="seconds"):
@@ -289,7 +295,7 @@ def test_ptylab_epie_converges_and_is_registered():
     scan = pos + gt_offset
 
     # fixed (exact) probe: ePIE's data error decreases monotonically
-    o, _, origin, err, meta = reconstruct_ptylab(diff, scan, probe, {"iterations": 30, "probe_refine": False})
+    o, _, origin, err, meta, _ = reconstruct_ptylab(diff, scan, probe, {"iterations": 30, "probe_refine": False})
     assert err.shape == (30,)
     assert np.all(err[1:] <= err[:-1] * (1 + 1e-6)), np.diff(err)
     assert err[0] / err[-1] > 5
@@ -297,7 +303,7 @@ def test_ptylab_epie_converges_and_is_registered():
     assert np.isfinite(meta["final_data_error"]) and meta["final_data_error"] < err[0] / 5
 
     # probe refined as well (ePIE's random position order gives small wiggles in the error)
-    o2, _, origin2, err2, _ = reconstruct_ptylab(diff, scan, probe, {"iterations": 30})
+    o2, _, origin2, err2, _, _ = reconstruct_ptylab(diff, scan, probe, {"iterations": 30})
     assert err2[0] / err2[-1] > 5
     assert np.max(np.diff(err2) / err2[:-1]) < 0.1
 
