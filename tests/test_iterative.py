@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -532,3 +533,178 @@ def test_tike_count_scale_brings_data_to_counts():
     c = tike_count_scale(intensity, 100.0)
     assert np.mean(c * intensity) == pytest.approx(100.0)
     assert tike_count_scale(np.zeros((2, 4, 4))) == 1.0
+
+
+# ----------------------------------------------------------------------------------------------------
+# Divergence checks (ptycho_exp.iterative.health)
+# ----------------------------------------------------------------------------------------------------
+def _transmission_case(n=16, seed=0):
+    """A smooth transmission object (|O| ≈ 0.8), a probe, a 5×5 grid and the data's mean pattern energy."""
+    obj, probe, pos, diff = simulate(n=n, grid=5, stride=4, seed=seed)
+    energy = float(np.mean(np.sum(diff.astype(np.float64) ** 2, axis=(-2, -1))))
+    return obj, probe, pos, energy
+
+
+def test_probe_power_matches_pattern_energy_by_parseval():
+    """The fact the probe check rests on: mean pattern energy = Σ|P|² · (illumination-weighted mean |O|²)."""
+    from ptycho_exp.iterative.health import illuminated_mean_amplitude
+
+    obj, probe, pos, energy = _transmission_case()
+    power = float(np.sum(np.abs(probe.astype(np.complex128)) ** 2))
+    o2 = illuminated_mean_amplitude(np.abs(obj) ** 2, probe, (0.0, 0.0), pos)
+    assert energy == pytest.approx(power * o2, rel=1e-5)
+
+
+def test_assess_run_passes_a_healthy_run_and_names_each_failure():
+    from ptycho_exp.iterative.health import assess_run
+
+    obj, probe, pos, energy = _transmission_case()
+    curve = 20.0 * 0.9 ** np.arange(30)
+    ok = assess_run(curve, probe, obj, (0.0, 0.0), pos, energy, final_data_error=curve[-1])
+    assert not ok.failed and ok.failure_reason is None
+    assert ok.error_curve == curve.tolist()
+    assert ok.probe_norm == pytest.approx(np.linalg.norm(probe.astype(np.complex128)), rel=1e-6)
+    assert 0.25 < ok.object_norm < 0.95  # the simulated object's amplitude lies in 0.6 ± 0.35
+    assert ok.data_norm == pytest.approx(np.sqrt(energy))
+
+    # error up by orders of magnitude from its minimum (22.7 -> 2.9e13 is what a run-away mPIE did)
+    rising = np.concatenate([curve[:10], curve[9] * np.logspace(0, 12, 20)])
+    bad = assess_run(rising, probe, obj, (0.0, 0.0), pos, energy)
+    assert bad.failed and "data error rose from its minimum" in bad.failure_reason
+    # a moderate wiggle is not a divergence
+    assert not assess_run(np.concatenate([curve, curve[-1:] * 3]), probe, obj, (0, 0), pos, energy).failed
+    # the returned object/probe much worse than the logged curve
+    late = assess_run(curve, probe, obj, (0.0, 0.0), pos, energy, final_data_error=1e6)
+    assert late.failed and "returned object and probe" in late.failure_reason
+    # non-finite values
+    nan_curve = curve.copy()
+    nan_curve[12:] = np.nan
+    nf = assess_run(nan_curve, probe, obj, (0.0, 0.0), pos, energy)
+    assert nf.failed and "non-finite data error from iteration 13" in nf.failure_reason
+    nan_obj = obj.copy()
+    nan_obj[3, 3] = np.inf
+    assert "non-finite values in the object" in assess_run(curve, probe, nan_obj, (0, 0), pos, energy).failure_reason
+    # probe far from the data's power, object scale drifted (probe × c, object / c fits the same data)
+    drift = assess_run(curve, probe * 1e4, obj / 1e4, (0.0, 0.0), pos, energy)
+    assert drift.failed
+    assert "probe power" in drift.failure_reason and "object mean amplitude" in drift.failure_reason
+    assert drift.probe_norm == pytest.approx(ok.probe_norm * 1e4, rel=1e-5)
+    # a factor 10 in amplitude is not yet a failure (absorbing objects, detector cut-offs)
+    assert not assess_run(curve, probe * 3, obj / 3, (0.0, 0.0), pos, energy).failed
+
+
+def test_result_health_travels_through_the_files(tmp_path):
+    """The worker's health record and the corrected positions survive write -> read (and a cache copy)."""
+    from ptycho_exp.iterative.health import assess_run
+
+    obj, probe, pos, energy = _transmission_case()
+    curve = np.array([5.0, 1.0, 1e4])
+    health = assess_run(curve, probe, obj, (0.0, 0.0), pos, energy).as_dict()
+    meta = {"engine": "ptylab", "version": "x", "algorithm": "ePIE", "iterations": 3, "seconds": 1.0,
+            "health": health}
+    res = read_engine_output(write_engine_output(tmp_path / "o.npz", obj, probe, (0, 0), curve, meta,
+                                                 positions=pos + 0.25))
+    assert res.failed and "rose" in res.failure_reason
+    assert res.error_curve == [5.0, 1.0, 1e4]
+    np.testing.assert_array_equal(res.positions, pos + 0.25)
+    # a copy written without positions (as the engine cache does) keeps the verdict
+    again = read_engine_output(write_engine_output(tmp_path / "c.npz", res.object, res.probe, res.origin,
+                                                   res.data_error, res.metadata))
+    assert again.failed and again.failure_reason == res.failure_reason
+    assert again.probe_norm == pytest.approx(res.probe_norm)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The default iterative reference on the project's simulated scans (clean, and measured-like)
+# ----------------------------------------------------------------------------------------------------
+def _project_scan(measured_like: bool, jitter: float = 1.0):
+    """The project's simulator at N=32, object 128, grid step 8 (169 positions).
+
+    measured-like: ~1e5 counts per pattern (Poisson), a defocused probe, position jitter."""
+    from ptycho_exp.config import DataConfig
+    from ptycho_exp.data.simulate import simulate_object_scan
+
+    extra = dict(nphotons=1e5, probe="defocused", probe_defocus=3.0, jitter=jitter) if measured_like else {}
+    cfg = DataConfig(N=32, object_size=128, test_stride=8.0, **extra)
+    return simulate_object_scan(cfg, "test")
+
+
+def _score(obj, origin, positions, gt, n):
+    from ptycho_exp.evaluate.pipeline import evaluate_object
+
+    return evaluate_object(obj, origin, positions, gt, patch_size=n, upsample_factor=20).metrics
+
+
+@needs_ptylab
+@pytest.mark.parametrize("case", ["clean", "measured-like"])
+def test_default_reference_converges_on_simulated_scans(tmp_path, case):
+    from types import SimpleNamespace
+
+    from ptycho_exp.config import EvalConfig
+    from ptycho_exp.iterative.ptylab_engine import forward_intensity, normalised_data_error
+    from ptycho_exp.physics.probe import make_probe
+    from ptycho_exp.workflow import reference_settings
+
+    settings = reference_settings(SimpleNamespace(eval=EvalConfig()))  # the defaults, as jobs use them
+    assert settings["algorithm"] == "ePIE" and settings["iterations"] == EvalConfig().reference_iterations
+    scan = _project_scan(case == "measured-like")
+    n = scan.N
+    # measured-like: the engine does not know the probe's defocus (it starts from the ideal disk)
+    guess = make_probe("ideal_disk", n) if case == "measured-like" else scan.probe
+    res = run_engine(scan.diffraction, scan.positions, guess, settings, workdir=tmp_path, timeout_s=300)
+    assert not res.failed, res.failure_reason
+    assert len(res.error_curve) == settings["iterations"]
+    err = np.asarray(res.error_curve)
+    assert err[-1] < err[0] / 3 and err[-1] <= 1.05 * err.min()  # converged, no late climb
+    # data error of the returned object/probe near the noise floor: the truth's own error on these data
+    intensity = scan.diffraction.astype(np.float64) ** 2
+    tl = np.round(scan.positions - n / 2).astype(int)
+    floor = normalised_data_error(intensity, forward_intensity(scan.object, scan.probe, tl))
+    final = res.metadata["final_data_error"]
+    assert final < max(2.0 * floor, 0.03 * err[0]), (final, floor, err[0])
+    # norms as the data imply: probe power ≈ pattern energy / mean|O|², object amplitude of order 1
+    assert 0.5 < res.object_norm < 1.5
+    energy = float(np.mean(intensity.sum(axis=(-2, -1))))
+    assert 0.5 < res.probe_norm**2 * res.object_norm**2 / energy < 2.0
+    # a real reconstruction: clearly better than a flat object on the same scored region
+    rec = _score(res.object, res.origin, scan.positions, scan.object, n)
+    flat = _score(np.ones_like(res.object), res.origin, scan.positions, scan.object, n)
+    assert rec["amp_ssim"] > flat["amp_ssim"] + 0.3, (rec["amp_ssim"], flat["amp_ssim"])
+    assert rec["amp_mae"] < 0.5 * flat["amp_mae"], (rec["amp_mae"], flat["amp_mae"])
+
+
+@needs_ptylab
+@pytest.mark.parametrize("how", ["beta_object=50", "probe x1e6, fixed"])
+def test_a_diverging_run_is_marked_failed_with_the_reason(tmp_path, how):
+    from ptycho_exp.physics.probe import make_probe
+
+    scan = _project_scan(True)
+    guess = make_probe("ideal_disk", scan.N)
+    settings = {"engine": "ptylab", "algorithm": "ePIE", "iterations": 20}
+    if how == "beta_object=50":
+        settings["beta_object"] = 50.0
+    else:  # a probe a million times too bright, neither rescaled nor refined: the object must shrink 1e6×
+        guess = guess * 1e6
+        settings.update(probe_refine=False, probe_power_match=0)
+    res = run_engine(scan.diffraction, scan.positions, guess, settings, workdir=tmp_path, timeout_s=300)
+    assert res.failed
+    expected = "rose from its minimum|non-finite" if how == "beta_object=50" else "probe power .* mean pattern energy"
+    assert re.search(expected, res.failure_reason), res.failure_reason
+    from ptycho_exp.iterative import DivergedRun, raise_if_failed
+
+    with pytest.raises(DivergedRun, match="the reference .*ePIE, 20 iterations.* diverged"):
+        raise_if_failed(res, "the reference")
+
+
+@needs_ptylab
+def test_probe_guess_at_the_wrong_scale_is_matched_to_the_data(tmp_path):
+    """A measured probe handed over at an arbitrary scale (here ×1e6) is rescaled once to the data's power."""
+    from ptycho_exp.physics.probe import make_probe
+
+    scan = _project_scan(True)
+    guess = make_probe("ideal_disk", scan.N) * 1e6
+    res = run_engine(scan.diffraction, scan.positions, guess, {"engine": "ptylab", "iterations": 20},
+                     workdir=tmp_path, timeout_s=300)
+    assert not res.failed, res.failure_reason
+    assert 1e-7 < res.metadata["initial_probe_scale"] < 1e-5
+    assert 0.5 < res.object_norm < 1.5
