@@ -708,3 +708,38 @@ def test_probe_guess_at_the_wrong_scale_is_matched_to_the_data(tmp_path):
     assert not res.failed, res.failure_reason
     assert 1e-7 < res.metadata["initial_probe_scale"] < 1e-5
     assert 0.5 < res.object_norm < 1.5
+
+
+# ----------------------------------------------------------------------------------------------------
+# Position correction on a measured-like scan whose true positions the engine is not told
+# ----------------------------------------------------------------------------------------------------
+@needs_ptylab
+def test_position_correction_beats_uncorrected_positions(tmp_path):
+    from ptycho_exp.physics.probe import make_probe
+    from ptycho_exp.physics.scan import grid_positions
+
+    scan = _project_scan(True, jitter=1.5)  # the simulator knows the jittered positions
+    n = scan.N
+    nominal = grid_positions(128, n, 8.0)  # what the engine is given: the un-jittered grid
+    true_rms = float(np.sqrt(np.mean(np.sum((scan.positions - nominal) ** 2, axis=1))))
+    assert true_rms > 1.5
+    guess = make_probe("ideal_disk", n)
+    scores, results = {}, {}
+    for pc in (False, True):
+        settings = {"engine": "ptylab", "algorithm": "ePIE", "iterations": 100, "position_correction": pc}
+        res = run_engine(scan.diffraction, nominal, guess, settings, workdir=tmp_path, timeout_s=300)
+        assert not res.failed, res.failure_reason
+        results[pc] = res
+        scores[pc] = _score(res.object, res.origin, nominal, scan.object, n)
+    assert results[True].metadata["position_correction"] and results[True].metadata["ptylab_engine"] == "mPIE"
+    assert results[False].metadata["ptylab_engine"] == "ePIE"
+    # the corrected positions moved towards the truth (up to a common shift, which registration removes)
+    moved = results[True].positions
+    resid = moved - scan.positions
+    corrected_rms = float(np.sqrt(np.mean(np.sum((resid - resid.mean(axis=0)) ** 2, axis=1))))
+    assert corrected_rms < 0.8 * true_rms, (corrected_rms, true_rms)
+    # and the object is closer to the ground truth after registration
+    with_pc, without = scores[True], scores[False]
+    assert with_pc["amp_ssim"] > without["amp_ssim"] + 0.1, (with_pc["amp_ssim"], without["amp_ssim"])
+    assert with_pc["amp_mae"] < 0.85 * without["amp_mae"], (with_pc["amp_mae"], without["amp_mae"])
+    assert with_pc["phase_mae"] < without["phase_mae"], (with_pc["phase_mae"], without["phase_mae"])
