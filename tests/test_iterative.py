@@ -743,3 +743,36 @@ def test_position_correction_beats_uncorrected_positions(tmp_path):
     assert with_pc["amp_ssim"] > without["amp_ssim"] + 0.1, (with_pc["amp_ssim"], without["amp_ssim"])
     assert with_pc["amp_mae"] < 0.85 * without["amp_mae"], (with_pc["amp_mae"], without["amp_mae"])
     assert with_pc["phase_mae"] < without["phase_mae"], (with_pc["phase_mae"], without["phase_mae"])
+
+
+# ----------------------------------------------------------------------------------------------------
+# model=ptylab jobs: the reconstructed probe is a file networks can use; a diverged arm is a failed job
+# ----------------------------------------------------------------------------------------------------
+@needs_ptylab
+def test_ptylab_job_writes_its_probe_and_fails_when_it_diverges(tmp_path):
+    from conftest import TINY, run_cli
+
+    from ptycho_exp.physics.probe import load_probe
+
+    base = ["model=ptylab", *TINY, "model.iterative.iterations=20", "eval.figures=false"]
+    ok_dir = tmp_path / "ok"
+    proc = run_cli([*base, f"hydra.run.dir={ok_dir}"], tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads((ok_dir / "result.json").read_text())
+    assert res["status"] == "ok"
+    health = res["engine"]["health"]
+    assert health["failed"] is False and len(health["error_curve"]) == 20
+    assert health["probe_norm"] > 0 and 0.5 < health["object_norm"] < 1.5
+    probe = load_probe(str(ok_dir / "iterative_probe.npz"))  # the networks' data.probe=file reader
+    with np.load(ok_dir / "iterative_probe.npz", allow_pickle=False) as npz:
+        assert npz.files == ["probeGuess"] and npz["probeGuess"].dtype == np.complex64
+    assert probe.shape == (32, 32)
+
+    bad_dir = tmp_path / "bad"
+    proc = run_cli([*base, "model.iterative.beta_object=50", f"hydra.run.dir={bad_dir}"], tmp_path, timeout=300)
+    assert proc.returncode != 0
+    res = json.loads((bad_dir / "result.json").read_text())
+    assert res["status"] == "failed"
+    assert "model=ptylab reconstruction" in res["error"] and "diverged" in res["error"]
+    assert re.search("rose from its minimum|non-finite", res["error"]), res["error"]
+    assert not (bad_dir / "iterative_probe.npz").exists()
