@@ -101,7 +101,7 @@ def reference_settings(cfg: Any) -> dict:
     """Settings of the iterative reference reconstruction (PtyLab on the CPU; independent of the arm)."""
     from ptycho_exp.config import ConfigError
 
-    algorithm = str(getattr(cfg.eval, "reference_algorithm", "mPIE"))
+    algorithm = str(getattr(cfg.eval, "reference_algorithm", "ePIE"))
     iterations = int(getattr(cfg.eval, "reference_iterations", 300))
     if algorithm.lower() not in ("epie", "mpie"):
         raise ConfigError(f"eval.reference_algorithm={algorithm!r} is invalid: choose ePIE or mPIE (PtyLab)")
@@ -130,7 +130,7 @@ def reference_object(cfg: Any, scan: Any, job_dir: Path) -> tuple[np.ndarray, st
 
     ``eval.reference=ground_truth`` uses the data's ``objectGuess`` when there is one; otherwise (or with
     ``eval.reference=iterative``) a PtyLab reconstruction of the whole test scan
-    (``eval.reference_algorithm``, ``eval.reference_iterations``; default mPIE, 300) is the reference.
+    (``eval.reference_algorithm``, ``eval.reference_iterations``; default ePIE, 300) is the reference.
     It depends only on the test scan and those settings, so every arm and seed is scored against the same
     object; it is cached under ``paths.cache_dir/reference/``. The returned label is
     ``"ground_truth"`` or ``"iterative:ptylab-<algorithm>-<iterations>"``.
