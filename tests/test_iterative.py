@@ -451,8 +451,10 @@ def test_tike_engine_plumbing_with_numpy_standin(monkeypatch):
     obj, probe, pos, diff = simulate(n=n, grid=6, stride=8, seed=1)
     gt_offset = np.array([-40.0, 230.0])
     scan = pos + gt_offset
-    o, p, origin, err, meta = reconstruct_tike(diff, scan, probe, {"iterations": 15, "object_init": 1.0})
+    o, p, origin, err, meta, used = reconstruct_tike(diff, scan, probe, {"iterations": 15, "object_init": 1.0})
     assert meta["engine"] == "tike" and meta["version"] == "0.26.0" and meta["algorithm"] == "rpie"
+    np.testing.assert_allclose(used, scan, atol=1e-4)  # positions come back in scan coordinates
+    assert meta["positions_fixed"] is True
     assert o.ndim == 2 and o.dtype == np.complex64 and p.shape == (n, n)
     assert err.shape == (15,) and err[-1] < err[0] / 5
     gt, rec = _scanned_crop(obj, o, origin, scan, n, gt_offset)
@@ -475,7 +477,7 @@ def test_tike_rpie_reconstructs_registered_object():
 
     n = 32
     obj, probe, pos, diff = simulate(n=n, grid=6, stride=8, seed=0)
-    o, _, origin, err, meta = reconstruct_tike(diff, pos, probe, {"iterations": 100, "batch_size": 4})
+    o, _, origin, err, meta, _ = reconstruct_tike(diff, pos, probe, {"iterations": 100, "batch_size": 4})
     assert meta["engine"] == "tike" and len(err) == 100 and err[-1] < err[0]
     gt, rec = _scanned_crop(obj, o, origin, pos, n)
     a_gt, a_rec = np.abs(gt).astype(np.float64), np.abs(rec).astype(np.float64)
@@ -523,6 +525,16 @@ def test_engine_settings_accept_the_config_names():
     assert (s["betaObject"], s["betaProbe"], s["algorithm"]) == (0.7, 0.1, "mPIE")
     t = tike_engine._settings({"adaptive_moments": False, "algorithm": "lstsq_grad", "batch_size": 4})
     assert (t["use_adaptive_moment"], t["algorithm"], t["batch_size"]) == (False, "lstsq_grad", 4)
+    assert t["positions_fixed"] is True
+    assert tike_engine._settings({"position_correction": True})["positions_fixed"] is False
+    s = ptylab_engine._settings({"algorithm": "rpie", "alpha_object": 0.3, "position_correction": True})
+    assert (s["algorithm"], s["alphaObject"], s["position_correction"]) == ("rPIE", 0.3, True)
+    # ePIE with position correction runs PtyLab's mPIE engine with ePIE's update (alpha 1, no momentum)
+    assert ptylab_engine.engine_plan(ptylab_engine._settings({"position_correction": True})) == (
+        "mPIE", {"alphaObject": 1.0, "alphaProbe": 1.0, "feedbackM": 0.0, "frictionM": 0.0})
+    assert ptylab_engine.engine_plan(ptylab_engine._settings({})) == ("ePIE", {})
+    assert ptylab_engine.engine_plan(s) == ("mPIE", {"alphaObject": 0.3, "alphaProbe": 0.1, "feedbackM": 0.0,
+                                                     "frictionM": 0.0})
 
 
 def test_tike_count_scale_brings_data_to_counts():
@@ -776,3 +788,21 @@ def test_ptylab_job_writes_its_probe_and_fails_when_it_diverges(tmp_path):
     assert "model=ptylab reconstruction" in res["error"] and "diverged" in res["error"]
     assert re.search("rose from its minimum|non-finite", res["error"]), res["error"]
     assert not (bad_dir / "iterative_probe.npz").exists()
+
+
+@needs_ptylab
+def test_epie_on_the_mpie_engine_is_epie(monkeypatch):
+    """Position correction runs ePIE on PtyLab's mPIE engine (alpha 1, no momentum): the same iterates."""
+    from ptycho_exp.iterative import ptylab_engine
+
+    _, probe, pos, diff = simulate(n=16, grid=4, stride=4, seed=2)
+    settings = {"iterations": 5, "position_order": "sequential"}
+    ref = ptylab_engine.reconstruct_ptylab(diff, pos, probe, settings)
+    assert ref[4]["ptylab_engine"] == "ePIE"
+    monkeypatch.setattr(ptylab_engine, "engine_plan", lambda s: (
+        "mPIE", {"alphaObject": 1.0, "alphaProbe": 1.0, "feedbackM": 0.0, "frictionM": 0.0}))
+    alt = ptylab_engine.reconstruct_ptylab(diff, pos, probe, settings)
+    assert alt[4]["ptylab_engine"] == "mPIE"
+    np.testing.assert_allclose(alt[3], ref[3], rtol=1e-4)  # data error per iteration
+    np.testing.assert_allclose(alt[0], ref[0], rtol=1e-4, atol=1e-5)  # object
+    np.testing.assert_allclose(alt[1], ref[1], rtol=1e-4, atol=1e-5)  # probe
