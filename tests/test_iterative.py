@@ -579,7 +579,7 @@ def test_assess_run_passes_a_healthy_run_and_names_each_failure():
     assert 0.25 < ok.object_norm < 0.95  # the simulated object's amplitude lies in 0.6 ± 0.35
     assert ok.data_norm == pytest.approx(np.sqrt(energy))
 
-    # error up by orders of magnitude from its minimum (22.7 -> 2.9e13 is what a run-away mPIE did)
+    # error up by orders of magnitude from its minimum (a run-away engine: e.g. 22.7 -> 2.9e13)
     rising = np.concatenate([curve[:10], curve[9] * np.logspace(0, 12, 20)])
     bad = assess_run(rising, probe, obj, (0.0, 0.0), pos, energy)
     assert bad.failed and "data error rose from its minimum" in bad.failure_reason
