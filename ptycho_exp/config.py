@@ -58,12 +58,13 @@ class DataConfig:
 
 @dataclass
 class IterativeConfig:
-    algorithm: str = "ePIE"           # ptylab: ePIE|mPIE ; tike: rpie|lstsq_grad
+    algorithm: str = "ePIE"           # ptylab: ePIE|rPIE|mPIE ; tike: rpie|lstsq_grad
     iterations: int = 100
     batch_size: int = 10
     beta_object: float = 0.25
     beta_probe: float = 0.25
     probe_refine: bool = True
+    position_correction: bool = False  # ptylab: pcPIE position refinement (mPIE-class engine; ePIE update kept)
     noise_model: str = "poisson"
     adaptive_moments: bool = True
     python: Optional[str] = None      # interpreter for the engine worker (tike: .venv-tike/bin/python)
@@ -114,7 +115,7 @@ class EvalConfig:
     trim_px: int = 2
     batch_size: int = 64              # inference samples per forward pass (memory; as fast as 256 on CPU)
     reference: str = "ground_truth"   # ground_truth | iterative
-    reference_algorithm: str = "mPIE"  # iterative reference (PtyLab): ePIE | mPIE
+    reference_algorithm: str = "ePIE"  # iterative reference (PtyLab): ePIE (stable on measured data) | mPIE
     reference_iterations: int = 300    # iterations of the iterative reference
     figures: bool = True
     save_recon: bool = True

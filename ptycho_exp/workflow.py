@@ -29,7 +29,8 @@ def iterative_settings(cfg: Any, seed: int) -> dict:
     return {"engine": cfg.model.name, "algorithm": it.algorithm, "iterations": int(it.iterations),
             "batch_size": int(it.batch_size), "beta_object": float(it.beta_object),
             "beta_probe": float(it.beta_probe), "probe_refine": bool(it.probe_refine),
-            "noise_model": it.noise_model, "adaptive_moments": bool(it.adaptive_moments), "seed": int(seed)}
+            "noise_model": it.noise_model, "adaptive_moments": bool(it.adaptive_moments), "seed": int(seed),
+            "position_correction": bool(getattr(it, "position_correction", False))}
 
 
 def tike_python(cfg: Any) -> str:
@@ -100,7 +101,7 @@ def reference_settings(cfg: Any) -> dict:
     """Settings of the iterative reference reconstruction (PtyLab on the CPU; independent of the arm)."""
     from ptycho_exp.config import ConfigError
 
-    algorithm = str(getattr(cfg.eval, "reference_algorithm", "mPIE"))
+    algorithm = str(getattr(cfg.eval, "reference_algorithm", "ePIE"))
     iterations = int(getattr(cfg.eval, "reference_iterations", 300))
     if algorithm.lower() not in ("epie", "mpie"):
         raise ConfigError(f"eval.reference_algorithm={algorithm!r} is invalid: choose ePIE or mPIE (PtyLab)")
@@ -129,7 +130,7 @@ def reference_object(cfg: Any, scan: Any, job_dir: Path) -> tuple[np.ndarray, st
 
     ``eval.reference=ground_truth`` uses the data's ``objectGuess`` when there is one; otherwise (or with
     ``eval.reference=iterative``) a PtyLab reconstruction of the whole test scan
-    (``eval.reference_algorithm``, ``eval.reference_iterations``; default mPIE, 300) is the reference.
+    (``eval.reference_algorithm``, ``eval.reference_iterations``; default ePIE, 300) is the reference.
     It depends only on the test scan and those settings, so every arm and seed is scored against the same
     object; it is cached under ``paths.cache_dir/reference/``. The returned label is
     ``"ground_truth"`` or ``"iterative:ptylab-<algorithm>-<iterations>"``.
@@ -234,6 +235,9 @@ def run_science(cfg: Any, job_dir: Path) -> dict:
         # the same test positions as the networks (the data.n_test subset and its group members)
         scan = test_scan.subset(np.unique(test.groups.ravel()))
         res, wall = cached_engine_result(cfg, scan, job_dir, iterative_settings(cfg, cfg.seed), "iterative")
+        from ptycho_exp.iterative import raise_if_failed, write_probe_file
+        raise_if_failed(res, f"the model={cfg.model.name} reconstruction")  # recorded as a failed job
+        write_probe_file(job_dir / "iterative_probe.npz", res.probe)  # data.probe=file data.probe_path=<it>
         seconds = float(res.metadata.get("seconds") or wall or 0.0)  # the engine's own reconstruction time
         timings["train_s"] = 0.0
         timings["inference_s"] = seconds

@@ -62,7 +62,7 @@ def test_split_halves_are_spatially_disjoint(files):
 def test_pinn_and_ptylab_score_against_an_iterative_reference(files):
     proc, log, res = _job(["model=pinn"], files, "pinn")
     assert res["status"] == "ok", res.get("error") or proc.stderr[-3000:]
-    assert res["data"]["reference"] == "iterative:ptylab-mPIE-20"
+    assert res["data"]["reference"] == "iterative:ptylab-ePIE-20"
     assert res["data"]["has_ground_truth"] is False
     assert res["timings"]["reference_s"] > 0
     for key in ("amp_ssim", "phase_ssim", "amp_frc50", "amp_pearson"):
@@ -72,7 +72,7 @@ def test_pinn_and_ptylab_score_against_an_iterative_reference(files):
     # the iterative arm, with the reference asked for explicitly: same reference, reused from the cache
     proc, log, res2 = _job(["model=ptylab", "eval.reference=iterative"], files, "ptylab")
     assert res2["status"] == "ok", res2.get("error") or proc.stderr[-3000:]
-    assert res2["data"]["reference"] == "iterative:ptylab-mPIE-20"
+    assert res2["data"]["reference"] == "iterative:ptylab-ePIE-20"
     assert "scoring against an iterative reference" not in log
     assert "reference ptylab result from cache" in log
     assert res2["engine"]["engine"] == "ptylab" and res2["engine"]["iterations"] == 15
@@ -80,10 +80,10 @@ def test_pinn_and_ptylab_score_against_an_iterative_reference(files):
     # the iterative arm reconstructs the same test positions the networks are scored on
     assert res2["engine"]["n_positions"] == res2["data"]["test"]["n_samples"] == res["data"]["test"]["n_samples"]
     assert np.isfinite(res2["metrics"]["amp_ssim"]) and res2["timings"]["train_s"] == 0.0
-    # a 15-iteration ePIE against a 20-iteration mPIE reference of the same data agrees well
+    # a 15-iteration ePIE against a 20-iteration ePIE reference of the same data agrees well
     assert res2["metrics"]["amp_pearson"] > 0.5, res2["metrics"]
     with np.load(files / "ptylab" / "recon.npz", allow_pickle=False) as z:
-        assert str(z["reference"]) == "iterative:ptylab-mPIE-20"
+        assert str(z["reference"]) == "iterative:ptylab-ePIE-20"
         assert z["recon"].shape == z["gt"].shape
 
     # the iterative arm ignores data.n_train: another n_train reuses the engine's result for this seed

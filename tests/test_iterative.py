@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -196,7 +197,13 @@ def test_engine_output_round_trip_without_pickle(tmp_path):
     assert np.array_equal(res.probe, prb)
     assert res.origin == (-12.0, 3.5)
     assert res.data_error.dtype == np.float64 and np.array_equal(res.data_error, err)
-    assert res.metadata == meta
+    assert {k: v for k, v in res.metadata.items() if k != "health"} == meta
+    # a file without the worker's health record is checked on reading (here: a healthy run)
+    assert res.failed is False and res.failure_reason is None
+    assert res.error_curve == err.tolist()
+    assert res.probe_norm == pytest.approx(np.linalg.norm(prb.astype(np.complex128)), rel=1e-6)
+    assert res.object_norm == pytest.approx(np.abs(obj[5:15, 6:18]).mean(), rel=1e-6)
+    assert res.positions is None
     np.testing.assert_array_equal(res.patch_centre_index([[0.0, 0.0]]), [[12.0, -3.5]])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.npz"]
     with pytest.raises(ProtocolError, match="seconds"):
@@ -289,7 +296,7 @@ def test_ptylab_epie_converges_and_is_registered():
     scan = pos + gt_offset
 
     # fixed (exact) probe: ePIE's data error decreases monotonically
-    o, _, origin, err, meta = reconstruct_ptylab(diff, scan, probe, {"iterations": 30, "probe_refine": False})
+    o, _, origin, err, meta, _ = reconstruct_ptylab(diff, scan, probe, {"iterations": 30, "probe_refine": False})
     assert err.shape == (30,)
     assert np.all(err[1:] <= err[:-1] * (1 + 1e-6)), np.diff(err)
     assert err[0] / err[-1] > 5
@@ -297,7 +304,7 @@ def test_ptylab_epie_converges_and_is_registered():
     assert np.isfinite(meta["final_data_error"]) and meta["final_data_error"] < err[0] / 5
 
     # probe refined as well (ePIE's random position order gives small wiggles in the error)
-    o2, _, origin2, err2, _ = reconstruct_ptylab(diff, scan, probe, {"iterations": 30})
+    o2, _, origin2, err2, _, _ = reconstruct_ptylab(diff, scan, probe, {"iterations": 30})
     assert err2[0] / err2[-1] > 5
     assert np.max(np.diff(err2) / err2[:-1]) < 0.1
 
@@ -444,8 +451,10 @@ def test_tike_engine_plumbing_with_numpy_standin(monkeypatch):
     obj, probe, pos, diff = simulate(n=n, grid=6, stride=8, seed=1)
     gt_offset = np.array([-40.0, 230.0])
     scan = pos + gt_offset
-    o, p, origin, err, meta = reconstruct_tike(diff, scan, probe, {"iterations": 15, "object_init": 1.0})
+    o, p, origin, err, meta, used = reconstruct_tike(diff, scan, probe, {"iterations": 15, "object_init": 1.0})
     assert meta["engine"] == "tike" and meta["version"] == "0.26.0" and meta["algorithm"] == "rpie"
+    np.testing.assert_allclose(used, scan, atol=1e-4)  # positions come back in scan coordinates
+    assert meta["positions_fixed"] is True
     assert o.ndim == 2 and o.dtype == np.complex64 and p.shape == (n, n)
     assert err.shape == (15,) and err[-1] < err[0] / 5
     gt, rec = _scanned_crop(obj, o, origin, scan, n, gt_offset)
@@ -468,7 +477,7 @@ def test_tike_rpie_reconstructs_registered_object():
 
     n = 32
     obj, probe, pos, diff = simulate(n=n, grid=6, stride=8, seed=0)
-    o, _, origin, err, meta = reconstruct_tike(diff, pos, probe, {"iterations": 100, "batch_size": 4})
+    o, _, origin, err, meta, _ = reconstruct_tike(diff, pos, probe, {"iterations": 100, "batch_size": 4})
     assert meta["engine"] == "tike" and len(err) == 100 and err[-1] < err[0]
     gt, rec = _scanned_crop(obj, o, origin, pos, n)
     a_gt, a_rec = np.abs(gt).astype(np.float64), np.abs(rec).astype(np.float64)
@@ -516,6 +525,16 @@ def test_engine_settings_accept_the_config_names():
     assert (s["betaObject"], s["betaProbe"], s["algorithm"]) == (0.7, 0.1, "mPIE")
     t = tike_engine._settings({"adaptive_moments": False, "algorithm": "lstsq_grad", "batch_size": 4})
     assert (t["use_adaptive_moment"], t["algorithm"], t["batch_size"]) == (False, "lstsq_grad", 4)
+    assert t["positions_fixed"] is True
+    assert tike_engine._settings({"position_correction": True})["positions_fixed"] is False
+    s = ptylab_engine._settings({"algorithm": "rpie", "alpha_object": 0.3, "position_correction": True})
+    assert (s["algorithm"], s["alphaObject"], s["position_correction"]) == ("rPIE", 0.3, True)
+    # ePIE with position correction runs PtyLab's mPIE engine with ePIE's update (alpha 1, no momentum)
+    assert ptylab_engine.engine_plan(ptylab_engine._settings({"position_correction": True})) == (
+        "mPIE", {"alphaObject": 1.0, "alphaProbe": 1.0, "feedbackM": 0.0, "frictionM": 0.0})
+    assert ptylab_engine.engine_plan(ptylab_engine._settings({})) == ("ePIE", {})
+    assert ptylab_engine.engine_plan(s) == ("mPIE", {"alphaObject": 0.3, "alphaProbe": 0.1, "feedbackM": 0.0,
+                                                     "frictionM": 0.0})
 
 
 def test_tike_count_scale_brings_data_to_counts():
@@ -526,3 +545,264 @@ def test_tike_count_scale_brings_data_to_counts():
     c = tike_count_scale(intensity, 100.0)
     assert np.mean(c * intensity) == pytest.approx(100.0)
     assert tike_count_scale(np.zeros((2, 4, 4))) == 1.0
+
+
+# ----------------------------------------------------------------------------------------------------
+# Divergence checks (ptycho_exp.iterative.health)
+# ----------------------------------------------------------------------------------------------------
+def _transmission_case(n=16, seed=0):
+    """A smooth transmission object (|O| ≈ 0.8), a probe, a 5×5 grid and the data's mean pattern energy."""
+    obj, probe, pos, diff = simulate(n=n, grid=5, stride=4, seed=seed)
+    energy = float(np.mean(np.sum(diff.astype(np.float64) ** 2, axis=(-2, -1))))
+    return obj, probe, pos, energy
+
+
+def test_probe_power_matches_pattern_energy_by_parseval():
+    """The fact the probe check rests on: mean pattern energy = Σ|P|² · (illumination-weighted mean |O|²)."""
+    from ptycho_exp.iterative.health import illuminated_mean_amplitude
+
+    obj, probe, pos, energy = _transmission_case()
+    power = float(np.sum(np.abs(probe.astype(np.complex128)) ** 2))
+    o2 = illuminated_mean_amplitude(np.abs(obj) ** 2, probe, (0.0, 0.0), pos)
+    assert energy == pytest.approx(power * o2, rel=1e-5)
+
+
+def test_assess_run_passes_a_healthy_run_and_names_each_failure():
+    from ptycho_exp.iterative.health import assess_run
+
+    obj, probe, pos, energy = _transmission_case()
+    curve = 20.0 * 0.9 ** np.arange(30)
+    ok = assess_run(curve, probe, obj, (0.0, 0.0), pos, energy, final_data_error=curve[-1])
+    assert not ok.failed and ok.failure_reason is None
+    assert ok.error_curve == curve.tolist()
+    assert ok.probe_norm == pytest.approx(np.linalg.norm(probe.astype(np.complex128)), rel=1e-6)
+    assert 0.25 < ok.object_norm < 0.95  # the simulated object's amplitude lies in 0.6 ± 0.35
+    assert ok.data_norm == pytest.approx(np.sqrt(energy))
+
+    # error up by orders of magnitude from its minimum (a run-away engine: e.g. 22.7 -> 2.9e13)
+    rising = np.concatenate([curve[:10], curve[9] * np.logspace(0, 12, 20)])
+    bad = assess_run(rising, probe, obj, (0.0, 0.0), pos, energy)
+    assert bad.failed and "data error rose from its minimum" in bad.failure_reason
+    # a moderate wiggle is not a divergence
+    assert not assess_run(np.concatenate([curve, curve[-1:] * 3]), probe, obj, (0, 0), pos, energy).failed
+    # the returned object/probe much worse than the logged curve
+    late = assess_run(curve, probe, obj, (0.0, 0.0), pos, energy, final_data_error=1e6)
+    assert late.failed and "returned object and probe" in late.failure_reason
+    # non-finite values
+    nan_curve = curve.copy()
+    nan_curve[12:] = np.nan
+    nf = assess_run(nan_curve, probe, obj, (0.0, 0.0), pos, energy)
+    assert nf.failed and "non-finite data error from iteration 13" in nf.failure_reason
+    nan_obj = obj.copy()
+    nan_obj[3, 3] = np.inf
+    assert "non-finite values in the object" in assess_run(curve, probe, nan_obj, (0, 0), pos, energy).failure_reason
+    # probe far from the data's power, object scale drifted (probe × c, object / c fits the same data)
+    drift = assess_run(curve, probe * 1e4, obj / 1e4, (0.0, 0.0), pos, energy)
+    assert drift.failed
+    assert "probe power" in drift.failure_reason and "object mean amplitude" in drift.failure_reason
+    assert drift.probe_norm == pytest.approx(ok.probe_norm * 1e4, rel=1e-5)
+    # a factor 10 in amplitude is not yet a failure (absorbing objects, detector cut-offs)
+    assert not assess_run(curve, probe * 3, obj / 3, (0.0, 0.0), pos, energy).failed
+
+
+def test_result_health_travels_through_the_files(tmp_path):
+    """The worker's health record and the corrected positions survive write -> read (and a cache copy)."""
+    from ptycho_exp.iterative.health import assess_run
+
+    obj, probe, pos, energy = _transmission_case()
+    curve = np.array([5.0, 1.0, 1e4])
+    health = assess_run(curve, probe, obj, (0.0, 0.0), pos, energy).as_dict()
+    meta = {"engine": "ptylab", "version": "x", "algorithm": "ePIE", "iterations": 3, "seconds": 1.0,
+            "health": health}
+    res = read_engine_output(write_engine_output(tmp_path / "o.npz", obj, probe, (0, 0), curve, meta,
+                                                 positions=pos + 0.25))
+    assert res.failed and "rose" in res.failure_reason
+    assert res.error_curve == [5.0, 1.0, 1e4]
+    np.testing.assert_array_equal(res.positions, pos + 0.25)
+    # a copy written without positions (as the engine cache does) keeps the verdict
+    again = read_engine_output(write_engine_output(tmp_path / "c.npz", res.object, res.probe, res.origin,
+                                                   res.data_error, res.metadata))
+    assert again.failed and again.failure_reason == res.failure_reason
+    assert again.probe_norm == pytest.approx(res.probe_norm)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The default iterative reference on the project's simulated scans (clean, and measured-like)
+# ----------------------------------------------------------------------------------------------------
+def _project_scan(measured_like: bool, jitter: float = 1.0):
+    """The project's simulator at N=32, object 128, grid step 8 (169 positions).
+
+    measured-like: ~1e5 counts per pattern (Poisson), a defocused probe, position jitter."""
+    from ptycho_exp.config import DataConfig
+    from ptycho_exp.data.simulate import simulate_object_scan
+
+    extra = dict(nphotons=1e5, probe="defocused", probe_defocus=3.0, jitter=jitter) if measured_like else {}
+    cfg = DataConfig(N=32, object_size=128, test_stride=8.0, **extra)
+    return simulate_object_scan(cfg, "test")
+
+
+def _score(obj, origin, positions, gt, n):
+    from ptycho_exp.evaluate.pipeline import evaluate_object
+
+    return evaluate_object(obj, origin, positions, gt, patch_size=n, upsample_factor=20).metrics
+
+
+@needs_ptylab
+@pytest.mark.parametrize("case", ["clean", "measured-like"])
+def test_default_reference_converges_on_simulated_scans(tmp_path, case):
+    from types import SimpleNamespace
+
+    from ptycho_exp.config import EvalConfig
+    from ptycho_exp.iterative.ptylab_engine import forward_intensity, normalised_data_error
+    from ptycho_exp.physics.probe import make_probe
+    from ptycho_exp.workflow import reference_settings
+
+    settings = reference_settings(SimpleNamespace(eval=EvalConfig()))  # the defaults, as jobs use them
+    assert settings["algorithm"] == "ePIE" and settings["iterations"] == EvalConfig().reference_iterations
+    scan = _project_scan(case == "measured-like")
+    n = scan.N
+    # measured-like: the engine does not know the probe's defocus (it starts from the ideal disk)
+    guess = make_probe("ideal_disk", n) if case == "measured-like" else scan.probe
+    res = run_engine(scan.diffraction, scan.positions, guess, settings, workdir=tmp_path, timeout_s=300)
+    assert not res.failed, res.failure_reason
+    assert len(res.error_curve) == settings["iterations"]
+    err = np.asarray(res.error_curve)
+    assert err[-1] < err[0] / 3 and err[-1] <= 1.05 * err.min()  # converged, no late climb
+    # data error of the returned object/probe near the noise floor: the truth's own error on these data
+    intensity = scan.diffraction.astype(np.float64) ** 2
+    tl = np.round(scan.positions - n / 2).astype(int)
+    floor = normalised_data_error(intensity, forward_intensity(scan.object, scan.probe, tl))
+    final = res.metadata["final_data_error"]
+    assert final < max(2.0 * floor, 0.03 * err[0]), (final, floor, err[0])
+    # norms as the data imply: probe power ≈ pattern energy / mean|O|², object amplitude of order 1
+    assert 0.5 < res.object_norm < 1.5
+    energy = float(np.mean(intensity.sum(axis=(-2, -1))))
+    assert 0.5 < res.probe_norm**2 * res.object_norm**2 / energy < 2.0
+    # a real reconstruction: clearly better than a flat object on the same scored region
+    rec = _score(res.object, res.origin, scan.positions, scan.object, n)
+    flat = _score(np.ones_like(res.object), res.origin, scan.positions, scan.object, n)
+    assert rec["amp_ssim"] > flat["amp_ssim"] + 0.3, (rec["amp_ssim"], flat["amp_ssim"])
+    assert rec["amp_mae"] < 0.5 * flat["amp_mae"], (rec["amp_mae"], flat["amp_mae"])
+
+
+@needs_ptylab
+@pytest.mark.parametrize("how", ["beta_object=50", "probe x1e6, fixed"])
+def test_a_diverging_run_is_marked_failed_with_the_reason(tmp_path, how):
+    from ptycho_exp.physics.probe import make_probe
+
+    scan = _project_scan(True)
+    guess = make_probe("ideal_disk", scan.N)
+    settings = {"engine": "ptylab", "algorithm": "ePIE", "iterations": 20}
+    if how == "beta_object=50":
+        settings["beta_object"] = 50.0
+    else:  # a probe a million times too bright, neither rescaled nor refined: the object must shrink 1e6×
+        guess = guess * 1e6
+        settings.update(probe_refine=False, probe_power_match=0)
+    res = run_engine(scan.diffraction, scan.positions, guess, settings, workdir=tmp_path, timeout_s=300)
+    assert res.failed
+    expected = "rose from its minimum|non-finite" if how == "beta_object=50" else "probe power .* mean pattern energy"
+    assert re.search(expected, res.failure_reason), res.failure_reason
+    from ptycho_exp.iterative import DivergedRun, raise_if_failed
+
+    with pytest.raises(DivergedRun, match="the reference .*ePIE, 20 iterations.* diverged"):
+        raise_if_failed(res, "the reference")
+
+
+@needs_ptylab
+def test_probe_guess_at_the_wrong_scale_is_matched_to_the_data(tmp_path):
+    """A measured probe handed over at an arbitrary scale (here ×1e6) is rescaled once to the data's power."""
+    from ptycho_exp.physics.probe import make_probe
+
+    scan = _project_scan(True)
+    guess = make_probe("ideal_disk", scan.N) * 1e6
+    res = run_engine(scan.diffraction, scan.positions, guess, {"engine": "ptylab", "iterations": 20},
+                     workdir=tmp_path, timeout_s=300)
+    assert not res.failed, res.failure_reason
+    assert 1e-7 < res.metadata["initial_probe_scale"] < 1e-5
+    assert 0.5 < res.object_norm < 1.5
+
+
+# ----------------------------------------------------------------------------------------------------
+# Position correction on a measured-like scan whose true positions the engine is not told
+# ----------------------------------------------------------------------------------------------------
+@needs_ptylab
+def test_position_correction_beats_uncorrected_positions(tmp_path):
+    from ptycho_exp.physics.probe import make_probe
+    from ptycho_exp.physics.scan import grid_positions
+
+    scan = _project_scan(True, jitter=1.5)  # the simulator knows the jittered positions
+    n = scan.N
+    nominal = grid_positions(128, n, 8.0)  # what the engine is given: the un-jittered grid
+    true_rms = float(np.sqrt(np.mean(np.sum((scan.positions - nominal) ** 2, axis=1))))
+    assert true_rms > 1.5
+    guess = make_probe("ideal_disk", n)
+    scores, results = {}, {}
+    for pc in (False, True):
+        settings = {"engine": "ptylab", "algorithm": "ePIE", "iterations": 100, "position_correction": pc}
+        res = run_engine(scan.diffraction, nominal, guess, settings, workdir=tmp_path, timeout_s=300)
+        assert not res.failed, res.failure_reason
+        results[pc] = res
+        scores[pc] = _score(res.object, res.origin, nominal, scan.object, n)
+    assert results[True].metadata["position_correction"] and results[True].metadata["ptylab_engine"] == "mPIE"
+    assert results[False].metadata["ptylab_engine"] == "ePIE"
+    # the corrected positions moved towards the truth (up to a common shift, which registration removes)
+    moved = results[True].positions
+    resid = moved - scan.positions
+    corrected_rms = float(np.sqrt(np.mean(np.sum((resid - resid.mean(axis=0)) ** 2, axis=1))))
+    assert corrected_rms < 0.8 * true_rms, (corrected_rms, true_rms)
+    # and the object is closer to the ground truth after registration
+    with_pc, without = scores[True], scores[False]
+    assert with_pc["amp_ssim"] > without["amp_ssim"] + 0.1, (with_pc["amp_ssim"], without["amp_ssim"])
+    assert with_pc["amp_mae"] < 0.85 * without["amp_mae"], (with_pc["amp_mae"], without["amp_mae"])
+    assert with_pc["phase_mae"] < without["phase_mae"], (with_pc["phase_mae"], without["phase_mae"])
+
+
+# ----------------------------------------------------------------------------------------------------
+# model=ptylab jobs: the reconstructed probe is a file networks can use; a diverged arm is a failed job
+# ----------------------------------------------------------------------------------------------------
+@needs_ptylab
+def test_ptylab_job_writes_its_probe_and_fails_when_it_diverges(tmp_path):
+    from conftest import TINY, run_cli
+
+    from ptycho_exp.physics.probe import load_probe
+
+    base = ["model=ptylab", *TINY, "model.iterative.iterations=20", "eval.figures=false"]
+    ok_dir = tmp_path / "ok"
+    proc = run_cli([*base, f"hydra.run.dir={ok_dir}"], tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads((ok_dir / "result.json").read_text())
+    assert res["status"] == "ok"
+    health = res["engine"]["health"]
+    assert health["failed"] is False and len(health["error_curve"]) == 20
+    assert health["probe_norm"] > 0 and 0.5 < health["object_norm"] < 1.5
+    probe = load_probe(str(ok_dir / "iterative_probe.npz"))  # the networks' data.probe=file reader
+    with np.load(ok_dir / "iterative_probe.npz", allow_pickle=False) as npz:
+        assert npz.files == ["probeGuess"] and npz["probeGuess"].dtype == np.complex64
+    assert probe.shape == (32, 32)
+
+    bad_dir = tmp_path / "bad"
+    proc = run_cli([*base, "model.iterative.beta_object=50", f"hydra.run.dir={bad_dir}"], tmp_path, timeout=300)
+    assert proc.returncode != 0
+    res = json.loads((bad_dir / "result.json").read_text())
+    assert res["status"] == "failed"
+    assert "model=ptylab reconstruction" in res["error"] and "diverged" in res["error"]
+    assert re.search("rose from its minimum|non-finite", res["error"]), res["error"]
+    assert not (bad_dir / "iterative_probe.npz").exists()
+
+
+@needs_ptylab
+def test_epie_on_the_mpie_engine_is_epie(monkeypatch):
+    """Position correction runs ePIE on PtyLab's mPIE engine (alpha 1, no momentum): the same iterates."""
+    from ptycho_exp.iterative import ptylab_engine
+
+    _, probe, pos, diff = simulate(n=16, grid=4, stride=4, seed=2)
+    settings = {"iterations": 5, "position_order": "sequential"}
+    ref = ptylab_engine.reconstruct_ptylab(diff, pos, probe, settings)
+    assert ref[4]["ptylab_engine"] == "ePIE"
+    monkeypatch.setattr(ptylab_engine, "engine_plan", lambda s: (
+        "mPIE", {"alphaObject": 1.0, "alphaProbe": 1.0, "feedbackM": 0.0, "frictionM": 0.0}))
+    alt = ptylab_engine.reconstruct_ptylab(diff, pos, probe, settings)
+    assert alt[4]["ptylab_engine"] == "mPIE"
+    np.testing.assert_allclose(alt[3], ref[3], rtol=1e-4)  # data error per iteration
+    np.testing.assert_allclose(alt[0], ref[0], rtol=1e-4, atol=1e-5)  # object
+    np.testing.assert_allclose(alt[1], ref[1], rtol=1e-4, atol=1e-5)  # probe

@@ -3,6 +3,7 @@
 Import-light: numpy and the standard library only.  Engines are imported inside the worker.
 """
 
+from .health import DivergedRun, RunHealth, assess_run, raise_if_failed
 from .protocol import (
     EngineInput,
     EngineResult,
@@ -13,12 +14,17 @@ from .protocol import (
     tike_intensity_to_amplitude,
     write_engine_input,
     write_engine_output,
+    write_probe_file,
 )
 from .runner import WORKER_PATH, EngineError, run_engine
 from .tike_engine import check_tike_available
 
 __all__ = [
     "WORKER_PATH",
+    "DivergedRun",
+    "RunHealth",
+    "assess_run",
+    "raise_if_failed",
     "EngineError",
     "EngineInput",
     "EngineResult",
@@ -31,4 +37,5 @@ __all__ = [
     "tike_intensity_to_amplitude",
     "write_engine_input",
     "write_engine_output",
+    "write_probe_file",
 ]

@@ -30,17 +30,24 @@ from typing import Any
 
 import numpy as np
 
+try:  # package import, or top-level import by the worker script (see module doc)
+    from .health import RunHealth, assess_run
+except ImportError:  # pragma: no cover - exercised by the worker run as a script
+    from health import RunHealth, assess_run  # type: ignore[no-redef]
+
 __all__ = [
     "PROTOCOL_VERSION",
     "EngineInput",
     "EngineResult",
     "ProtocolError",
     "amplitude_to_tike_intensity",
+    "health_of",
     "read_engine_input",
     "read_engine_output",
     "tike_intensity_to_amplitude",
     "write_engine_input",
     "write_engine_output",
+    "write_probe_file",
 ]
 
 PROTOCOL_VERSION = 1
@@ -93,7 +100,12 @@ class EngineResult:
     """An engine's reconstruction.
 
     ``object[r, c]`` is the object at scan coordinate ``(origin[0] + r, origin[1] + c)``.
-    ``metadata`` holds at least ``engine``, ``version``, ``algorithm``, ``iterations``, ``seconds``.
+    ``metadata`` holds at least ``engine``, ``version``, ``algorithm``, ``iterations``, ``seconds``, and
+    ``health`` (:class:`~.health.RunHealth` as a dict), from which the divergence fields are filled:
+    ``failed`` / ``failure_reason`` (the run diverged: do not score with it or against it),
+    ``error_curve`` (per-iteration data error), ``probe_norm = sqrt(Σ|P|²)`` and ``object_norm`` (the
+    illumination-weighted mean ``|O|``).  ``positions`` holds the engine's (corrected) scan positions
+    ``(M, 2)`` (row, col) when it refined them, else None.
     """
 
     object: np.ndarray  # (H, W) complex64
@@ -101,6 +113,12 @@ class EngineResult:
     origin: tuple[float, float]  # (row0, col0) in scan-position coordinates
     data_error: np.ndarray  # (iterations,) float64, the engine's own per-iteration data error
     metadata: dict[str, Any]
+    failed: bool = False
+    failure_reason: str | None = None
+    error_curve: list[float] = dataclasses.field(default_factory=list)
+    probe_norm: float = float("nan")
+    object_norm: float = float("nan")
+    positions: np.ndarray | None = None
 
     def patch_centre_index(self, positions: np.ndarray) -> np.ndarray:
         """Array indices (float) of the given (row, col) scan positions in ``object``."""
@@ -235,11 +253,14 @@ def write_engine_output(
     object_origin: tuple[float, float] | np.ndarray,
     data_error: np.ndarray,
     metadata: dict[str, Any],
+    positions: np.ndarray | None = None,
 ) -> Path:
     """Write an engine output NPZ atomically.
 
     ``object_origin = (row0, col0)``: object row ``r`` is scan coordinate ``row0 + r`` (see module doc).
-    ``metadata`` must contain ``engine``, ``version``, ``algorithm``, ``iterations``, ``seconds``.
+    ``metadata`` must contain ``engine``, ``version``, ``algorithm``, ``iterations``, ``seconds``; a
+    ``health`` entry (divergence checks, :func:`~.health.assess_run`) travels with it.  ``positions``:
+    the engine's corrected (M, 2) (row, col) scan positions, if it refined them.
     """
     obj = np.asarray(reconstructed_object)
     if obj.ndim != 2:
@@ -261,7 +282,41 @@ def write_engine_output(
         "metadata_json": _json_array(dict(metadata)),
         "protocol_version": np.array(PROTOCOL_VERSION, dtype=np.int64),
     }
+    if positions is not None:
+        pos = np.asarray(positions, dtype=np.float64)
+        if pos.ndim != 2 or pos.shape[1] != 2:
+            raise ProtocolError(f"positions must be (M, 2) (row, col), got shape {pos.shape}")
+        arrays["positions"] = pos
     return _atomic_savez(path, arrays)
+
+
+def health_of(
+    obj: np.ndarray,
+    probe: np.ndarray,
+    origin: tuple[float, float],
+    data_error: np.ndarray,
+    metadata: dict[str, Any],
+    positions: np.ndarray | None,
+) -> RunHealth:
+    """The result's divergence checks: ``metadata["health"]`` when the worker recorded it, else
+    :func:`~.health.assess_run` on what the result holds (no data: the probe-power check is skipped)."""
+    recorded = metadata.get("health")
+    if isinstance(recorded, dict):
+        return RunHealth.from_dict(recorded)
+    return assess_run(data_error, probe, obj, origin, positions, None, metadata.get("final_data_error"))
+
+
+def write_probe_file(path: str | os.PathLike, probe: np.ndarray) -> Path:
+    """Write a reconstructed probe as a contract probe file (``probeGuess`` (N, N) complex64), atomically.
+
+    Networks can start from it: ``data.probe=file data.probe_path=<path>``.
+    """
+    prb = np.asarray(probe)
+    if prb.ndim != 2 or prb.shape[0] != prb.shape[1]:
+        raise ProtocolError(f"probe must be square (N, N), got shape {prb.shape}")
+    if not np.all(np.isfinite(prb)):
+        raise ProtocolError("probe contains non-finite values: not written")
+    return _atomic_savez(path, {"probeGuess": prb.astype(np.complex64)})
 
 
 def read_engine_output(path: str | os.PathLike) -> EngineResult:
@@ -272,12 +327,23 @@ def read_engine_output(path: str | os.PathLike) -> EngineResult:
         origin = _require(npz, "object_origin", path)
         err = _require(npz, "data_error", path)
         meta = _json_from(_require(npz, "metadata_json", path), "metadata_json")
+        positions = npz["positions"].astype(np.float64) if "positions" in npz.files else None
     if origin.shape != (2,):
         raise ProtocolError(f"{path}: 'object_origin' must be (2,), got {origin.shape}")
+    o = (float(origin[0]), float(origin[1]))
+    err = err.astype(np.float64, copy=False)
+    health = health_of(obj, prb, o, err, meta, positions)
+    meta.setdefault("health", health.as_dict())
     return EngineResult(
         object=obj,
         probe=prb,
-        origin=(float(origin[0]), float(origin[1])),
-        data_error=err.astype(np.float64, copy=False),
+        origin=o,
+        data_error=err,
         metadata=meta,
+        failed=health.failed,
+        failure_reason=health.failure_reason,
+        error_curve=list(health.error_curve),
+        probe_norm=health.probe_norm,
+        object_norm=health.object_norm,
+        positions=positions,
     )

@@ -129,6 +129,8 @@ def _settings(settings: dict[str, Any]) -> dict[str, Any]:
     s["algorithm"] = "lstsq_grad" if algo.startswith("lstsq") else "rpie"
     if s["noise_model"] not in ("poisson", "gaussian"):
         raise ValueError(f"noise_model must be 'poisson' or 'gaussian', got {s['noise_model']!r}")
+    if s.pop("position_correction", False):  # model.iterative.position_correction
+        s["positions_fixed"] = False
     s["iterations"] = int(s["iterations"])
     s["batch_size"] = int(s["batch_size"])
     if s["iterations"] < 1 or s["batch_size"] < 1:
@@ -308,4 +310,6 @@ def reconstruct_tike(
         "count_scale": float(count_scale),
     }
     origin = (float(-offset[0]), float(-offset[1]))
-    return out_psi.astype(np.complex64), out_probe.astype(np.complex64), origin, data_error, meta
+    # refined positions back to (row, col) patch centres in scan coordinates (scan = top-left in psi)
+    used = np.asarray(getattr(result, "scan", scan), dtype=np.float64) + n / 2.0 - np.asarray(offset)
+    return out_psi.astype(np.complex64), out_probe.astype(np.complex64), origin, data_error, meta, used

@@ -4,7 +4,8 @@
     python /path/to/ptycho_exp/iterative/worker.py IN.npz OUT.npz     # e.g. with the Tike venv's python
 
 Reads an engine input NPZ (:func:`protocol.write_engine_input`), dispatches on ``settings["engine"]``
-(``ptylab`` | ``tike``), writes the engine output NPZ atomically and exits 0.  On any error it prints one
+(``ptylab`` | ``tike``), checks the result for divergence (:mod:`health`: recorded in the output's
+metadata, never an error), writes the engine output NPZ atomically and exits 0.  On any error it prints one
 line ``ptycho_exp worker error: ...`` to stderr, writes no output file and exits 2 (set
 ``PTYCHO_EXP_WORKER_TRACEBACK=1`` to also print the traceback).
 
@@ -22,12 +23,15 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 if __package__:  # python -m ptycho_exp.iterative.worker, or imported
-    from . import protocol
+    from . import health, protocol
 else:  # python /path/to/worker.py: import siblings as top-level modules
     _here = os.path.dirname(os.path.abspath(__file__))
     if _here not in sys.path:
         sys.path.insert(0, _here)
+    import health  # type: ignore[no-redef]
     import protocol  # type: ignore[no-redef]
 
 ENGINES = ("ptylab", "tike")
@@ -67,15 +71,22 @@ def run(in_path: str, out_path: str) -> None:
         raise WorkerError(f"settings['engine'] must be one of: {', '.join(ENGINES)} (got {engine!r})")
     func = _engine_function(engine.lower())
     t0 = time.perf_counter()
-    obj, probe, origin, data_error, meta = func(inp.diffraction, inp.positions, inp.probe, inp.settings)
+    obj, probe, origin, data_error, meta, *rest = func(inp.diffraction, inp.positions, inp.probe, inp.settings)
     total = time.perf_counter() - t0
+    corrected = rest[0] if rest else None  # engines that refine positions return them
     meta = dict(meta)
+    amp = inp.diffraction.astype(np.float64)
+    energy = float(np.mean(np.sum(amp * amp, axis=(-2, -1))))
+    meta["health"] = health.assess_run(
+        data_error, probe, obj, origin, inp.positions if corrected is None else corrected, energy,
+        meta.get("final_data_error"),
+    ).as_dict()
     meta.setdefault("engine", engine.lower())
     meta.setdefault("seconds", total)
     meta["worker_seconds"] = total
     meta["python"] = sys.executable
     meta["settings"] = inp.settings
-    protocol.write_engine_output(out_path, obj, probe, origin, data_error, meta)
+    protocol.write_engine_output(out_path, obj, probe, origin, data_error, meta, positions=corrected)
 
 
 def main(argv: list[str] | None = None) -> int:
