@@ -17,13 +17,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# A small real study on CPU: PINN vs baseline (2 seeds, N=32), then the aggregate report.
+# A small real study on CPU (conf/study/demo.yaml): PINN, baseline and PtyLab ePIE on one phase-carrying object,
+# then the aggregate report with the three-way reconstruction figure (docs/PERFORMANCE.md, "Demo study").
 demo: $(STAMP)
 	rm -rf $(DEMO_DIR)
-	$(BIN)/python -m ptycho_exp study=quick train.epochs=6 data.n_train=256 hydra.sweep.dir=$(DEMO_DIR) \
-		++hydra.callbacks.report.final=false
+	$(BIN)/python -m ptycho_exp study=demo hydra.sweep.dir=$(DEMO_DIR) ++hydra.callbacks.report.final=false
 	$(BIN)/ptycho-exp aggregate $(DEMO_DIR) --out $(DEMO_DIR)/aggregate
-	@echo "Figures: $(DEMO_DIR)/*/compare_amp_phase.png ; report: $(DEMO_DIR)/aggregate/report.html"
+	@echo "Figures: $(DEMO_DIR)/aggregate/plots/three_way_seed1.png, $(DEMO_DIR)/*/compare_amp_phase.png ; report: $(DEMO_DIR)/aggregate/report.html"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
