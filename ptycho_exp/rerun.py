@@ -89,7 +89,9 @@ def rerun_job(job_dir: Path, out: Path | None = None) -> int:
     ValueError
         ``job_dir`` holds no readable ok result with a config, or ``out`` is not empty.
     """
-    from ptycho_exp.run import JOB_CONFIG_FILE, as_config, check_writable, child_env, run_isolated
+    from ptycho_exp.compose import as_config
+    from ptycho_exp.isolation import child_env
+    from ptycho_exp.run import JOB_CONFIG_FILE, check_writable, run_isolated
 
     job_dir = Path(job_dir)
     old = results.read_result(job_dir)

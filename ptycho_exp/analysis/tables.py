@@ -1,52 +1,24 @@
-"""Post-hoc aggregation of sweep folders: tables, plots, best parameters, findings and the report.
+"""The job table's validity and the per-group tables: results statistics and best parameters.
 
-``aggregate(paths, out_dir)`` reads every job folder under ``paths`` (:func:`ptycho_exp.study.collect.collect_jobs`,
-never a directory-name pattern) and writes into ``out_dir``:
-
-* ``raw_results_all_trials.csv`` (+ ``.columns.json`` naming the parameter columns): one row per job,
-* ``results.csv``: one row per (model, swept-parameter group, metric) with n, n_ok, n_failed, n_unfinished,
-  n_excluded, n_nan, n_valid, mean, median, std, p25, p75 (failed / unfinished / filtered / NaN values are
-  excluded from the statistics and counted),
-* ``plots/`` (PNG 300 dpi + SVG, plotly HTML for 3-D grids), ``best_params.yaml``, ``findings.csv``,
-  optionally ``ensemble.csv``, then ``STUDY_SUMMARY.md`` and ``report.html``.
-
-Every file is written atomically. With no job found it raises :class:`~ptycho_exp.study.collect.NoJobsFound`.
+:func:`mark_valid` flags the jobs statistics use; :func:`results_table` gives per (model, swept-parameter
+group, metric) counts and statistics (``results.csv``); :func:`best_params` the best group per metric
+(``best_params.yaml``); :func:`study_info` the study's name and sweep objectives.
 """
 from __future__ import annotations
 
-import json
-import logging
 import math
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from ptycho_exp.results import atomic_write_text, folder_lock, remove_stale_temp_files
-from ptycho_exp.study.collect import (
-    FINISHED_STATUSES,
-    OK_STATUSES,
-    NoJobsFound,
-    collect_jobs,
-    metric_columns,
-    param_columns,
-    swept_parameters,
-)
+from ptycho_exp.analysis.collect import FINISHED_STATUSES, OK_STATUSES, metric_columns, swept_parameters
+from ptycho_exp.analysis.metricinfo import lower_is_better
+from ptycho_exp.analysis.status import is_optuna_sweep, read_multirun, sweep_directions
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-__all__ = ["NoJobsFound", "aggregate", "mark_valid", "valid_rows", "group_keys", "results_table",
-           "best_params", "study_info", "RAW_FILE", "RESULTS_FILE"]
+__all__ = ["mark_valid", "valid_rows", "group_keys", "results_table", "best_params", "study_info"]
 
-log = logging.getLogger(__name__)
-
-RAW_FILE = "raw_results_all_trials.csv"
-RESULTS_FILE = "results.csv"
-BEST_FILE = "best_params.yaml"
-ENSEMBLE_FILE = "ensemble.csv"
-FINDINGS_FILE = "findings.csv"
-SUMMARY_FILE = "STUDY_SUMMARY.md"
-REPORT_FILE = "report.html"
 FILTER_METRIC = "phase_ms_ssim"
 STAT_COLUMNS = ("mean", "median", "std", "p25", "p75")
 COUNT_COLUMNS = ("n", "n_ok", "n_failed", "n_unfinished", "n_excluded", "n_nan", "n_valid")
@@ -101,7 +73,7 @@ def results_table(df: "pd.DataFrame", metrics: Sequence[str] | None = None) -> "
     df : DataFrame
         Output of :func:`mark_valid` (one row per job).
     metrics : sequence of str, optional
-        Metric columns; default every numeric result column (:func:`~ptycho_exp.study.collect.metric_columns`).
+        Metric columns; default every numeric result column (:func:`~ptycho_exp.analysis.collect.metric_columns`).
 
     Returns
     -------
@@ -177,8 +149,6 @@ def best_params(results: "pd.DataFrame", keys: Sequence[str], metrics: Sequence[
 
     Direction: errors (mae, mse), times and resources are minimised, everything else maximised.
     """
-    from ptycho_exp.study.plots import lower_is_better
-
     out: dict[str, Any] = {}
     metrics = list(metrics) if metrics is not None else list(dict.fromkeys(results["metric"]))
     for m in metrics:
@@ -204,8 +174,6 @@ def best_params(results: "pd.DataFrame", keys: Sequence[str], metrics: Sequence[
 # --------------------------------------------------------------------------------------- study info
 def study_info(paths: Iterable[Path | str], df: "pd.DataFrame") -> dict:
     """Study name, sweep objectives/directions, Optuna or not, from each sweep's ``multirun.yaml``."""
-    from ptycho_exp.study.status import is_optuna_sweep, read_multirun, sweep_directions
-
     names: list[str] = []
     objectives: list[str] = []
     directions: list[str] = []
@@ -230,133 +198,3 @@ def study_info(paths: Iterable[Path | str], df: "pd.DataFrame") -> dict:
         names = list(dict.fromkeys(Path(p).name for p in paths))
     return {"study_name": ", ".join(names) or "study", "objectives": objectives, "directions": directions,
             "optuna": optuna}
-
-
-# ------------------------------------------------------------------------------------------- writing
-def _write_csv(df: "pd.DataFrame", path: Path, int_columns: Sequence[str] = ()) -> None:
-    """Atomic CSV; ``int_columns`` holding only whole numbers (and NaN) are written as integers."""
-    import numpy as np
-
-    out = df
-    for c in int_columns:
-        if c in df.columns and df[c].dtype.kind == "f":
-            v = df[c].to_numpy()
-            fin = v[np.isfinite(v)]
-            if len(fin) and np.all(fin == np.round(fin)) and np.all(np.abs(fin) < 2 ** 53):
-                if out is df:
-                    out = df.copy()
-                out[c] = out[c].astype("Int64")
-    atomic_write_text(path, out.to_csv(index=False))
-
-
-def _yaml_text(obj: Any) -> str:
-    import yaml
-
-    return yaml.safe_dump(obj, sort_keys=False, default_flow_style=False, allow_unicode=True)
-
-
-def _pareto_args(info: dict, df: "pd.DataFrame") -> dict:
-    objs = [o for o in info["objectives"] if o in df.columns]
-    if len(objs) < 2:
-        return {}
-    maximize = None
-    if len(info["directions"]) >= 2:
-        maximize = [d.startswith("max") for d in info["directions"][:2]]
-    return {"pareto": True, "objectives": objs[:2], "maximize": maximize}
-
-
-def aggregate(paths: Path | str | Sequence[Path | str], out_dir: Path | str, *, ensemble: bool = False,
-              min_ms_ssim_phase: float | None = None, plots: bool = True) -> str:
-    """Aggregate the jobs under ``paths`` into ``out_dir``; returns a short text summary for the terminal.
-
-    Parameters
-    ----------
-    paths : path or sequence of paths
-        Sweep folders (or job folders); read together.
-    out_dir : path
-        Output folder (created).
-    ensemble : bool
-        Also score the complex mean of each group's registered reconstructions (``ensemble.csv``).
-    min_ms_ssim_phase : float, optional
-        Exclude jobs whose phase MS-SSIM is below this; the exclusion is counted and reported.
-    plots : bool
-        Make the figures (the slow part); tables, findings, summary and report are always written.
-
-    Raises
-    ------
-    NoJobsFound
-        When no job folder exists under ``paths``.
-    """
-    path_list = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
-    out_dir = Path(out_dir)
-    raw = collect_jobs(path_list)
-    df = mark_valid(raw, min_ms_ssim_phase)
-    keys = group_keys(df)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with folder_lock(out_dir):  # one aggregation per folder at a time: temp files found now are debris
-        for folder in (out_dir, out_dir / "plots"):  # the folders aggregate writes (not job folders below)
-            remove_stale_temp_files(folder)
-        return _write_outputs(df, keys, out_dir, path_list, ensemble=ensemble,
-                              min_ms_ssim_phase=min_ms_ssim_phase, plots=plots)
-
-
-def _write_outputs(df: "pd.DataFrame", keys: list[str], out_dir: Path, path_list: list[Path], *, ensemble: bool,
-                   min_ms_ssim_phase: float | None, plots: bool) -> str:
-    """Every table, figure, summary and the report of :func:`aggregate` (``out_dir`` exists and is locked)."""
-    from ptycho_exp.study import findings as fnd
-    from ptycho_exp.study.report import write_report
-
-    params = param_columns(df)
-    _write_csv(df, out_dir / RAW_FILE, params)
-    atomic_write_text(out_dir / Path(RAW_FILE).with_suffix(".columns.json"),
-                      json.dumps({"param_columns": param_columns(df), "group_keys": keys}, indent=2) + "\n")
-    results = results_table(df)
-    _write_csv(results, out_dir / RESULTS_FILE, params)
-    best = best_params(results, keys, [m for m in dict.fromkeys(results["metric"])
-                                       if m.startswith(("amp_", "phase_"))])
-    atomic_write_text(out_dir / BEST_FILE, _yaml_text(best) if best else "{}\n")
-
-    valid = valid_rows(df)
-    ens = None
-    ens_note = None
-    if ensemble:
-        ens, ens_note = _ensemble(valid, keys, out_dir, params)
-
-    # the sweep folders the jobs came from (a parent of several sweeps may have been given)
-    sweep_dirs = list(dict.fromkeys([*path_list, *(Path(p) for p in df["sweep_dir"].dropna().unique())]))
-    info = study_info(sweep_dirs, df)
-    tables = fnd.seed_tables(df)
-    comparisons = fnd.compare_models(df, tables=tables)
-    win_rates = fnd.win_rates(df, tables=tables)
-    _write_csv(fnd.comparisons_frame(comparisons, win_rates), out_dir / FINDINGS_FILE)
-
-    figures: list[Path] = []
-    if plots:
-        from ptycho_exp.study.plots import make_all_plots
-
-        figures = make_all_plots(valid, out_dir / "plots", sweep_dirs=sweep_dirs, **_pareto_args(info, valid))
-    now = datetime.now(timezone.utc)
-    blocks = fnd.summary_blocks(df, results, comparisons, win_rates, info=info, paths=path_list,
-                                generated_at=now, best=best, ensemble=ens, ensemble_note=ens_note,
-                                min_ms_ssim_phase=min_ms_ssim_phase)
-    atomic_write_text(out_dir / SUMMARY_FILE, fnd.blocks_to_markdown(blocks))
-    write_report(out_dir, df=df, results=results, blocks=blocks, figures=figures, ensemble=ens,
-                 title=f"ptycho_exp study: {info['study_name']}", generated_at=now, plots=plots)
-    return fnd.terminal_summary(df, comparisons, out_dir, plots=plots, n_figures=len(
-        [f for f in figures if f.suffix in (".png", ".html")]), min_ms_ssim_phase=min_ms_ssim_phase)
-
-
-def _ensemble(valid: "pd.DataFrame", keys: list[str], out_dir: Path,
-              int_columns: Sequence[str] = ()) -> tuple[Any, str | None]:
-    from ptycho_exp.study.ensemble import ensemble_table
-    from ptycho_exp.study.plots import KEY_METRICS
-
-    try:
-        ens = ensemble_table(valid, keys, compare_metrics=[m for m in KEY_METRICS if m in valid.columns])
-    except Exception as exc:  # noqa: BLE001 - an ensemble must never sink the aggregate
-        log.warning("ensemble skipped: %s: %s", type(exc).__name__, exc)
-        return None, f"ensemble failed: {type(exc).__name__}: {exc}"
-    if ens.empty:
-        return None, "no group has recon.npz files to average; no ensemble scored"
-    _write_csv(ens, out_dir / ENSEMBLE_FILE, int_columns)
-    return ens, None

@@ -1,6 +1,6 @@
 """Study plots (matplotlib Agg, no pyplot state; PNG at 300 dpi + SVG; plotly HTML for 3-D).
 
-Every function takes the per-job table of *valid* rows (see :func:`ptycho_exp.study.aggregate.valid_rows`),
+Every function takes the per-job table of *valid* rows (see :func:`ptycho_exp.aggregate.valid_rows`),
 writes atomically into ``out_dir`` and returns the written paths; it returns [] when the data does not
 support the plot (e.g. fewer than two training-set sizes).
 """
@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 import numpy as np
 
 from ptycho_exp.results import atomic_write_bytes, atomic_write_text
-from ptycho_exp.study.collect import ITERATIVE_MODELS, is_numeric_param, swept_parameters
+from ptycho_exp.analysis.collect import ITERATIVE_MODELS, is_numeric_param, swept_parameters
+from ptycho_exp.analysis.metricinfo import lower_is_better
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -29,14 +30,6 @@ DPI = 300
 _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f",
             "#bcbd22", "#17becf")
 _MODEL_ORDER = ("pinn", "baseline", "ptylab", "tike")
-
-
-def lower_is_better(metric: str) -> bool:
-    """Error metrics (mae, mse), times and resources are minimised; everything else is maximised."""
-    m = metric.lower()
-    if m.startswith(("timings.", "resources.")):
-        return True
-    return m.endswith(("_mae", "_mse")) or m in ("mae", "mse")
 
 
 def _models(df: "pd.DataFrame") -> list[str]:
@@ -425,7 +418,7 @@ def plot_sensitivity(df: "pd.DataFrame", out_dir: Path | str, metrics: Sequence[
 # ----------------------------------------------------------------------------------------- optuna
 def find_optuna_storages(sweep_dirs: Iterable[Path | str]) -> list[tuple[str, str | None]]:
     """(storage URL, study name or None) for each Optuna study DB belonging to the sweep dirs."""
-    from ptycho_exp.study.status import is_optuna_sweep, read_multirun
+    from ptycho_exp.analysis.status import is_optuna_sweep, read_multirun
 
     found: list[tuple[str, str | None]] = []
     for sd in sweep_dirs:
@@ -562,11 +555,11 @@ def make_all_plots(df: "pd.DataFrame", out_dir: Path | str, *, sweep_dirs: Itera
 
 def _three_way(df: "pd.DataFrame", out_dir: Path) -> list[Path]:
     """GT | PINN | baseline | iterative figures from the jobs' recon.npz, when the optional
-    ``ptycho_exp.study.compare`` module (``three_way_figures(df, out_dir) -> list[Path]``) exists."""
+    ``ptycho_exp.report.compare`` module (``three_way_figures(df, out_dir) -> list[Path]``) exists."""
     try:
-        from ptycho_exp.study.compare import three_way_figures
+        from ptycho_exp.report.compare import three_way_figures
     except ModuleNotFoundError as exc:
-        if exc.name == "ptycho_exp.study.compare":
+        if exc.name == "ptycho_exp.report.compare":
             return []  # the optional module is not there: nothing to draw
         raise
     except ImportError:  # the module exists without three_way_figures
