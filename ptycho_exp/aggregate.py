@@ -34,8 +34,10 @@ from ptycho_exp.files import (
     REPORT_FILE,
     RESULTS_FILE,
     SUMMARY_FILE,
+    atomic_write_text,
+    remove_stale_temp_files,
 )
-from ptycho_exp.results import atomic_write_text, folder_lock, remove_stale_temp_files
+from ptycho_exp.results import folder_lock
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -163,10 +165,10 @@ def _write_outputs(df: "pd.DataFrame", keys: list[str], out_dir: Path, path_list
 def _ensemble(valid: "pd.DataFrame", keys: list[str], out_dir: Path,
               int_columns: Sequence[str] = ()) -> tuple[Any, str | None]:
     from ptycho_exp.analysis.ensemble import ensemble_table
-    from ptycho_exp.analysis.findings import FINDING_METRICS
+    from ptycho_exp.analysis.metricinfo import KEY_METRICS
 
     try:
-        ens = ensemble_table(valid, keys, compare_metrics=[m for m in FINDING_METRICS if m in valid.columns])
+        ens = ensemble_table(valid, keys, compare_metrics=[m for m in KEY_METRICS if m in valid.columns])
     except Exception as exc:  # noqa: BLE001 - an ensemble must never sink the aggregate
         log.warning("ensemble skipped: %s: %s", type(exc).__name__, exc)
         return None, f"ensemble failed: {type(exc).__name__}: {exc}"

@@ -184,7 +184,7 @@ def predict_file(model_dir: Path | str, data_path: Path | str, out_path: Path | 
     from ptycho_exp.data.npz import load_contract_npz
     from ptycho_exp.evaluate.stitch import default_crop, stitch_patches
     from ptycho_exp.models import layers  # noqa: F401  (registers the custom layers for safe loading)
-    from ptycho_exp.results import atomic_write_bytes
+    from ptycho_exp.files import atomic_write_bytes
 
     mdir = resolve_model_dir(model_dir)
     meta = read_meta(mdir)

@@ -19,7 +19,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from ptycho_exp import isolation, results
+from ptycho_exp import files, isolation, results
 from ptycho_exp.compose import as_config, job_config_dict, split_overrides
 from ptycho_exp.config import ConfigError, validate
 
@@ -204,7 +204,7 @@ def remove_job_debris(job_dir: Path) -> list[Path]:
 
     Only this job writes into its folder, and it has not started yet, so they are debris.
     """
-    found = results.remove_stale_temp_files(job_dir)
+    found = files.remove_stale_temp_files(job_dir)
     probe = Path(job_dir) / ".write_probe"
     if probe.is_file():
         probe.unlink(missing_ok=True)

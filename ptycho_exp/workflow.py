@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ptycho_exp.config import NETWORK_MODELS
+from ptycho_exp.models.registry import NETWORK_MODELS
 
 log = logging.getLogger("ptycho_exp.workflow")
 
@@ -284,7 +284,7 @@ def _threads(cfg: Any) -> tuple[int, int]:
 def _save_recon(path: Path, ev: Any, model: str, reference: str) -> None:
     import io
 
-    from ptycho_exp.results import atomic_write_bytes
+    from ptycho_exp.files import atomic_write_bytes
 
     buf = io.BytesIO()
     np.savez_compressed(buf, recon=ev.recon.astype(np.complex64), gt=ev.gt.astype(np.complex64),

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
+from ptycho_exp.models.registry import ITERATIVE_MODELS
 from ptycho_exp.results import RESULT_FILE, read_result
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -20,7 +21,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
 CONFIG_FILE = Path(".hydra") / "config.yaml"
-ITERATIVE_MODELS = ("ptylab", "tike")
 OK_STATUSES = ("ok", "skipped")
 FINISHED_STATUSES = ("ok", "skipped", "failed")
 # Sub-records of result.json flattened as "<record>.<key>" columns.

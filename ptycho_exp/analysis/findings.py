@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 import numpy as np
 
 from ptycho_exp.analysis.collect import OK_STATUSES
-from ptycho_exp.analysis.metricinfo import higher_is_better
+from ptycho_exp.analysis.metricinfo import KEY_METRICS, higher_is_better
 from ptycho_exp.analysis.tables import group_keys
 from ptycho_exp.models.registry import ITERATIVE_MODELS, MODEL_ORDER
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-FINDING_METRICS = ("phase_ssim", "amp_ssim", "phase_frc50", "amp_frc50", "phase_psnr", "amp_psnr")
+FINDING_METRICS = KEY_METRICS
 TABLE_METRICS = ("phase_ssim", "amp_ssim", "phase_ms_ssim", "phase_frc50", "amp_frc50", "phase_mae")
 N_BOOT = 2000
 MIN_BOOT = 3

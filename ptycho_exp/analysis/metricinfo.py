@@ -5,7 +5,10 @@ Every table, finding, figure and sweep default that ranks values asks :func:`hig
 """
 from __future__ import annotations
 
-__all__ = ["higher_is_better", "lower_is_better", "direction"]
+__all__ = ["KEY_METRICS", "higher_is_better", "lower_is_better", "direction"]
+
+# the metrics findings are computed for and figures are drawn of, by default
+KEY_METRICS = ("phase_ssim", "amp_ssim", "phase_frc50", "amp_frc50", "phase_psnr", "amp_psnr")
 
 # minimised: errors, and the cost records a job writes (times, memory)
 _LOWER_PREFIXES = ("timings.", "resources.")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from ptycho_exp.analysis.collect import FINISHED_STATUSES, OK_STATUSES, metric_columns, swept_parameters
-from ptycho_exp.analysis.metricinfo import lower_is_better
+from ptycho_exp.analysis.metricinfo import direction, lower_is_better
 from ptycho_exp.analysis.status import is_optuna_sweep, read_multirun, sweep_directions
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -147,7 +147,7 @@ def best_params(results: "pd.DataFrame", keys: Sequence[str], metrics: Sequence[
     """For each metric: the group with the best mean over seeds (and the best group of each model), with
     its spread (std, p25, p75, n_valid).
 
-    Direction: errors (mae, mse), times and resources are minimised, everything else maximised.
+    Direction: :func:`ptycho_exp.analysis.metricinfo.direction` (errors, times and resources minimised).
     """
     out: dict[str, Any] = {}
     metrics = list(metrics) if metrics is not None else list(dict.fromkeys(results["metric"]))
@@ -167,7 +167,7 @@ def best_params(results: "pd.DataFrame", keys: Sequence[str], metrics: Sequence[
 
         best = entry(r.iloc[0])
         per_model = {str(model): entry(g.iloc[0]) for model, g in r.groupby("model", sort=False)}
-        out[m] = {"direction": "minimize" if lower else "maximize", "best": best, "per_model": per_model}
+        out[m] = {"direction": direction(m), "best": best, "per_model": per_model}
     return out
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ptycho_exp.results import atomic_write_bytes
+from ptycho_exp.files import atomic_path, atomic_write_bytes, remove_stale_temp_files
 
 log = logging.getLogger(__name__)
 
@@ -488,12 +488,10 @@ def save_network(model: Any, model_dir: Path, meta: dict) -> Path:
     """
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
-    for stale in model_dir.glob(f".tmp-*-{MODEL_FILE}"):
-        stale.unlink(missing_ok=True)
+    remove_stale_temp_files(model_dir, [MODEL_FILE])
     target = model_dir / MODEL_FILE
-    tmp = model_dir / f".tmp-{os.getpid()}-{MODEL_FILE}"
-    model.save(tmp)
-    os.replace(tmp, target)
+    with atomic_path(target) as tmp:  # keeps the .keras suffix Keras asks for
+        model.save(tmp)
     atomic_write_bytes(model_dir / META_FILE, json.dumps(meta, indent=2).encode())
     return target
 

@@ -4,7 +4,7 @@ An arm scored from outside the framework is named ``external:<label>`` and is ne
 """
 from __future__ import annotations
 
-__all__ = ["MODEL_KINDS", "NETWORK_MODELS", "ITERATIVE_MODELS", "MODEL_ORDER", "EXTERNAL_PREFIX",
+__all__ = ["MODEL_KINDS", "NETWORK_MODELS", "ITERATIVE_MODELS", "MODEL_ORDER", "MODEL_LABELS", "EXTERNAL_PREFIX",
            "model_kind", "is_network", "is_iterative", "is_external"]
 
 # in presentation order: tables, legends and rankings list models in this order
@@ -12,6 +12,7 @@ MODEL_KINDS: dict[str, str] = {"pinn": "network", "baseline": "network", "ptylab
 NETWORK_MODELS: tuple[str, ...] = tuple(m for m, k in MODEL_KINDS.items() if k == "network")
 ITERATIVE_MODELS: tuple[str, ...] = tuple(m for m, k in MODEL_KINDS.items() if k == "iterative")
 MODEL_ORDER: tuple[str, ...] = tuple(MODEL_KINDS)
+MODEL_LABELS: dict[str, str] = {"pinn": "PINN", "baseline": "baseline", "ptylab": "PtyLab", "tike": "Tike"}
 EXTERNAL_PREFIX = "external:"
 
 

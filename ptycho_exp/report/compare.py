@@ -17,15 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 
 from ptycho_exp.analysis.recon import common_frame, load_recon_file
+from ptycho_exp.models.registry import MODEL_LABELS, MODEL_ORDER, is_iterative
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 log = logging.getLogger(__name__)
 
-NETWORK_ARMS = ("pinn", "baseline")
-ITERATIVE_ARMS = ("ptylab", "tike")
-LABELS = {"pinn": "PINN", "baseline": "baseline", "ptylab": "PtyLab", "tike": "Tike"}
 DPI = 300
 
 
@@ -88,7 +86,7 @@ def three_way_figures(df: pd.DataFrame, out_dir: Path | str, min_arms: int = 2) 
     n_col = "data.n_train" if "data.n_train" in ok.columns else None
     params = list(df.attrs.get("param_columns") or [])
     others = [c for c in params if c not in ("model", "seed", "data.n_train") and c in ok.columns]
-    arms = [m for m in NETWORK_ARMS + ITERATIVE_ARMS if m in set(ok["model"].astype(str))]
+    arms = [m for m in MODEL_ORDER if m in set(ok["model"].astype(str))]
     arms += sorted(m for m in set(ok["model"].astype(str)) if m not in arms)
     keys = ["seed", *others]
     written: list[Path] = []
@@ -96,14 +94,14 @@ def three_way_figures(df: pd.DataFrame, out_dir: Path | str, min_arms: int = 2) 
         key = key if isinstance(key, tuple) else (key,)
         items, labels = [], []
         for arm in arms:
-            row = _pick(group[group["model"].astype(str) == arm], n_col if arm not in ITERATIVE_ARMS else None)
+            row = _pick(group[group["model"].astype(str) == arm], n_col if not is_iterative(arm) else None)
             if row is None:
                 continue
             loaded = load_recon_file(row["job_dir"])
             if loaded is None:
                 continue
-            label = LABELS.get(arm, arm)
-            if arm not in ITERATIVE_ARMS and n_col and row.get(n_col) == row.get(n_col):  # not NaN
+            label = MODEL_LABELS.get(arm, arm)
+            if not is_iterative(arm) and n_col and row.get(n_col) == row.get(n_col):  # not NaN
                 label += f" n={_fmt(row[n_col])}"
             items.append(loaded)
             labels.append(label)

@@ -21,7 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from ptycho_exp.results import atomic_write_text, folder_lock, remove_stale_temp_files
+from ptycho_exp.files import atomic_write_text, remove_stale_temp_files
+from ptycho_exp.results import folder_lock
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -334,14 +335,15 @@ def _mean_std(vals: list[float]) -> tuple[float, float]:
 
 def live_metric_rows(records: Sequence[dict], metrics: Sequence[str] = LIVE_METRICS) -> tuple[list[str], list[list]]:
     """Per (model, varying overrides) group of done jobs: mean ± std (n) of each metric; no pandas."""
-    from ptycho_exp.analysis.collect import ITERATIVE_MODELS, OK_STATUSES
+    from ptycho_exp.analysis.collect import OK_STATUSES
+    from ptycho_exp.models.registry import is_iterative
 
     done = [r for r in records if r["status"] in OK_STATUSES]
     keys = _varying_keys([r for r in records])
     groups: dict[tuple, list[dict]] = {}
     for r in done:
         k = (r["model"],) + tuple(
-            "n/a" if (k_ == "data.n_train" and r["model"] in ITERATIVE_MODELS) else r["_overrides"].get(k_)
+            "n/a" if (k_ == "data.n_train" and is_iterative(r["model"])) else r["_overrides"].get(k_)
             for k_ in keys)
         groups.setdefault(k, []).append(r)
     rows = []

@@ -32,7 +32,7 @@ from ptycho_exp.analysis.findings import (
 from ptycho_exp.analysis.metricinfo import higher_is_better
 from ptycho_exp.analysis.status import format_seconds
 from ptycho_exp.analysis.tables import group_keys
-from ptycho_exp.models.registry import ITERATIVE_MODELS
+from ptycho_exp.models.registry import is_iterative
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -70,7 +70,7 @@ def win_rate_sentence(rates: list[dict]) -> str:
     for r in rates:
         unit = "paired seeds" if r["paired"] else "job pairs (seeds not shared)"
         tie = f", {r['ties']} ties" if r["ties"] else ""
-        kind = " (iterative)" if r["other"] in ITERATIVE_MODELS else ""
+        kind = " (iterative)" if is_iterative(r["other"]) else ""
         parts.append(f"{r['model']} beats {r['other']}{kind} in {r['wins']}/{r['n']} {unit} "
                      f"(win rate {100 * r['rate']:.0f} %{tie})")
     return "Win rate: " + "; ".join(parts) + "."
