@@ -22,9 +22,9 @@ from typing import Any
 from ptycho_exp import files, isolation, results
 from ptycho_exp.compose import as_config, job_config_dict, split_overrides
 from ptycho_exp.config import ConfigError, validate
+from ptycho_exp.files import JOB_CONFIG_FILE, JOB_LOG_FILE, RESULT_FILE, WRITE_PROBE_FILE
 
 log = logging.getLogger("ptycho_exp.run")
-JOB_CONFIG_FILE = "job_config.json"
 
 
 # --------------------------------------------------------------------------- objective
@@ -68,7 +68,7 @@ def done_result(job_dir: Path, job_cfg: dict) -> dict | None:
 
 def check_writable(job_dir: Path) -> None:
     """Fail before any work when the output folder cannot be written."""
-    probe = job_dir / ".write_probe"
+    probe = job_dir / WRITE_PROBE_FILE
     try:
         job_dir.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"ok")
@@ -95,7 +95,7 @@ def train_and_evaluate(job_cfg: dict, job_dir: Path | str) -> dict:
         log.error("job failed: %s: %s", type(exc).__name__, exc)
         res = failed_result(job_cfg, f"{type(exc).__name__}: {exc}", type(exc).__name__, started,
                             traceback=detail)
-        results.write_json(job_dir / results.RESULT_FILE, res)
+        results.write_json(job_dir / RESULT_FILE, res)
         return res
     res = {"schema": results.SCHEMA_VERSION, "status": "ok", "error": None, "error_type": None,
            "config_hash": results.config_hash(job_cfg), "model": job_cfg["model"]["name"],
@@ -103,7 +103,7 @@ def train_and_evaluate(job_cfg: dict, job_dir: Path | str) -> dict:
            "provenance": {**results.provenance(), "started_at": _iso(started),
                           "finished_at": results.now_iso()}}
     res.setdefault("timings", {})["total_s"] = time.time() - started
-    results.write_json(job_dir / results.RESULT_FILE, res)
+    results.write_json(job_dir / RESULT_FILE, res)
     return res
 
 
@@ -136,7 +136,7 @@ def run_isolated(job_cfg: dict, job_dir: Path, env: dict | None = None) -> dict:
     why, hint = isolation.describe_exit(child.exit_code)
     res = failed_result(job_cfg, f"job process {why} without writing a result{hint}", "ProcessDied", started,
                         resources={"peak_rss_mb": child.peak_rss_mb}, exit_code=child.exit_code)
-    results.write_json(job_dir / results.RESULT_FILE, res)
+    results.write_json(job_dir / RESULT_FILE, res)
     return res
 
 
@@ -205,7 +205,7 @@ def remove_job_debris(job_dir: Path) -> list[Path]:
     Only this job writes into its folder, and it has not started yet, so they are debris.
     """
     found = files.remove_stale_temp_files(job_dir)
-    probe = Path(job_dir) / ".write_probe"
+    probe = Path(job_dir) / WRITE_PROBE_FILE
     if probe.is_file():
         probe.unlink(missing_ok=True)
         found.append(probe)
@@ -232,7 +232,7 @@ def run_job(job_cfg: dict, job_dir: Path, isolate: bool, retries: int = 0, env: 
             break
     if retries and res.get("status") != "ok":
         res["attempts"] = retries + 1
-        results.write_json(job_dir / results.RESULT_FILE, res)
+        results.write_json(job_dir / RESULT_FILE, res)
     return res
 
 
@@ -252,7 +252,7 @@ def hydra_task(cfg: Any) -> Any:
     except ConfigError as exc:
         res = failed_result(job_cfg, str(exc), "ConfigError", started)
         try:
-            results.write_json(job_dir / results.RESULT_FILE, res)
+            results.write_json(job_dir / RESULT_FILE, res)
         except OSError:
             pass
         if not multirun:
@@ -267,7 +267,7 @@ def hydra_task(cfg: Any) -> Any:
     status = res.get("status")
     log.info("job %s: %s%s", job_dir, status, "" if status == "ok" else f" ({res.get('error')})")
     if status != "ok" and not multirun:
-        print(f"ptycho_exp: job failed: {res.get('error')} (see {job_dir / results.RESULT_FILE})",
+        print(f"ptycho_exp: job failed: {res.get('error')} (see {job_dir / RESULT_FILE})",
               file=sys.stderr)
         sys.exit(1)
     return objective_value(res, cfg.objective)
@@ -280,7 +280,7 @@ def _child_main(argv: list[str]) -> int:
     job_dir = Path(argv[0])
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s",
                         datefmt="%H:%M:%S", handlers=[logging.StreamHandler(sys.stdout),
-                                                      logging.FileHandler(job_dir / "job.log")])
+                                                      logging.FileHandler(job_dir / JOB_LOG_FILE)])
     for noisy in ("tensorflow", "absl", "matplotlib", "PIL", "h5py"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     job_cfg = json.loads((job_dir / JOB_CONFIG_FILE).read_text())

@@ -12,12 +12,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ptycho_exp.files import MULTIRUN_FILE
 from ptycho_exp.analysis.collect import OK_STATUSES, _load_yaml, _natural_key, find_job_dirs, read_job
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-MULTIRUN_FILE = "multirun.yaml"
 COUNT_KEYS = ("done", "failed", "running", "pending")
 
 

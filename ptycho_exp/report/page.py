@@ -21,13 +21,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from ptycho_exp.files import atomic_write_text, remove_stale_temp_files
+from ptycho_exp.files import PLOTS_DIR, REPORT_FILE, atomic_write_text, remove_stale_temp_files
 from ptycho_exp.results import folder_lock
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-REPORT_FILE = "report.html"
 COMPARE_FIG = "compare_amp_phase.png"
 LIVE_METRICS = ("phase_ssim", "amp_ssim", "phase_frc50", "amp_frc50")
 JOB_METRICS = ("phase_ssim", "amp_ssim", "phase_frc50")
@@ -288,7 +287,7 @@ def write_report(out_dir: Path | str, *, df: "pd.DataFrame", results: "pd.DataFr
     else:
         body.append("<p>No figure: " + ("the data supports none of the plots." if plots
                                         else "aggregate ran with --no-plots.") + "</p>")
-    sens = out_dir / "plots" / "sensitivity.csv"
+    sens = out_dir / PLOTS_DIR / "sensitivity.csv"
     if sens.is_file():
         t = _csv_table(sens)
         if t:
