@@ -19,7 +19,7 @@ TINY = ["data.N=32", "data.object_size=96", "data.n_train=64", "data.n_test=64",
 def bench_env(cache_dir: Path | str, **extra: str) -> dict:
     """Environment of a benchmark subprocess: CPU only, a job's TensorFlow settings (quiet, oneDNN on),
     dataset cache in ``cache_dir``; so a plain loop and a job compare on equal terms."""
-    from ptycho_exp.run import tensorflow_env
+    from ptycho_exp.isolation import tensorflow_env
 
     return {**os.environ, **tensorflow_env(), "PTYCHO_EXP_CACHE": str(cache_dir),
             "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", ""), **extra}

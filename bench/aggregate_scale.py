@@ -1,6 +1,6 @@
 """Aggregating 1,000 job folders: wall time and peak memory (goal: < 10 s and < 1 GiB).
 
-Writes a synthetic sweep (``ptycho_exp.study.synthetic``: model x n_train x nphotons x seed, ~1 % failed), then
+Writes a synthetic sweep (``tests/helpers/synthetic.py``: model x n_train x nphotons x seed, ~1 % failed), then
 times ``aggregate`` in a fresh process per path, so each peak RSS is that path's own:
 
 * ``tables``: tables, best parameters, findings, STUDY_SUMMARY.md and report.html (``--no-plots``);
@@ -25,6 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE.parent / "tests"))  # the synthetic-sweep helper
 
 GOAL_S = 10.0
 GOAL_RSS_MB = 1024.0
@@ -46,7 +47,7 @@ def _child(kind: str, sweep: str, out: str) -> None:
     if kind == "live":
         from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: F401 (Hydra's parent has it)
 
-        from ptycho_exp.study.report import write_live_report
+        from ptycho_exp.report.page import write_live_report
 
         t_imp = time.perf_counter()
         times = []
@@ -57,7 +58,7 @@ def _child(kind: str, sweep: str, out: str) -> None:
         seconds = min(times)
         summary = ""
     else:
-        from ptycho_exp.study.aggregate import aggregate
+        from ptycho_exp.aggregate import aggregate
 
         t_imp = time.perf_counter()
         summary = aggregate([Path(sweep)], Path(out), plots=(kind == "full"))
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         _child(*args.child)
         return 0
 
-    from ptycho_exp.study.synthetic import write_synthetic_sweep
+    from helpers.synthetic import write_synthetic_sweep
 
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="ptycho_agg_bench_"))
     try:

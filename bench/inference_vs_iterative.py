@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ptycho_exp.data.datasets import build_datasets
     from ptycho_exp.iterative.tike_engine import check_tike_available
-    from ptycho_exp.study.plan import compose_job_config
+    from ptycho_exp.compose import compose_job_config
 
     cfg = compose_job_config(_overrides(args))
     with tempfile.TemporaryDirectory(prefix="bench_ivi_") as tmp:

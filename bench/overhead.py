@@ -39,8 +39,9 @@ for i, cfg in enumerate(jobs):
 
 
 def job_configs(overrides: list[str]) -> list[dict]:
-    from ptycho_exp.run import job_config_dict
-    from ptycho_exp.study.plan import compose_many, expand_sweep
+    from ptycho_exp.compose import job_config_dict
+    from ptycho_exp.compose import compose_many
+    from ptycho_exp.sweep.plan import expand_sweep
 
     jobs, _ = expand_sweep(overrides)
     jobs = [[o for o in job if not o.startswith("hydra.")] for job in jobs]

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the synthetic-sweep helper
 from _common import write_result  # noqa: E402
 from _run import bench_env, python, run, timed  # noqa: E402
 
@@ -35,7 +36,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         env = bench_env(tmp / "cache")
-        from ptycho_exp.study.synthetic import write_synthetic_sweep
+        from helpers.synthetic import write_synthetic_sweep
 
         sweep = tmp / "sweep"
         write_synthetic_sweep(sweep, {"model": ["pinn", "baseline"], "data.n_train": [512, 1024], "seed": [1, 2, 3]})

@@ -158,7 +158,7 @@ def job_peak_rss(n_train: int, epochs: int, timeout: float) -> dict:
 # --------------------------------------------------------------------------- parent
 def run_row(spec: dict, timeout: float) -> dict:
     """One configuration in a fresh process; a failure becomes a row with ``error``."""
-    from ptycho_exp.run import tensorflow_env
+    from ptycho_exp.isolation import tensorflow_env
 
     # the settings a job's process gets (oneDNN on), then quieter logs
     env = {**os.environ, **tensorflow_env(), "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}

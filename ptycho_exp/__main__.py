@@ -1,9 +1,8 @@
 """``python -m ptycho_exp [overrides]``: the one Hydra entry point (a thin wrapper)."""
 from __future__ import annotations
 
-from pathlib import Path
+from ptycho_exp.compose import CONF_DIR, CONFIG_NAME  # the config tree ships inside the package
 
-CONF_DIR = str(Path(__file__).resolve().parent / "conf")  # the config tree ships inside the package
 # Targets this app's configs may instantiate (Hydra 1.4 warns about any other): our callbacks and
 # sweeper, Optuna's samplers, and the logging handlers of conf/hydra/job_logging.
 EXECUTION_WHITELIST = ["ptycho_exp.*", "optuna.samplers.*", "logging.*"]
@@ -37,7 +36,7 @@ def main() -> None:
         sys.exit(2)
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises; we print one line (or the traceback)
     try:
-        hydra.main(version_base=None, config_path=CONF_DIR, config_name="config",
+        hydra.main(version_base=None, config_path=CONF_DIR, config_name=CONFIG_NAME,
                    execution_whitelist=EXECUTION_WHITELIST)(hydra_task)()
     except Exception as exc:
         if verbose:

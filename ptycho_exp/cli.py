@@ -39,9 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Post-hoc tools for ptycho_exp studies. Run jobs and sweeps with "
                     "`python -m ptycho_exp [-m] overrides...`.")
     sub = parser.add_subparsers(dest="cmd", required=True)
-    from ptycho_exp.study.cli import add_study_commands
+    from ptycho_exp.aggregate import add_aggregate_command
+    from ptycho_exp.analysis.status import add_status_command
 
-    add_study_commands(sub)
+    add_aggregate_command(sub)
+    add_status_command(sub)
     p = sub.add_parser("plan", help="list the jobs a sweep would run (and which are done) without running")
     p.add_argument("overrides", nargs="*", help="the same overrides as the sweep, e.g. study=generalization")
     _add_data_commands(sub)
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         if args.cmd == "plan":
-            from ptycho_exp.study.plan import print_plan
+            from ptycho_exp.sweep.plan import print_plan
 
             return print_plan(list(args.overrides) + rest)
         if getattr(args, "handler", None):  # commands whose module registers its own handler
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             return _data(args)
         if args.cmd == "predict":
             from ptycho_exp.predict import predict_file
-            from ptycho_exp.run import use_tensorflow_env
+            from ptycho_exp.isolation import use_tensorflow_env
 
             use_tensorflow_env()
 
@@ -85,9 +87,13 @@ def main(argv: list[str] | None = None) -> int:
             from ptycho_exp.rerun import rerun_job
 
             return rerun_job(Path(args.job_dir), Path(args.out) if args.out else None)
-        from ptycho_exp.study.cli import run_study_command
+        if args.cmd == "status":
+            from ptycho_exp.analysis.status import run_status_command
 
-        return run_study_command(args)
+            return run_status_command(args)
+        from ptycho_exp.aggregate import run_aggregate_command
+
+        return run_aggregate_command(args)
     except (ValueError, OSError) as exc:  # bad input: one clear line, no traceback
         print(f"ptycho-exp {args.cmd}: {exc}", file=sys.stderr)
         return 2
@@ -99,21 +105,13 @@ def _data(args: argparse.Namespace) -> int:
 
         print(inspect_npz(args.path))
     elif args.data_cmd == "simulate":
-        from hydra.errors import HydraException
-        from omegaconf.errors import OmegaConfBaseException
-
-        from ptycho_exp.config import validate
+        from ptycho_exp.compose import compose_validated
         from ptycho_exp.data.datasets import side_by_side
         from ptycho_exp.data.npz import save_contract_npz
         from ptycho_exp.data.simulate import simulate_object_scan
-        from ptycho_exp.study.plan import compose_job_config
 
-        try:
-            cfg = compose_job_config(args.overrides)
-        except (HydraException, OmegaConfBaseException) as exc:  # typo'd key, wrong type: one line
-            cause = f" ({str(exc.__cause__).splitlines()[0]})" if exc.__cause__ else ""
-            raise ValueError(f"bad override: {exc}{cause}".replace("\n", "; ")) from None
-        validate(cfg)  # out-of-range values (data.N=63, ...) fail here, naming the key
+        # a typo'd key or wrong type (one line), or an out-of-range value (data.N=63, ...) naming the key
+        cfg = compose_validated(args.overrides)
         n_objects = int(cfg.data.n_train_objects) if args.which == "train" else 1
         scans = [simulate_object_scan(cfg.data, args.which, i) for i in range(n_objects)]
         scan = side_by_side(scans, gap=int(cfg.data.N))  # the training set a job would draw from

@@ -16,8 +16,7 @@ SKIMAGE_OBJECTS = ("camera", "astronaut", "brick", "grass", "gravel", "moon", "t
 PROBE_NAMES = ("ideal_disk", "gaussian", "defocused", "file")
 PHASE_MODES = ("none", "tanh", "independent")
 SCAN_KINDS = ("grid", "random")
-MODEL_NAMES = ("pinn", "baseline", "ptylab", "tike")
-NETWORK_MODELS = ("pinn", "baseline")
+from ptycho_exp.models.registry import MODEL_ORDER as MODEL_NAMES, NETWORK_MODELS  # noqa: E402,F401
 FAULTS = ("none", "raise", "exit", "sleep", "oom")  # testing hook (config key ``fault``)
 MIN_PATIENCE_STEPS = 20  # a smaller patience with train.patience_unit=steps is an epoch count left over
 

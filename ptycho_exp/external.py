@@ -52,11 +52,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ptycho_exp.models.registry import EXTERNAL_PREFIX, is_external
+
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
 
-EXTERNAL_PREFIX = "external:"
 OBJECT_KEYS = ("object", "objectGuess")
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
@@ -64,11 +65,6 @@ _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 class ExternalInputError(ValueError):
     """A reconstruction, test or reference file that cannot be scored; the message is one line with the fix."""
-
-
-def is_external(model: Any) -> bool:
-    """Whether a job table's ``model`` value names an externally made reconstruction (``external:<label>``)."""
-    return str(model).startswith(EXTERNAL_PREFIX)
 
 
 @dataclass

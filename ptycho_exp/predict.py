@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+from ptycho_exp.files import MODEL_DIR, MODEL_FILE
+from ptycho_exp.files import NORM_FILE as META_FILE
 
-MODEL_FILE = "model.keras"
-META_FILE = "norm.json"
+log = logging.getLogger(__name__)
 
 
 def resolve_model_dir(model_dir: Path | str) -> Path:
@@ -31,13 +31,13 @@ def resolve_model_dir(model_dir: Path | str) -> Path:
         Neither holds a saved network; the message names the path and how to get one.
     """
     path = Path(model_dir)
-    for candidate in (path, path / "model"):
+    for candidate in (path, path / MODEL_DIR):
         if (candidate / MODEL_FILE).is_file():
             return candidate
     if not path.exists():
         raise FileNotFoundError(f"model folder {str(path)!r} does not exist: pass a job folder or its model/ "
                                 "folder (a job of model=pinn or model=baseline with train.save_model=true)")
-    raise FileNotFoundError(f"no saved network ({MODEL_FILE}) in {str(path)!r} or {str(path / 'model')!r}: "
+    raise FileNotFoundError(f"no saved network ({MODEL_FILE}) in {str(path)!r} or {str(path / MODEL_DIR)!r}: "
                             "pass a finished network job's folder (train.save_model=true keeps the model)")
 
 
@@ -184,7 +184,7 @@ def predict_file(model_dir: Path | str, data_path: Path | str, out_path: Path | 
     from ptycho_exp.data.npz import load_contract_npz
     from ptycho_exp.evaluate.stitch import default_crop, stitch_patches
     from ptycho_exp.models import layers  # noqa: F401  (registers the custom layers for safe loading)
-    from ptycho_exp.results import atomic_write_bytes
+    from ptycho_exp.files import atomic_write_bytes
 
     mdir = resolve_model_dir(model_dir)
     meta = read_meta(mdir)

@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from ptycho_exp import results
+from ptycho_exp.files import JOB_CONFIG_FILE, RESULT_FILE
 
 _PROVENANCE_KEYS = ("git_sha", "host", "python", "platform")
 
@@ -89,7 +90,9 @@ def rerun_job(job_dir: Path, out: Path | None = None) -> int:
     ValueError
         ``job_dir`` holds no readable ok result with a config, or ``out`` is not empty.
     """
-    from ptycho_exp.run import JOB_CONFIG_FILE, as_config, check_writable, child_env, run_isolated
+    from ptycho_exp.compose import as_config
+    from ptycho_exp.isolation import child_env
+    from ptycho_exp.run import check_writable, run_isolated
 
     job_dir = Path(job_dir)
     old = results.read_result(job_dir)
@@ -117,7 +120,7 @@ def rerun_job(job_dir: Path, out: Path | None = None) -> int:
         print(f"ptycho-exp rerun: the rerun in {out} failed: {new.get('error')}", file=sys.stderr)
         return 1
     new["rerun_of"] = str(job_dir.resolve())
-    results.write_json(out / results.RESULT_FILE, new)
+    results.write_json(out / RESULT_FILE, new)
     diffs = compare_metrics(old.get("metrics") or {}, new.get("metrics") or {})
     changes = provenance_changes(old, new)
     if diffs:

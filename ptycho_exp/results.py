@@ -27,37 +27,19 @@ import platform
 import socket
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterable
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ptycho_exp.files import RESULT_FILE, atomic_write_text
+
 log = logging.getLogger(__name__)
 
-RESULT_FILE = "result.json"
 SCHEMA_VERSION = 1
 # Keys that never change a job's outcome: excluded from the config hash.
 _HASH_EXCLUDE = ("paths", "hardware", "tag", "study_name")
 _HASH_EXCLUDE_TRAIN = ("verbose", "tensorboard")
-
-
-def atomic_write_bytes(path: Path | str, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600: give results the mode open() would
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @contextmanager
@@ -82,41 +64,6 @@ def folder_lock(folder: Path | str):
         yield
     finally:
         os.close(fd)
-
-
-def remove_stale_temp_files(folder: Path | str, names: Iterable[str] | None = None) -> list[Path]:
-    """Delete the temp files a killed :func:`atomic_write_bytes` left in ``folder`` (not recursive).
-
-    Only ``.<name>.*.tmp`` for the given file ``names`` (all ``*.tmp`` / ``.tmp-*`` files when None).
-    Call it while holding :func:`folder_lock` on ``folder``, so that no live writer owns them.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    prefixes = None if names is None else tuple(f".{n}." for n in names)
-
-    def stale(p: Path) -> bool:
-        if not p.is_file():
-            return False
-        if prefixes is not None:
-            return p.name.startswith(prefixes) and p.name.endswith(".tmp")
-        return p.name.endswith(".tmp") or p.name.startswith(".tmp-")
-
-    found = [p for p in folder.iterdir() if stale(p)]
-    for p in found:
-        p.unlink(missing_ok=True)
-        log.info("removed stale temp file %s (left by a killed writer)", p)
-    return found
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: Path | str, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _json_default(obj: Any) -> Any:

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from ptycho_exp.config import NETWORK_MODELS
+from ptycho_exp.files import FRC_FILE, RECON_FILE
+from ptycho_exp.models.registry import NETWORK_MODELS
 
 log = logging.getLogger("ptycho_exp.workflow")
 
@@ -253,9 +254,9 @@ def run_science(cfg: Any, job_dir: Path) -> dict:
         out["engine"] = {**res.metadata, "cached": wall is None}
         err = np.asarray(res.data_error, float)
         out["final_losses"] = {"data_error": float(err[-1]) if err.size else None}
-    write_frc_csv(job_dir / "frc.csv", ev.frc)
+    write_frc_csv(job_dir / FRC_FILE, ev.frc)
     if cfg.eval.save_recon:
-        _save_recon(job_dir / "recon.npz", ev, cfg.model.name, reference)
+        _save_recon(job_dir / RECON_FILE, ev, cfg.model.name, reference)
     if cfg.eval.figures:
         from ptycho_exp.evaluate.figures import plot_comparison
 
@@ -288,7 +289,7 @@ def _threads(cfg: Any) -> tuple[int, int]:
 def _save_recon(path: Path, ev: Any, model: str, reference: str) -> None:
     import io
 
-    from ptycho_exp.results import atomic_write_bytes
+    from ptycho_exp.files import atomic_write_bytes
 
     buf = io.BytesIO()
     np.savez_compressed(buf, recon=ev.recon.astype(np.complex64), gt=ev.gt.astype(np.complex64),

@@ -16,7 +16,7 @@ TINY = ["data.N=32", "data.object_size=128", "data.n_train=64", "data.test_strid
 
 def pytest_configure(config):
     """Tests that import TensorFlow in this process get a job's TensorFlow settings (oneDNN on, quiet)."""
-    from ptycho_exp.run import use_tensorflow_env
+    from ptycho_exp.isolation import use_tensorflow_env
 
     use_tensorflow_env()
 

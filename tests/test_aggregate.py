@@ -19,10 +19,10 @@ import pytest
 import yaml
 
 from ptycho_exp.results import folder_lock
-from ptycho_exp.study.aggregate import RAW_FILE, RESULTS_FILE, aggregate
-from ptycho_exp.study.collect import NoJobsFound
-from ptycho_exp.study.report import write_live_report
-from ptycho_exp.study.synthetic import write_synthetic_sweep
+from ptycho_exp.aggregate import RAW_FILE, RESULTS_FILE, aggregate
+from ptycho_exp.analysis.collect import NoJobsFound
+from ptycho_exp.report.page import write_live_report
+from helpers.synthetic import write_synthetic_sweep
 
 from conftest import ROOT, run_cli
 
@@ -246,7 +246,7 @@ def test_live_report_is_cheap_and_light(tmp_path):
     code = (
         "import sys, time\n"
         "from hydra.core.override_parser.overrides_parser import OverridesParser  # loaded in Hydra's parent\n"
-        "from ptycho_exp.study.report import write_live_report\n"
+        "from ptycho_exp.report.page import write_live_report\n"
         f"sweep = {str(sweep)!r}\n"
         "ts = []\n"
         "for _ in range(3):\n"

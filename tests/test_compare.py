@@ -1,4 +1,4 @@
-"""Three-way comparison figures (ptycho_exp.study.compare)."""
+"""Three-way comparison figures (ptycho_exp.report.compare)."""
 from __future__ import annotations
 
 import importlib.util
@@ -18,9 +18,9 @@ def _png_size(path):
 
 
 def test_three_way_figures_per_seed_from_synthetic_sweep(tmp_path):
-    from ptycho_exp.study.collect import collect_jobs
-    from ptycho_exp.study.compare import three_way_figures
-    from ptycho_exp.study.synthetic import write_synthetic_sweep
+    from ptycho_exp.analysis.collect import collect_jobs
+    from ptycho_exp.report.compare import three_way_figures
+    from helpers.synthetic import write_synthetic_sweep
 
     write_synthetic_sweep(tmp_path / "sweep", {"model": ["pinn", "baseline", "ptylab"],
                                                "data.n_train": [128, 512], "seed": [1, 2]},
@@ -36,7 +36,7 @@ def test_three_way_figures_per_seed_from_synthetic_sweep(tmp_path):
 
 
 def test_common_frame_cuts_to_the_shared_box():
-    from ptycho_exp.study.compare import common_frame
+    from ptycho_exp.analysis.recon import common_frame
 
     rng = np.random.default_rng(0)
     obj = rng.normal(size=(60, 60)) + 1j * rng.normal(size=(60, 60))
@@ -56,8 +56,8 @@ def test_common_frame_cuts_to_the_shared_box():
 def test_quick_study_three_way_and_iterative_band(tmp_path):
     """A real quick study with model=pinn,baseline,ptylab: three-way figures, and the aggregate draws the
     iterative arm as a band across the n_train axis."""
-    from ptycho_exp.study.collect import collect_jobs
-    from ptycho_exp.study.compare import three_way_figures
+    from ptycho_exp.analysis.collect import collect_jobs
+    from ptycho_exp.report.compare import three_way_figures
 
     sweep = tmp_path / "sweep"
     proc = run_cli(["study=quick", "model=pinn,baseline,ptylab", "seed=1", "data.n_train=32,64",
@@ -76,9 +76,9 @@ def test_quick_study_three_way_and_iterative_band(tmp_path):
     paths = three_way_figures(df, tmp_path / "figs")
     assert [p.name for p in paths] == ["three_way_seed1.png"]
     assert _png_size(paths[0])[1] > 2000  # GT | PINN | baseline | PtyLab
-    if importlib.util.find_spec("ptycho_exp.study.aggregate") is None:
-        pytest.skip("ptycho_exp.study.aggregate not available yet")
-    from ptycho_exp.study.aggregate import aggregate
+    if importlib.util.find_spec("ptycho_exp.aggregate") is None:
+        pytest.skip("ptycho_exp.aggregate not available yet")
+    from ptycho_exp.aggregate import aggregate
 
     out = tmp_path / "agg"
     aggregate([sweep], out)

@@ -7,7 +7,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from ptycho_exp.config import ConfigError, validate
-from ptycho_exp.study.plan import compose_job_config
+from ptycho_exp.compose import compose_job_config
 
 
 def test_default_config_composes_and_validates():

@@ -253,7 +253,7 @@ def test_aggregate_shows_an_external_arm_in_tables_findings_and_the_three_way_fi
         job, recon, exported, tmp_path):
     import pandas as pd
 
-    from ptycho_exp.study.aggregate import aggregate
+    from ptycho_exp.aggregate import aggregate
 
     obj, origin = recon
     np.savez(tmp_path / "theirs.npz", object=obj * np.exp(0.1j), origin=origin)  # a global phase: same scores

@@ -47,8 +47,9 @@ def _model_cfg(name="pinn", **kw):
 
 
 def _run_job(tmp_path_factory, name: str, overrides: list[str]):
-    from ptycho_exp.run import job_config_dict, train_and_evaluate
-    from ptycho_exp.study.plan import compose_job_config
+    from ptycho_exp.compose import job_config_dict
+    from ptycho_exp.run import train_and_evaluate
+    from ptycho_exp.compose import compose_job_config
 
     root = tmp_path_factory.mktemp(name)
     cfg = compose_job_config(JOB + overrides + [f"paths.cache_dir={root / 'cache'}"])
@@ -565,7 +566,7 @@ def test_predict_cli_on_a_contract_npz(pinn_job, tmp_path):
     from ptycho_exp.data.npz import save_contract_npz
     from ptycho_exp.data.simulate import simulate_object_scan
     from ptycho_exp.predict import predict_file
-    from ptycho_exp.study.plan import compose_job_config
+    from ptycho_exp.compose import compose_job_config
 
     root, _ = pinn_job
     cfg = compose_job_config(["data.N=32", "data.object_size=96", "data.test_stride=8"])

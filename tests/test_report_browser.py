@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from ptycho_exp.study.aggregate import aggregate
-from ptycho_exp.study.synthetic import write_synthetic_sweep
+from ptycho_exp.aggregate import aggregate
+from helpers.synthetic import write_synthetic_sweep
 
 pytestmark = pytest.mark.browser
 

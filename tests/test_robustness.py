@@ -265,7 +265,7 @@ class _Exploit:
 
 
 @pytest.mark.parametrize("value,ok", [
-    ("ptycho_exp.study.callbacks.ReportCallback", True), ("optuna.samplers.TPESampler", True),
+    ("ptycho_exp.sweep.callbacks.ReportCallback", True), ("optuna.samplers.TPESampler", True),
     ("hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", True),
     ("os.system", False), ("builtins.eval", False), ("subprocess.Popen", False), ("ptycho_exp_evil.x", False),
 ])
@@ -297,7 +297,7 @@ def test_the_entry_point_passes_hydra_an_execution_whitelist():
 ])
 def test_redact_url_hides_only_the_password(url, expected):
     from ptycho_exp.results import redact_secrets
-    from ptycho_exp.study.sweeper import redact_url
+    from ptycho_exp.sweep.sweeper import redact_url
 
     assert redact_url(url) == expected
     assert redact_secrets(f"storage={url} rest") == f"storage={expected} rest"

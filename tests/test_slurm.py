@@ -239,7 +239,7 @@ def test_slurm_gpu_config_composes() -> None:
 
     cfg = OmegaConf.create(out.stdout)
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
-    assert launcher["_target_"] == "ptycho_exp.study.launchers.ResilientSlurmLauncher"
+    assert launcher["_target_"] == "ptycho_exp.sweep.launchers.ResilientSlurmLauncher"
     assert launcher["gres"] == "gpu:1" and launcher["gpus_per_node"] is None
     assert launcher["partition"] is None and launcher["max_num_timeout"] == 3
     assert launcher["submitit_folder"].startswith("${hydra.sweep.dir}/")

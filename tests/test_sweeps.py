@@ -207,7 +207,7 @@ def test_optuna_failed_trials_are_told_fail(tmp_path: Path) -> None:
 
 
 def test_optuna_storage_password_is_redacted(tmp_path: Path) -> None:
-    from ptycho_exp.study.sweeper import redact_url
+    from ptycho_exp.sweep.sweeper import redact_url
 
     assert redact_url("postgresql://me:pa@ss@db.example.org:5432/optuna") == \
         "postgresql://me:***@db.example.org:5432/optuna"
@@ -283,8 +283,9 @@ def test_plan_generalization_lists_model_size_seed_jobs_fast(tmp_path: Path) -> 
 def test_plan_hash_matches_the_job_hash() -> None:
     """The plan hashes a job exactly as the job hashes itself (so 'done' means the same config)."""
     from ptycho_exp import results
-    from ptycho_exp.run import job_config_dict
-    from ptycho_exp.study.plan import compose_job_config, plan
+    from ptycho_exp.compose import job_config_dict
+    from ptycho_exp.compose import compose_job_config
+    from ptycho_exp.sweep.plan import plan
 
     rows, _ = plan(["study=quick", "data.N=32"])
     assert len(rows) == 4
@@ -315,7 +316,7 @@ def test_every_study_and_experiment_composes(override: str) -> None:
 
     from ptycho_exp.config import validate
     from ptycho_exp.run import wants_multirun
-    from ptycho_exp.study.plan import compose_job_config
+    from ptycho_exp.compose import compose_job_config
 
     cfg = compose_job_config([override], return_hydra=True)
     job = compose_job_config([override])
@@ -353,7 +354,7 @@ def test_log_scale_values_are_written_as_such(study: str) -> None:
 @pytest.mark.parametrize("name,gridsize", [("paper_lines_gs1", 1), ("paper_lines_gs2", 2)])
 def test_paper_presets_are_the_spec_reference_protocol(name: str, gridsize: int) -> None:
     """SPEC §7: lines, N=64, 1e9 photons, 60 epochs, amplitude-only, ideal disk probe, g=1 / g=2."""
-    from ptycho_exp.study.plan import compose_job_config
+    from ptycho_exp.compose import compose_job_config
 
     cfg = compose_job_config([f"experiment={name}"])
     d = cfg.data
@@ -365,7 +366,8 @@ def test_paper_presets_are_the_spec_reference_protocol(name: str, gridsize: int)
 
 
 def test_production_is_full_size_with_five_seeds() -> None:
-    from ptycho_exp.study.plan import compose_job_config, expand_sweep
+    from ptycho_exp.compose import compose_job_config
+    from ptycho_exp.sweep.plan import expand_sweep
 
     cfg = compose_job_config(["experiment=production"])
     assert cfg.data.N == 64 and cfg.data.object_size == 392 and cfg.train.epochs >= 50
@@ -377,7 +379,7 @@ def test_production_is_full_size_with_five_seeds() -> None:
 
 def test_generalization_arms_share_one_test_set() -> None:
     from ptycho_exp.data.cache import dataset_key
-    from ptycho_exp.study.plan import compose_job_config
+    from ptycho_exp.compose import compose_job_config
 
     arms = [compose_job_config(["study=generalization", "model=pinn", "data.n_train=512", "seed=1"]),
             compose_job_config(["study=generalization", "model=baseline", "data.n_train=4096", "seed=3"])]
@@ -390,8 +392,8 @@ def test_generalization_arms_share_one_test_set() -> None:
 
 # --------------------------------------------------------------------------- hardware
 def test_child_env_round_robins_gpus_and_splits_threads() -> None:
-    from ptycho_exp.run import child_env, parallel_jobs
-    from ptycho_exp.study.plan import compose_job_config
+    from ptycho_exp.isolation import child_env, parallel_jobs
+    from ptycho_exp.compose import compose_job_config
 
     cfg = compose_job_config(["hardware=parallel"])
     assert cfg.hardware.device == "auto" and cfg.hardware.intra_op_threads == 0
@@ -413,8 +415,8 @@ def test_child_env_round_robins_gpus_and_splits_threads() -> None:
 
 
 def test_jobs_get_tensorflow_settings_unless_the_caller_sets_them() -> None:
-    from ptycho_exp.run import child_env, tensorflow_env
-    from ptycho_exp.study.plan import compose_job_config
+    from ptycho_exp.isolation import child_env, tensorflow_env
+    from ptycho_exp.compose import compose_job_config
 
     assert tensorflow_env({}) == {"TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "1"}
     assert tensorflow_env({"TF_ENABLE_ONEDNN_OPTS": "0"})["TF_ENABLE_ONEDNN_OPTS"] == "0"  # the user's choice wins
@@ -424,7 +426,7 @@ def test_jobs_get_tensorflow_settings_unless_the_caller_sets_them() -> None:
 
 @pytest.mark.parametrize("name", ["slurm_cpu", "slurm_gpu"])
 def test_slurm_hardware_requeues_on_timeout(name: str) -> None:
-    from ptycho_exp.study.plan import compose_job_config
+    from ptycho_exp.compose import compose_job_config
 
     cfg = compose_job_config([f"hardware={name}"], return_hydra=True)
     launcher = cfg.hydra.launcher

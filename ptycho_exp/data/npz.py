@@ -18,7 +18,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import warnings
 import zipfile
 
@@ -466,16 +465,8 @@ def save_contract_npz(path, scan: ScanData) -> str:
         arrays["Y"] = np.asarray(scan.patches, dtype=np.complex64)
     if scan.meta:
         arrays["meta_json"] = np.asarray(_json_safe(scan.meta))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a data file should be as readable as any other
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    from ptycho_exp.files import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "xb") as fh:
+        np.savez(fh, **arrays)
     return path

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 
@@ -21,10 +20,10 @@ def _plt():
 
 
 def _save(fig, path, dpi=150):
-    path = os.fspath(path)
-    tmp = path + ".tmp"
-    fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
-    os.replace(tmp, path)
+    from ptycho_exp.files import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
 
 
 def _limits(*imgs, lo=1.0, hi=99.0):

@@ -171,7 +171,7 @@ def write_frc_csv(path, frc) -> None:
     Parameters
     ----------
     path : str or os.PathLike
-        Destination; written to ``path + '.tmp'`` then moved with ``os.replace``.
+        Destination; written atomically (:func:`ptycho_exp.files.atomic_write_text`).
     frc : dict
         ``{'rings', 'amp', 'phase'}`` arrays of equal length (e.g.
         ``EvalResult.frc``).
@@ -182,9 +182,7 @@ def write_frc_csv(path, frc) -> None:
     phase = np.asarray(frc["phase"], dtype=np.float64)
     if not (rings.shape == amp.shape == phase.shape):
         raise ValueError("frc arrays must have equal length")
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8", newline="") as fh:
-        fh.write("ring,frc_amp,frc_phase\n")
-        for r, a, p in zip(rings, amp, phase):
-            fh.write(f"{r:g},{a:.8g},{p:.8g}\n")
-    os.replace(tmp, path)
+    from ptycho_exp.files import atomic_write_text
+
+    lines = ["ring,frc_amp,frc_phase\n"] + [f"{r:g},{a:.8g},{p:.8g}\n" for r, a, p in zip(rings, amp, phase)]
+    atomic_write_text(path, "".join(lines))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import keras
 
-from ptycho_exp.results import atomic_write_bytes
+from ptycho_exp.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

@@ -18,12 +18,19 @@ from typing import Any
 
 import numpy as np
 
-from ptycho_exp.results import atomic_write_bytes
+from ptycho_exp.files import (
+    HISTORY_FILE,
+    MODEL_DIR,
+    MODEL_FILE,
+    TENSORBOARD_DIR,
+    atomic_path,
+    atomic_write_bytes,
+    remove_stale_temp_files,
+)
+from ptycho_exp.files import NORM_FILE as META_FILE
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.keras"
-META_FILE = "norm.json"
 
 
 @dataclass
@@ -340,7 +347,7 @@ def training_callbacks(train_cfg: Any, out_dir: Path, verbose: int, name: str, s
     if verbose == 0:
         callbacks.append(EpochLogger(int(train_cfg.epochs), name=name))
     if getattr(train_cfg, "tensorboard", False):
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(Path(out_dir) / "tensorboard"),
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(Path(out_dir) / TENSORBOARD_DIR),
                                                      write_graph=False, profile_batch=0))
     return callbacks
 
@@ -430,7 +437,7 @@ def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray,
     model.compile(optimizer=optimizer, jit_compile=bool(train_cfg.jit_compile))
 
     verbose = resolve_verbose(str(train_cfg.verbose))
-    recorder = HistoryRecorder(out_dir / "history.csv")
+    recorder = HistoryRecorder(out_dir / HISTORY_FILE)
     steps_per_epoch = -(-len(train_idx) // int(train_cfg.batch_size))
     callbacks = training_callbacks(train_cfg, out_dir, verbose, name, steps_per_epoch) + [recorder]
     warmup = warmup_steps(train_cfg, steps_per_epoch)
@@ -472,7 +479,7 @@ def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray,
     if name == "pinn":
         meta["intensity_scale"] = final["intensity_scale"]
     if getattr(train_cfg, "save_model", True):
-        save_network(model.inference_model, out_dir / "model", meta)
+        save_network(model.inference_model, out_dir / MODEL_DIR, meta)
     patterns = len(train_idx) * C * epochs_run
     return FitResult(model=model.inference_model, norm_factor=norm, history=history,
                      train_seconds=train_seconds, n_params=model.n_params, final_losses=final,
@@ -488,12 +495,10 @@ def save_network(model: Any, model_dir: Path, meta: dict) -> Path:
     """
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
-    for stale in model_dir.glob(f".tmp-*-{MODEL_FILE}"):
-        stale.unlink(missing_ok=True)
+    remove_stale_temp_files(model_dir, [MODEL_FILE])
     target = model_dir / MODEL_FILE
-    tmp = model_dir / f".tmp-{os.getpid()}-{MODEL_FILE}"
-    model.save(tmp)
-    os.replace(tmp, target)
+    with atomic_path(target) as tmp:  # keeps the .keras suffix Keras asks for
+        model.save(tmp)
     atomic_write_bytes(model_dir / META_FILE, json.dumps(meta, indent=2).encode())
     return target
 
@@ -515,8 +520,8 @@ def load_network(model_dir: Path) -> tuple[Any, dict]:
     from . import layers  # noqa: F401  (registers the custom layers)
 
     model_dir = Path(model_dir)
-    if not (model_dir / MODEL_FILE).exists() and (model_dir / "model" / MODEL_FILE).exists():
-        model_dir = model_dir / "model"
+    if not (model_dir / MODEL_FILE).exists() and (model_dir / MODEL_DIR / MODEL_FILE).exists():
+        model_dir = model_dir / MODEL_DIR
     path = model_dir / MODEL_FILE
     if not path.exists():
         raise FileNotFoundError(f"no saved network at {path}")

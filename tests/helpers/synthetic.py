@@ -12,7 +12,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ptycho_exp.results import RESULT_FILE, atomic_write_text, write_json
+from ptycho_exp.files import RESULT_FILE, atomic_write_text
+from ptycho_exp.results import write_json
 
 METRIC_NAMES = ("mae", "mse", "psnr", "psnr255", "ssim", "ms_ssim", "frc50", "frc_1_7", "pearson")
 DEFAULT_QUALITY = {"pinn": 0.90, "baseline": 0.80, "ptylab": 0.70, "tike": 0.75}

@@ -128,7 +128,7 @@ def _resumable_impl_class() -> type:
             out["storage"] = redact_url(self.storage)
             from omegaconf import OmegaConf
 
-            from ptycho_exp.results import atomic_write_text
+            from ptycho_exp.files import atomic_write_text
 
             atomic_write_text(Path(self.config.hydra.sweep.dir) / "optimization_results.yaml",
                               OmegaConf.to_yaml(OmegaConf.create(out)))

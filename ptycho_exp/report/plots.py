@@ -1,6 +1,6 @@
 """Study plots (matplotlib Agg, no pyplot state; PNG at 300 dpi + SVG; plotly HTML for 3-D).
 
-Every function takes the per-job table of *valid* rows (see :func:`ptycho_exp.study.aggregate.valid_rows`),
+Every function takes the per-job table of *valid* rows (see :func:`ptycho_exp.aggregate.valid_rows`),
 writes atomically into ``out_dir`` and returns the written paths; it returns [] when the data does not
 support the plot (e.g. fewer than two training-set sizes).
 """
@@ -15,33 +15,25 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
-from ptycho_exp.results import atomic_write_bytes, atomic_write_text
-from ptycho_exp.study.collect import ITERATIVE_MODELS, is_numeric_param, swept_parameters
+from ptycho_exp.files import atomic_write_bytes, atomic_write_text
+from ptycho_exp.analysis.collect import is_numeric_param, swept_parameters
+from ptycho_exp.analysis.metricinfo import KEY_METRICS, higher_is_better
+from ptycho_exp.models.registry import MODEL_ORDER, is_iterative
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 log = logging.getLogger(__name__)
 
-KEY_METRICS = ("phase_ssim", "amp_ssim", "phase_frc50", "amp_frc50", "phase_psnr", "amp_psnr")
 HEATMAP_METRICS = ("phase_ssim", "amp_ssim")
 DPI = 300
 _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f",
             "#bcbd22", "#17becf")
-_MODEL_ORDER = ("pinn", "baseline", "ptylab", "tike")
-
-
-def lower_is_better(metric: str) -> bool:
-    """Error metrics (mae, mse), times and resources are minimised; everything else is maximised."""
-    m = metric.lower()
-    if m.startswith(("timings.", "resources.")):
-        return True
-    return m.endswith(("_mae", "_mse")) or m in ("mae", "mse")
 
 
 def _models(df: "pd.DataFrame") -> list[str]:
     present = [str(m) for m in df["model"].dropna().unique()]
-    return sorted(present, key=lambda m: (_MODEL_ORDER.index(m) if m in _MODEL_ORDER else 99, m))
+    return sorted(present, key=lambda m: (MODEL_ORDER.index(m) if m in MODEL_ORDER else 99, m))
 
 
 def model_colours(models: Iterable[str]) -> dict[str, str]:
@@ -154,7 +146,7 @@ def plot_metric_vs_n_train(df: "pd.DataFrame", out_dir: Path | str,
                 it = sub[sub[col].isna()]
                 if not it.empty:
                     q25, q50, q75 = np.nanpercentile(it[metric].to_numpy(float), [25, 50, 75])
-                    name = label + (" (iterative, no training set)" if model in ITERATIVE_MODELS else " (no n_train)")
+                    name = label + (" (iterative, no training set)" if is_iterative(model) else " (no n_train)")
                     ax.axhline(q50, color=colours[model], ls="--", lw=1.5, label=name)
                     ax.axhspan(q25, q75, color=colours[model], alpha=0.12, lw=0)
                     n_lines += 1
@@ -328,7 +320,7 @@ def plot_pareto(df: "pd.DataFrame", out_dir: Path | str,
     if len(d) < 2:
         return []
     out_dir = Path(out_dir)
-    maximize = list(maximize) if maximize is not None else [not lower_is_better(a), not lower_is_better(b)]
+    maximize = list(maximize) if maximize is not None else [higher_is_better(a), higher_is_better(b)]
     vals = d[[a, b]].to_numpy(float)
     front = pareto_mask(vals, maximize)
     fig = _figure()
@@ -425,7 +417,7 @@ def plot_sensitivity(df: "pd.DataFrame", out_dir: Path | str, metrics: Sequence[
 # ----------------------------------------------------------------------------------------- optuna
 def find_optuna_storages(sweep_dirs: Iterable[Path | str]) -> list[tuple[str, str | None]]:
     """(storage URL, study name or None) for each Optuna study DB belonging to the sweep dirs."""
-    from ptycho_exp.study.status import is_optuna_sweep, read_multirun
+    from ptycho_exp.analysis.status import is_optuna_sweep, read_multirun
 
     found: list[tuple[str, str | None]] = []
     for sd in sweep_dirs:
@@ -562,11 +554,11 @@ def make_all_plots(df: "pd.DataFrame", out_dir: Path | str, *, sweep_dirs: Itera
 
 def _three_way(df: "pd.DataFrame", out_dir: Path) -> list[Path]:
     """GT | PINN | baseline | iterative figures from the jobs' recon.npz, when the optional
-    ``ptycho_exp.study.compare`` module (``three_way_figures(df, out_dir) -> list[Path]``) exists."""
+    ``ptycho_exp.report.compare`` module (``three_way_figures(df, out_dir) -> list[Path]``) exists."""
     try:
-        from ptycho_exp.study.compare import three_way_figures
+        from ptycho_exp.report.compare import three_way_figures
     except ModuleNotFoundError as exc:
-        if exc.name == "ptycho_exp.study.compare":
+        if exc.name == "ptycho_exp.report.compare":
             return []  # the optional module is not there: nothing to draw
         raise
     except ImportError:  # the module exists without three_way_figures

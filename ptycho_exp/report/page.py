@@ -1,7 +1,7 @@
 """HTML pages of a study: the full self-contained report and the cheap live page.
 
 * :func:`write_report` -> ``<out_dir>/report.html``: one file, viewable offline: the summary blocks of
-  :mod:`ptycho_exp.study.findings`, tables, every figure (PNG embedded as base64, plotly figures drawn by the
+  :mod:`ptycho_exp.report.summary`, tables, every figure (PNG embedded as base64, plotly figures drawn by the
   plotly.js bundle inlined once; no CDN, no network), the per-job status with relative links to each job's
   ``compare_amp_phase.png``.
 * :func:`write_live_report` -> ``<sweep_dir>/report.html``: counts, ETA, a per-model metric table and the
@@ -21,12 +21,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from ptycho_exp.results import atomic_write_text, folder_lock, remove_stale_temp_files
+from ptycho_exp.files import PLOTS_DIR, REPORT_FILE, atomic_write_text, remove_stale_temp_files
+from ptycho_exp.results import folder_lock
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-REPORT_FILE = "report.html"
 COMPARE_FIG = "compare_amp_phase.png"
 LIVE_METRICS = ("phase_ssim", "amp_ssim", "phase_frc50", "amp_frc50")
 JOB_METRICS = ("phase_ssim", "amp_ssim", "phase_frc50")
@@ -73,7 +73,7 @@ def _anchor(text: str) -> str:
 
 
 def blocks_to_html(blocks: Sequence[tuple]) -> str:
-    """Render summary blocks (see :func:`ptycho_exp.study.findings.summary_blocks`) as HTML."""
+    """Render summary blocks (see :func:`ptycho_exp.analysis.findings.summary_blocks`) as HTML."""
     out = []
     for b in blocks:
         kind = b[0]
@@ -103,7 +103,7 @@ def html_table(header: Sequence[Any], rows: Iterable[Sequence[Any]], caption: st
 
 
 def _fmt(v: Any) -> str:
-    from ptycho_exp.study.findings import fmt
+    from ptycho_exp.analysis.findings import fmt
 
     return fmt(v)
 
@@ -225,7 +225,7 @@ def _csv_table(path: Path, max_rows: int = 200) -> str | None:
 
 def job_table_html(df: "pd.DataFrame", out_dir: Path, keys: Sequence[str]) -> str:
     """Per-job status rows with elapsed time, key metrics, first error line and the comparison figure."""
-    from ptycho_exp.study.status import format_seconds
+    from ptycho_exp.analysis.status import format_seconds
 
     params = [k for k in keys if k != "model"]
     mets = [m for m in JOB_METRICS if m in df.columns]
@@ -260,19 +260,19 @@ def write_report(out_dir: Path | str, *, df: "pd.DataFrame", results: "pd.DataFr
     out_dir : path
         Aggregate folder (CSV files and ``plots/`` are linked relative to it).
     df : DataFrame
-        Job table from :func:`ptycho_exp.study.aggregate.mark_valid`.
+        Job table from :func:`ptycho_exp.aggregate.mark_valid`.
     results : DataFrame
-        :func:`ptycho_exp.study.aggregate.results_table` (linked; its key metrics are in ``blocks``).
+        :func:`ptycho_exp.aggregate.results_table` (linked; its key metrics are in ``blocks``).
     blocks : sequence
-        Summary blocks from :func:`ptycho_exp.study.findings.summary_blocks`.
+        Summary blocks from :func:`ptycho_exp.analysis.findings.summary_blocks`.
     figures : sequence of Path
-        Files written by :func:`ptycho_exp.study.plots.make_all_plots` (PNG embedded, plotly JSON drawn).
+        Files written by :func:`ptycho_exp.report.plots.make_all_plots` (PNG embedded, plotly JSON drawn).
     ensemble : DataFrame, optional
         Already in ``blocks``; linked when present.
     plots : bool
         Whether figures were asked for (says why there is none).
     """
-    from ptycho_exp.study.aggregate import group_keys
+    from ptycho_exp.analysis.tables import group_keys
 
     out_dir = Path(out_dir)
     generated_at = generated_at or datetime.now(timezone.utc)
@@ -287,7 +287,7 @@ def write_report(out_dir: Path | str, *, df: "pd.DataFrame", results: "pd.DataFr
     else:
         body.append("<p>No figure: " + ("the data supports none of the plots." if plots
                                         else "aggregate ran with --no-plots.") + "</p>")
-    sens = out_dir / "plots" / "sensitivity.csv"
+    sens = out_dir / PLOTS_DIR / "sensitivity.csv"
     if sens.is_file():
         t = _csv_table(sens)
         if t:
@@ -334,14 +334,15 @@ def _mean_std(vals: list[float]) -> tuple[float, float]:
 
 def live_metric_rows(records: Sequence[dict], metrics: Sequence[str] = LIVE_METRICS) -> tuple[list[str], list[list]]:
     """Per (model, varying overrides) group of done jobs: mean ± std (n) of each metric; no pandas."""
-    from ptycho_exp.study.collect import ITERATIVE_MODELS, OK_STATUSES
+    from ptycho_exp.analysis.collect import OK_STATUSES
+    from ptycho_exp.models.registry import is_iterative
 
     done = [r for r in records if r["status"] in OK_STATUSES]
     keys = _varying_keys([r for r in records])
     groups: dict[tuple, list[dict]] = {}
     for r in done:
         k = (r["model"],) + tuple(
-            "n/a" if (k_ == "data.n_train" and r["model"] in ITERATIVE_MODELS) else r["_overrides"].get(k_)
+            "n/a" if (k_ == "data.n_train" and is_iterative(r["model"])) else r["_overrides"].get(k_)
             for k_ in keys)
         groups.setdefault(k, []).append(r)
     rows = []
@@ -361,7 +362,7 @@ def write_live_report(sweep_dir: Path | str, refresh_s: int = 30) -> Path:
 
     Cheap by design (runs after every job): no pandas, no matplotlib; reads each job's result once.
     """
-    from ptycho_exp.study.status import format_seconds, sweep_records
+    from ptycho_exp.analysis.status import format_seconds, sweep_records
 
     sweep_dir = Path(sweep_dir)
     rows, a = sweep_records(sweep_dir)

@@ -50,7 +50,7 @@ class ReportCallback(Callback):
         if sweep is None:
             return
         try:
-            from ptycho_exp.study.report import write_live_report
+            from ptycho_exp.report.page import write_live_report
 
             write_live_report(sweep)
         except Exception as exc:  # noqa: BLE001 - a report must never sink a job
@@ -62,12 +62,12 @@ class ReportCallback(Callback):
             return
         try:
             if self.final:
-                from ptycho_exp.study.aggregate import aggregate
+                from ptycho_exp.aggregate import aggregate
 
                 aggregate([sweep], sweep / "aggregate")
                 log.info("aggregate written: %s", sweep / "aggregate" / "report.html")
             elif self.live:
-                from ptycho_exp.study.report import write_live_report
+                from ptycho_exp.report.page import write_live_report
 
                 write_live_report(sweep)
         except Exception as exc:  # noqa: BLE001
@@ -86,7 +86,7 @@ class FailureSummaryCallback(Callback):
         if sweep is None or not sweep.is_dir():
             return
         from ptycho_exp.results import read_result
-        from ptycho_exp.study.collect import find_job_dirs
+        from ptycho_exp.analysis.collect import find_job_dirs
 
         counts: dict[str, int] = {}
         failed: list[str] = []

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
+from ptycho_exp.analysis.recon import align_to, common_frame, load_recon_file
+
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
@@ -21,24 +23,8 @@ log = logging.getLogger(__name__)
 
 def load_recon(job_dir: Path | str) -> tuple[np.ndarray, np.ndarray] | None:
     """(recon, gt) from ``recon.npz`` (no pickles), or None when absent/unreadable."""
-    from ptycho_exp.study.compare import load_recon_file
-
     loaded = load_recon_file(job_dir)
     return None if loaded is None else (loaded["recon"], loaded["gt"])
-
-
-def align_to(reference: np.ndarray, image: np.ndarray, upsample_factor: int = 20) -> np.ndarray:
-    """``image`` shifted (sub-pixel, Fourier) and phase-rotated to best match ``reference``."""
-    from scipy.ndimage import fourier_shift
-    from skimage.registration import phase_cross_correlation
-
-    shift, _, _ = phase_cross_correlation(np.abs(reference), np.abs(image), upsample_factor=upsample_factor)
-    if np.any(np.abs(shift) > 0):
-        image = np.fft.ifftn(fourier_shift(np.fft.fftn(image), shift))
-    c = np.vdot(image, reference)  # sum(conj(image) * reference)
-    if abs(c) > 0:
-        image = image * (c / abs(c))
-    return image
 
 
 def ensemble_mean(recons: Sequence[np.ndarray]) -> np.ndarray:
@@ -60,28 +46,8 @@ def _members_on_common_grid(job_dirs: Sequence[str]) -> tuple[np.ndarray | None,
     Jobs of one test scan are scored on the same object box, but the border trimmed after registration
     depends on each job's shift, so their ``gt``/``recon`` shapes differ by a few pixels. With the
     ``origin`` saved in ``recon.npz`` they are cut to the common box
-    (:func:`ptycho_exp.study.compare.common_frame`); without that module only equal shapes are combined.
+    (:func:`ptycho_exp.analysis.recon.common_frame`).
     """
-    try:
-        from ptycho_exp.study.compare import common_frame, load_recon_file
-    except ImportError:
-        common_frame = load_recon_file = None
-    if common_frame is None:
-        members, gt, dirs = [], None, []
-        for job_dir in job_dirs:
-            loaded = load_recon(job_dir)
-            if loaded is None:
-                continue
-            rec, this_gt = loaded
-            if gt is None:
-                gt = this_gt
-            elif this_gt.shape != gt.shape:
-                log.warning("%s: gt shape %s differs from the group's %s; skipped", job_dir, this_gt.shape,
-                            gt.shape)
-                continue
-            members.append(rec)
-            dirs.append(str(job_dir))
-        return gt, members, dirs
     items, dirs = [], []
     for job_dir in job_dirs:
         it = load_recon_file(job_dir)

@@ -72,7 +72,8 @@ class ResilientSlurmLauncher(SlurmLauncher):
     def lost_job(self, job: Any, index: int, exc: BaseException) -> JobReturn:
         """Record job ``index`` of this batch as failed in its folder; a NaN-objective return."""
         from ptycho_exp import results
-        from ptycho_exp.run import JOB_CONFIG_FILE, failed_result, objective_value
+        from ptycho_exp.files import JOB_CONFIG_FILE, RESULT_FILE
+        from ptycho_exp.run import failed_result, objective_value
 
         idx = self._initial_job_idx + index
         overrides = self._job_overrides[index]
@@ -87,7 +88,7 @@ class ResilientSlurmLauncher(SlurmLauncher):
         res["provenance"]["slurm_job_id"] = str(job.job_id)
         prev = results.read_result(job_dir)
         if not (prev and prev.get("status") == "ok"):  # never overwrite a finished job
-            results.write_json(job_dir / results.RESULT_FILE, res)
+            results.write_json(job_dir / RESULT_FILE, res)
         ret = JobReturn()
         ret.overrides = overrides
         ret.working_dir = str(job_dir)

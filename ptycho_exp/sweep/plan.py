@@ -1,6 +1,6 @@
 """``ptycho-exp plan``: expand a sweep like Hydra's basic sweeper and show each job's status.
 
-Nothing runs: configs are composed with Hydra's compose API, hashed exactly as a job hashes
+Nothing runs: configs are composed with Hydra's compose API (:mod:`ptycho_exp.compose`), hashed exactly as a job hashes
 itself, and compared with the ``result.json`` files already in the sweep folder.
 """
 from __future__ import annotations
@@ -11,58 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from ptycho_exp import results
-
-
-def _conf_dir() -> str:
-    return str(Path(__file__).resolve().parents[1] / "conf")
-
-
-def _split(overrides: list[str]) -> tuple[list[str], list[str]]:
-    """(fixed overrides, sweep overrides) as strings."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    fixed, sweep = [], []
-    for text, ov in zip(overrides, parsed):
-        (sweep if ov.is_sweep_override() else fixed).append(text)
-    return fixed, sweep
-
-
-def compose_job_config(overrides: list[str], return_hydra: bool = False) -> Any:
-    """The typed job config for these (non-sweep) overrides, as a job would see it."""
-    return compose_many([overrides], return_hydra)[0]
-
-
-def compose_many(override_lists: list[list[str]], return_hydra: bool = False, resolve: bool = True) -> list:
-    """:func:`compose_job_config` for many override lists under one Hydra initialisation."""
-    import warnings
-
-    from hydra import compose, initialize_config_dir
-    from hydra.core.config_store import ConfigStore
-    from omegaconf import OmegaConf
-
-    from ptycho_exp.config import register_configs
-
-    if "config_schema.yaml" not in ConfigStore.instance().repo:
-        register_configs()
-    out = []
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*version_base parameter is deprecated.*")
-        with initialize_config_dir(config_dir=_conf_dir(), version_base=None):
-            for overrides in override_lists:
-                cfg = compose(config_name="config", overrides=list(overrides) + ["paths.output_dir=."],
-                              return_hydra_config=return_hydra)
-                if resolve and not return_hydra:
-                    OmegaConf.resolve(cfg)
-                out.append(cfg)
-    return out
+from ptycho_exp.compose import compose_job_config, compose_many, conf_dir, job_config_dict, split_overrides
 
 
 def expand_sweep(overrides: list[str]) -> tuple[list[list[str]], Any]:
     """Job override lists in Hydra's basic-sweeper order, and the composed (hydra) config."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    fixed, _ = _split(overrides)
+    fixed, _ = split_overrides(overrides)
     base = compose_job_config(fixed, return_hydra=True)
     params = dict(base.hydra.sweeper.get("params") or {})
     args = [f"{k}={v}" for k, v in params.items()] + list(overrides)
@@ -79,8 +35,6 @@ def expand_sweep(overrides: list[str]) -> tuple[list[list[str]], Any]:
 def plan(overrides: list[str]) -> tuple[list[dict], Path | None]:
     """One row per job: number, overrides, config hash, status in the sweep folder."""
     from omegaconf import OmegaConf
-
-    from ptycho_exp.run import job_config_dict
 
     jobs, _ = expand_sweep(overrides)
     sweep_dir = None
@@ -118,7 +72,7 @@ def compose_jobs(job_overrides: list[list[str]]) -> list:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
-    groups = {p.name for p in Path(_conf_dir()).iterdir() if p.is_dir()}
+    groups = {p.name for p in Path(conf_dir()).iterdir() if p.is_dir()}
     structural = [tuple(o for o in job if _is_structural(o, groups)) for job in job_overrides]
     distinct = list(dict.fromkeys(structural))
     bases = dict(zip(distinct, compose_many([list(s) for s in distinct], resolve=False)))

@@ -12,12 +12,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ptycho_exp.study.collect import OK_STATUSES, _load_yaml, _natural_key, find_job_dirs, read_job
+from ptycho_exp.files import MULTIRUN_FILE
+from ptycho_exp.analysis.collect import OK_STATUSES, _load_yaml, _natural_key, find_job_dirs, read_job
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-MULTIRUN_FILE = "multirun.yaml"
 COUNT_KEYS = ("done", "failed", "running", "pending")
 
 
@@ -152,7 +152,7 @@ def sweep_records(sweep_dir: Path | str) -> tuple[list[dict], dict]:
     -------
     rows : list of dict
         One per job (seen or planned), naturally sorted: job, overrides, status, state, elapsed_s, error,
-        job_dir, and ``record`` (the :func:`~ptycho_exp.study.collect.read_job` record; None when planned).
+        job_dir, and ``record`` (the :func:`~ptycho_exp.analysis.collect.read_job` record; None when planned).
     attrs : dict
         counts (done/failed/running/pending), planned (or None), parallelism, mean_done_s, eta_s,
         sweep_dir, total.
@@ -256,3 +256,19 @@ def print_status(sweep_dir: Path | str, console: Any = None, max_rows: int = 200
     else:
         console.print("all planned jobs finished")
     return df
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+def add_status_command(sub: Any) -> None:
+    """The ``status`` subcommand's parser (``sub``: an argparse subparsers action)."""
+    p = sub.add_parser("status", help="done / failed / running / pending jobs of a sweep, with an ETA")
+    p.add_argument("sweep_dir")
+    p.add_argument("--max-rows", type=int, default=200)
+
+
+def run_status_command(args: Any) -> int:
+    """``ptycho-exp status``: print the sweep's job table and counts."""
+    if not Path(args.sweep_dir).is_dir():
+        raise FileNotFoundError(f"sweep folder {args.sweep_dir!r} does not exist: pass a multirun/... folder")
+    print_status(args.sweep_dir, max_rows=args.max_rows)
+    return 0

@@ -13,14 +13,22 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from ptycho_exp.results import RESULT_FILE, read_result
+from ptycho_exp.models.registry import ITERATIVE_MODELS
+from ptycho_exp.files import (
+    HYDRA_CONFIG_FILE,
+    HYDRA_DIR,
+    MODEL_DIR,
+    OVERRIDES_FILE,
+    PLOTS_DIR,
+    RESULT_FILE,
+    TENSORBOARD_DIR,
+)
+from ptycho_exp.results import read_result
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
-CONFIG_FILE = Path(".hydra") / "config.yaml"
-ITERATIVE_MODELS = ("ptylab", "tike")
+CONFIG_FILE = HYDRA_CONFIG_FILE
 OK_STATUSES = ("ok", "skipped")
 FINISHED_STATUSES = ("ok", "skipped", "failed")
 # Sub-records of result.json flattened as "<record>.<key>" columns.
@@ -30,7 +38,7 @@ INFO_COLUMNS = ("job_dir", "sweep_dir", "job", "status", "model", "seed")
 TAIL_COLUMNS = ("error_type", "error", "started_at", "finished_at", "elapsed_s", "config_hash", "attempts",
                 "overrides")
 # Folders never worth descending into when looking for jobs.
-_PRUNE = {".hydra", ".git", "__pycache__", "tensorboard", "model", "plots", ".submitit", "node_modules"}
+_PRUNE = {HYDRA_DIR, ".git", "__pycache__", TENSORBOARD_DIR, MODEL_DIR, PLOTS_DIR, ".submitit", "node_modules"}
 
 
 class NoJobsFound(FileNotFoundError):

@@ -1,0 +1,147 @@
+"""Process isolation of one job: the child process, its environment, and how it ended.
+
+A job runs in a child process (``python -m ptycho_exp.run <job dir>``) so that TensorFlow state never leaks
+between jobs and a job that dies hard (OOM kill, ``os._exit``, segfault) still leaves the parent able to
+record it. This module starts the child (dying with its parent, ignoring SLURM's SIGUSR2), builds its
+environment (device visibility, thread counts, TensorFlow settings), and turns its exit status and peak
+memory into words. What is recorded is decided by :mod:`ptycho_exp.run`.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["TENSORFLOW_ENV", "ChildExit", "child_env", "describe_exit", "parallel_jobs", "run_child",
+           "tensorflow_env", "use_tensorflow_env"]
+
+CHILD_MODULE = "ptycho_exp.run"
+# TensorFlow settings a job process starts with unless the caller's environment sets them (read once,
+# when TensorFlow is first imported). TensorFlow turns on its oneDNN kernels by itself only on CPUs with
+# AVX-512 VNNI/BF16 or AMX; on AVX2-only CPUs (AMD Zen 3, older Xeons) its default Eigen kernels train
+# the networks 15-36 % slower (docs/PERFORMANCE.md, "CPUs without bfloat16").
+TENSORFLOW_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "1"}
+
+
+def tensorflow_env(environ: dict | None = None) -> dict[str, str]:
+    """:data:`TENSORFLOW_ENV`, each value overridden by ``environ`` (default ``os.environ``) where set there."""
+    environ = os.environ if environ is None else environ
+    return {key: environ.get(key, default) for key, default in TENSORFLOW_ENV.items()}
+
+
+def use_tensorflow_env() -> None:
+    """Put :data:`TENSORFLOW_ENV` into this process's environment where unset (before TensorFlow is imported)."""
+    for key, value in tensorflow_env().items():
+        os.environ.setdefault(key, value)
+
+
+# --------------------------------------------------------------------------- the child
+def _set_pdeathsig() -> None:  # pragma: no cover - runs in the child
+    """Die with the parent: a killed sweep leaves no orphan job writing results later.
+
+    SIGUSR2 is ignored: SLURM sends it to every process of the step before a time limit or a
+    preemption, and it is the parent's (submitit's) job to checkpoint and requeue; the child must
+    not die of it first and be recorded as failed.
+    """
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+@dataclass(frozen=True)
+class ChildExit:
+    """How a job's child process ended: ``exit_code`` (negative: killed by that signal) and its peak resident
+    memory in MB."""
+
+    exit_code: int
+    peak_rss_mb: float
+
+
+def run_child(job_dir: Path, env: dict | None = None) -> ChildExit:
+    """Run ``python -m ptycho_exp.run <job_dir>`` with ``env`` added to this environment; wait for it.
+
+    The child dies with this process (``PR_SET_PDEATHSIG``); an interrupt here kills the child first.
+    """
+    cmd = [sys.executable, "-m", CHILD_MODULE, str(job_dir)]
+    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})},
+                            preexec_fn=_set_pdeathsig)  # noqa: PLW1509 - the parent runs no threads
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return ChildExit(exit_code=proc.returncode, peak_rss_mb=usage.ru_maxrss / 1024.0)
+
+
+def describe_exit(code: int) -> tuple[str, str]:
+    """(what happened, likely cause) of a child's exit code: ``("killed by signal 9 (SIGKILL)", " — probably out
+    of memory")``, ``("exited with status 1", "")``, ..."""
+    why = (f"killed by signal {-code} ({signal.Signals(-code).name})" if code < 0
+           else f"exited with status {code}")
+    hint = {-signal.SIGKILL: " — probably out of memory",
+            -signal.SIGTERM: " — stopped from outside (scancel, a time limit, a shutdown)"}.get(code, "")
+    return why, hint
+
+
+# --------------------------------------------------------------------------- environment
+def child_env(cfg: Any, job_num: int, n_parallel: int, gpus: list[str] | None = None,
+              n_cpus: int | None = None) -> dict:
+    """Environment for one job: device visibility and thread counts (pure given ``gpus``/``n_cpus``).
+
+    Parameters
+    ----------
+    cfg : the job config (``hardware.device``, ``hardware.intra_op_threads`` are read).
+    job_num : Hydra's job number; with several GPUs visible and several jobs at once, job ``k``
+        gets GPU ``gpus[k % len(gpus)]`` (round-robin). Where more jobs run at once than there are
+        GPUs, TensorFlow's memory grows on demand (``TF_FORCE_GPU_ALLOW_GROWTH``) so they can share one.
+    n_parallel : how many jobs run at once on this machine (the launcher's ``n_jobs``).
+    gpus : visible GPU ids (default: ``CUDA_VISIBLE_DEVICES`` or ``nvidia-smi -L``).
+    n_cpus : CPU count split between concurrent jobs (default ``os.cpu_count()``).
+    """
+    env: dict[str, str] = {}
+    device = cfg.hardware.device
+    if device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    elif n_parallel > 1:
+        gpus = _visible_gpus() if gpus is None else list(gpus)
+        if len(gpus) > 1:
+            env["CUDA_VISIBLE_DEVICES"] = gpus[job_num % len(gpus)]
+        if len(gpus) < n_parallel:  # jobs share a GPU: TensorFlow would give the first one all its memory
+            env["TF_FORCE_GPU_ALLOW_GROWTH"] = os.environ.get("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+    if n_parallel > 1 and cfg.hardware.intra_op_threads == 0:
+        per_job = max(1, (n_cpus or os.cpu_count() or 1) // n_parallel)
+        env.update(OMP_NUM_THREADS=str(per_job), PTYCHO_EXP_INTRA_THREADS=str(per_job))
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(tensorflow_env())
+    return env
+
+
+def parallel_jobs(n_jobs: Any, n_cpus: int | None = None) -> int:
+    """Jobs at once for a launcher ``n_jobs`` (joblib: -1 = all CPUs, -2 = all but one; None: 1)."""
+    if n_jobs is None:
+        return 1
+    n = int(n_jobs)
+    if n < 0:
+        n = (n_cpus or os.cpu_count() or 1) + 1 + n
+    return max(1, n)
+
+
+def _visible_gpus() -> list[str]:
+    ids = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if ids is not None:
+        return [i for i in ids.split(",") if i.strip()]
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], check=False, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU")]
