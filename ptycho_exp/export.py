@@ -129,7 +129,7 @@ def split_arrays(scan: Any, groups: np.ndarray, keep_order: bool) -> dict[str, n
 def _write_npz(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
     import numpy as np
 
-    from ptycho_exp.results import atomic_write_bytes
+    from ptycho_exp.files import atomic_write_bytes
 
     buf = io.BytesIO()
     text = json.dumps(meta, sort_keys=True, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v))

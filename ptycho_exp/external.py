@@ -371,7 +371,8 @@ def check_out_dir(out: Path) -> None:
 def write_job(out: Path, record: dict, ev: Any, label: str, figures: bool = True) -> None:
     """The job folder: frc.csv, recon.npz, compare_amp_phase.png, then result.json (each atomically)."""
     from ptycho_exp.evaluate.pipeline import write_frc_csv
-    from ptycho_exp.results import RESULT_FILE, write_json
+    from ptycho_exp.files import RESULT_FILE
+    from ptycho_exp.results import write_json
     from ptycho_exp.workflow import _save_recon
 
     out.mkdir(parents=True, exist_ok=True)
