@@ -17,6 +17,7 @@ from ptycho_exp.evaluate.metrics import (
     ms_ssim,
     ms_ssim_scales,
     mse,
+    null_metrics,
     null_reconstruction,
     pearson,
     psnr,
@@ -289,6 +290,9 @@ def test_compute_metrics_keys_finite():
     assert all(math.isnan(v) for k, v in flat.items() if k.startswith("phase_"))
     assert flat["amp_pearson"] == 0.0
     assert set(ground_truth_problems(amp_only)) == {"phase"}
+    # a strong phase (+-3 rad): the null stays a constant image, phase correlation exactly 0
+    strong = np.abs(obj) * np.exp(3j * np.angle(obj) / np.abs(np.angle(obj)).max())
+    assert null_metrics(strong)["phase_pearson"] == 0.0 and null_metrics(strong)["amp_pearson"] == 0.0
     assert "phase" in ground_truth_problems(amp_only)["phase"]
 
 
@@ -362,9 +366,13 @@ def test_null_reference_is_scored_on_the_same_pixels(scan):
     m = ev.metrics
     assert {f"null_{k}" for k in METRIC_KEYS} <= set(m)
     # the null is the best constant image on the job's scored pixels
-    direct = compute_metrics(ev.gt, null_reconstruction(ev.gt))
+    direct = null_metrics(ev.gt)
     for k, v in direct.items():
         assert m[f"null_{k}"] == pytest.approx(v, abs=1e-12), k
+    # and equals scoring the constant image through the normal path (no phase wrap in this object)
+    through = compute_metrics(ev.gt, null_reconstruction(ev.gt))
+    for k, v in direct.items():
+        assert through[k] == pytest.approx(v, abs=1e-9), k
     # any constant scores the same as the null (scale and global phase are normalised away)
     other = compute_metrics(ev.gt, np.full(ev.gt.shape, 3.0 * np.exp(0.7j)))
     for k in ("amp_ssim", "amp_mae", "phase_ssim", "phase_mae", "amp_pearson"):

@@ -51,6 +51,7 @@ __all__ = [
     "phase_to_unit",
     "compute_metrics",
     "null_reconstruction",
+    "null_metrics",
     "ground_truth_problems",
     "higher_is_better",
     "METRICS",
@@ -497,7 +498,25 @@ def compute_metrics(gt_complex, recon_complex, frc_apodize=False, return_frc=Fal
     """
     gt_amp, pred_amp, gt_ph, pred_ph = normalise_pair(gt_complex, recon_complex)
     pred_amp, pred_ph = _flat_if_roundoff(pred_amp, gt_amp), _flat_if_roundoff(pred_ph, gt_ph)
-    problems = ground_truth_problems(gt_complex)
+    return _score(gt_amp, pred_amp, gt_ph, pred_ph, ground_truth_problems(gt_complex), frc_apodize, return_frc)
+
+
+def null_metrics(gt_complex, frc_apodize=False) -> dict:
+    """:func:`compute_metrics` of the best constant reconstruction (:func:`null_reconstruction`).
+
+    Scored directly as amplitude ``mean|gt|`` and phase 0 against the normalised ground truth
+    (amplitude ``|gt|``, plane-removed phase), i.e. without the 2*pi branch alignment of
+    :func:`normalise_pair`, which would give a constant image 2*pi jumps where the ground-truth
+    phase is more than pi from the constant.
+    """
+    g = np.asarray(gt_complex).astype(np.complex128)
+    gt_amp = np.abs(g)
+    gt_ph = remove_phase_plane(np.angle(g))
+    pred_amp = np.full(g.shape, float(np.mean(gt_amp)) if g.size else 0.0)
+    return _score(gt_amp, pred_amp, gt_ph, np.zeros(g.shape), ground_truth_problems(g), frc_apodize, False)
+
+
+def _score(gt_amp, pred_amp, gt_ph, pred_ph, problems, frc_apodize, return_frc):
     res = {}
     amp, f_amp = _channel_metrics(gt_amp, pred_amp, frc_apodize)
     ph, f_ph = _channel_metrics(gt_ph, pred_ph, frc_apodize, reference_scale=True)

@@ -8,7 +8,7 @@ fully covered by the cropped patches; a function of positions and crop only),
 and then share :func:`_evaluate_boxes`:
 register (amplitude phase correlation, upsample 50) -> Fourier shift ->
 trim -> amplitude scaling / phase-plane removal -> metrics and FRC curves.
-The best constant image (:func:`~.metrics.null_reconstruction`) is scored on the same
+The best constant image (:func:`~.metrics.null_metrics`) is scored on the same
 pixels with the same metrics (``null_*``), so every score comes with the score of
 a reconstruction that knows nothing about the object. :func:`metrics_validity` decides
 whether a job's scores can be used at all.
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .metrics import NULL_PREFIX, compute_metrics, ground_truth_problems, null_reconstruction
+from .metrics import NULL_PREFIX, compute_metrics, ground_truth_problems, null_metrics
 from .register import align_to_reference
 from .stitch import covered_box, crop_to_box, default_crop, scan_weight, stitch_patches
 
@@ -70,7 +70,7 @@ def _evaluate_boxes(gt_box, recon_box, box_origin, covered, upsample_factor, tri
         gt_box, recon_box, upsample_factor=upsample_factor, trim_px=trim_px
     )
     metrics, frc = compute_metrics(gt_al, rec_al, frc_apodize=frc_apodize, return_frc=True)
-    null = compute_metrics(gt_al, null_reconstruction(gt_al), frc_apodize=frc_apodize)
+    null = null_metrics(gt_al, frc_apodize=frc_apodize)
     metrics.update({f"{NULL_PREFIX}{k}": v for k, v in null.items()})
     metrics["reg_dy"] = float(shift[0])
     metrics["reg_dx"] = float(shift[1])
