@@ -344,6 +344,9 @@ def run_science(cfg: Any, job_dir: Path) -> dict:
         timings["inference_s"] = seconds
         if wall is not None:
             timings["engine_wall_s"] = wall  # including the worker process start
+        arm_failure = engine_failure(res)
+        if arm_failure and not np.all(np.isfinite(res.object)):  # nothing to score
+            raise RuntimeError(f"the {settings_name(res)} run failed: {arm_failure}")
         t2 = time.time()
         ev = evaluate_object(res.object, res.origin, scan.positions, gt, crop=cfg.eval.crop,
                              upsample_factor=cfg.eval.upsample_factor, trim_px=cfg.eval.trim_px,
@@ -352,7 +355,6 @@ def run_science(cfg: Any, job_dir: Path) -> dict:
         out["throughput"] = {"inference_patterns_per_s": scan.n_positions / max(seconds, 1e-9)}
         out["resources"] = {"n_params": 0}
         out["engine"] = {**res.metadata, "cached": wall is None}
-        arm_failure = engine_failure(res)
         out["engine"].update(failed=arm_failure is not None, failure_reason=arm_failure)
         if arm_failure:
             metric_notes["iterative_arm"] = f"the {settings_name(res)} run failed: {arm_failure}"
