@@ -99,6 +99,19 @@ def test_supervised_baseline_beats_null(tmp_path):
     assert beats_null(res["metrics"]) == [], res["metrics"]
 
 
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="the PINN learns the amplitude on this case (amp r 0.90, MS-SSIM 0.68 vs "
+                   "the null's 0.15) but not the phase: a grid pattern with phase r -0.05 and headline phase SSIM "
+                   "0.002 vs the null's 0.018 (also with 512 patterns, r 0.21, and at gridsize 2, r 0.09). Remove "
+                   "this mark once the PINN learns the phase")
+def test_pinn_beats_null(tmp_path):
+    out = tmp_path / "pinn"
+    proc = run_cli(["model=pinn", *NETWORK, f"hydra.run.dir={out}"], tmp_path, timeout=600)
+    res = json.loads((out / "result.json").read_text())
+    assert res["status"] == "ok", res.get("error") or proc.stderr[-3000:]
+    assert beats_null(res["metrics"]) == [], res["metrics"]
+
+
 def _job(tmp_path, name, args):
     out = tmp_path / name
     proc = run_cli([*DATA, *args, f"hydra.run.dir={out}"], tmp_path, timeout=300)
