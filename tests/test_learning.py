@@ -128,6 +128,7 @@ def test_ptylab_arm_beats_null_and_the_reference_is_scored_too(tmp_path):
     assert res["engine"]["failed"] is False
     assert all(math.isfinite(m[f"null_{k}"]) for k in ("amp_ssim", "phase_ssim", "amp_mae", "phase_mae"))
     assert beats_null(m) == [], m
+    assert not any(k.startswith("ref_") for k in m)  # no iterative reference was computed for this scan
 
     # scored against the iterative reference instead: named, and the reference itself is scored
     # against ground truth (ref_*), on the same pixels
@@ -141,6 +142,14 @@ def test_ptylab_arm_beats_null_and_the_reference_is_scored_too(tmp_path):
     # the reference against ground truth beats the null against ground truth (same pixels, first job)
     ref.update({k: v for k, v in gt_scored.items() if k.startswith("null_")})
     assert beats_null(ref) == [], ref
+
+    # scored against ground truth again: the reference, now in the cache, is scored too (not recomputed)
+    res = _job(tmp_path, "ptylab_again", ["model=ptylab", "model.iterative.iterations=30", "eval.figures=false",
+                                         "eval.reference_iterations=20"])
+    assert res["scored_against"] == "ground_truth" and "reference_s" not in res["timings"]
+    assert res["metrics"]["amp_ssim"] == gt_scored["amp_ssim"]
+    assert {k: v for k, v in res["metrics"].items() if k.startswith("ref_")} == \
+        {k: v for k, v in m.items() if k.startswith("ref_")}
 
 
 if __name__ == "__main__":  # pragma: no cover
