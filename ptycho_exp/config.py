@@ -260,6 +260,9 @@ def check_data_files(cfg: Any) -> None:
         if key == "test_path" and d.n_test is not None and d.n_test > head["M"]:
             raise ConfigError(f"data.n_test={d.n_test} is invalid: data.test_path={str(path)!r} holds only "
                               f"{head['M']} patterns; use data.n_test<={head['M']} or data.n_test=null")
+        if key == "test_path":  # every test window on objectGuess (reads only the coordinates)
+            from ptycho_exp.data.datasets import check_npz_scan_on_object
+            check_npz_scan_on_object(str(path), head)
 
 
 def validate(cfg: Any) -> None:

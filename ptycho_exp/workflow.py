@@ -2,6 +2,23 @@
 
 Called by :func:`ptycho_exp.run.train_and_evaluate`; returns the parts of ``result.json`` that
 depend on the science (metrics, timings, throughput, resources, data summary).
+
+Besides ``metrics`` (the job's scores, ``null_*`` scores of the best constant image on the same
+pixels and, where an iterative reference and ground truth both exist, ``ref_*`` scores of that
+reference against ground truth), ``result.json`` records what the scores mean:
+
+* ``scored_against``: ``"ground_truth"`` or ``"<engine>:<algorithm>:<iterations>"`` of the iterative
+  reference (jobs scored against different references are not comparable);
+* ``metrics_valid`` / ``invalid_reason``: False with the reason when the scores cannot be used
+  (coverage below ``eval.min_coverage``, a ground truth that is constant in the scored region);
+* ``metric_notes``: why some metrics are NaN (``{"amp" | "phase": reason}``), and an iterative
+  arm's failure;
+* ``metrics_version``: :data:`METRICS_VERSION` (2: headline phase SSIM / MS-SSIM on the ground
+  truth's own range, the reference publication's convention as ``phase_*_ref``; results without
+  it scored phase SSIM / MS-SSIM on the ``(phi+pi)/2pi`` scale and MS-SSIM with a uniform window).
+
+A job never scores against a failed iterative reference: it fails with
+``iterative reference failed: <reason>`` before any training.
 """
 from __future__ import annotations
 
@@ -17,6 +34,24 @@ from ptycho_exp.files import FRC_FILE, RECON_FILE
 from ptycho_exp.models.registry import NETWORK_MODELS
 
 log = logging.getLogger("ptycho_exp.workflow")
+METRICS_VERSION = 2
+
+
+class ReferenceFailed(RuntimeError):
+    """The iterative reference a job would be scored against failed (diverged, non-finite, ...)."""
+
+
+def engine_failure(res: Any) -> str | None:
+    """Why an engine result is unusable, or None: the engine's own verdict (``failed`` /
+    ``failure_reason``, as attributes or in ``metadata``) or a non-finite object or probe."""
+    meta = getattr(res, "metadata", None) or {}
+    if getattr(res, "failed", False) or meta.get("failed"):
+        return str(getattr(res, "failure_reason", None) or meta.get("failure_reason") or "marked failed by the engine")
+    if not np.all(np.isfinite(res.object)):
+        return "the reconstructed object holds NaN or Inf"
+    if not np.all(np.isfinite(res.probe)):
+        return "the reconstructed probe holds NaN or Inf"
+    return None
 
 
 def peak_rss_mb() -> float:
@@ -91,8 +126,10 @@ def cached_engine_result(cfg: Any, scan: Any, job_dir: Path, settings: dict, kin
         except (OSError, ValueError) as exc:
             log.warning("unreadable engine cache %s (%s): recomputing", cache, exc)
     res, seconds = reconstruct_iterative(cfg, scan, job_dir / kind, settings)
-    try:
-        write_engine_output(cache, res.object, res.probe, res.origin, res.data_error, res.metadata)
+    failure = engine_failure(res)
+    metadata = {**res.metadata, "failed": True, "failure_reason": failure} if failure else res.metadata
+    try:  # a failure is cached with its verdict (metadata), so it is not recomputed, nor used, by the next job
+        write_engine_output(cache, res.object, res.probe, res.origin, res.data_error, metadata)
     except OSError as exc:
         log.warning("cannot cache the engine result at %s: %s", cache, exc)
     return res, seconds
@@ -126,18 +163,31 @@ def _engine_cache_key(scan: Any, settings: dict) -> str:
     return h.hexdigest()[:32]
 
 
-def reference_object(cfg: Any, scan: Any, job_dir: Path) -> tuple[np.ndarray, str]:
-    """The object the test scan is scored against, and what it is.
+def scored_against_label(settings: dict) -> str:
+    """``"<engine>:<algorithm>:<iterations>"`` of an iterative reference (``result.json`` ``scored_against``)."""
+    return f"{settings['engine']}:{settings['algorithm']}:{int(settings['iterations'])}"
+
+
+def reference_object(cfg: Any, scan: Any, job_dir: Path) -> tuple[np.ndarray, str, Any]:
+    """The object the test scan is scored against, what it is, and the iterative reference's result.
 
     ``eval.reference=ground_truth`` uses the data's ``objectGuess`` when there is one; otherwise (or with
     ``eval.reference=iterative``) a PtyLab reconstruction of the whole test scan
     (``eval.reference_algorithm``, ``eval.reference_iterations``; default ePIE, 300) is the reference.
     It depends only on the test scan and those settings, so every arm and seed is scored against the same
     object; it is cached under ``paths.cache_dir/reference/``. The returned label is
-    ``"ground_truth"`` or ``"iterative:ptylab-<algorithm>-<iterations>"``.
+    ``"ground_truth"`` or ``"iterative:ptylab-<algorithm>-<iterations>"``; the engine result is None
+    when scoring against ground truth.
+
+    Raises
+    ------
+    ReferenceFailed
+        The iterative reference failed (:func:`engine_failure`): nothing is scored against it.
+    ConfigError
+        A test window lies off the reference's reconstructed object.
     """
     if scan.object is not None and cfg.eval.reference == "ground_truth":
-        return scan.object, "ground_truth"
+        return scan.object, "ground_truth", None
     settings = reference_settings(cfg)
     label = f"iterative:ptylab-{settings['algorithm']}-{settings['iterations']}"
     if scan.object is None and cfg.eval.reference == "ground_truth":
@@ -146,7 +196,54 @@ def reference_object(cfg: Any, scan: Any, job_dir: Path) -> tuple[np.ndarray, st
     res, seconds = cached_engine_result(cfg, scan, job_dir, settings, "reference")
     if seconds is not None:
         log.info("iterative reference (%s) computed in %.1f s", label, seconds)
-    return _object_in_scan_frame(res, scan), label
+    failure = engine_failure(res)
+    if failure:
+        raise ReferenceFailed(f"iterative reference failed: {failure} ({scored_against_label(settings)}; "
+                              "fix: choose a stable eval.reference_algorithm (ePIE) or fewer "
+                              "eval.reference_iterations, or score against ground truth)")
+    from ptycho_exp.data.datasets import check_scan_on_object
+
+    check_scan_on_object(scan.positions, scan.N, res.object.shape, _test_data_name(cfg), origin=res.origin,
+                         what=f"the iterative reference ({scored_against_label(settings)})")
+    return _object_in_scan_frame(res, scan), label, res
+
+
+def cached_reference(cfg: Any, scan: Any) -> Any:
+    """The iterative reference's result for this test scan if it is already in the cache, else None
+    (never computed here, never a failed one)."""
+    from ptycho_exp.config import ConfigError
+    from ptycho_exp.iterative.protocol import read_engine_output
+
+    try:
+        settings = reference_settings(cfg)
+    except ConfigError:
+        return None
+    cache = Path(cfg.paths.cache_dir) / "reference" / f"{_engine_cache_key(scan, settings)}.npz"
+    if not cache.is_file():
+        return None
+    try:
+        res = read_engine_output(cache)
+    except (OSError, ValueError):
+        return None
+    return None if engine_failure(res) else res
+
+
+def _test_data_name(cfg: Any) -> str:
+    """How a message names the test data."""
+    if cfg.data.kind == "npz":
+        return f"data.test_path={str(cfg.data.test_path)!r}"
+    return "the simulated test scan (data)"
+
+
+def check_test_scan_on_object(cfg: Any, ds: Any) -> None:
+    """Every test window on the ground-truth object (when there is one); ConfigError otherwise."""
+    scan = ds.test_scan
+    if scan.object is None:
+        return
+    from ptycho_exp.data.datasets import check_scan_on_object
+
+    used = np.unique(ds.test.groups.ravel())
+    check_scan_on_object(scan.positions[used], scan.N, scan.object.shape, _test_data_name(cfg))
 
 
 def _object_in_scan_frame(res: Any, scan: Any) -> np.ndarray:
@@ -189,7 +286,12 @@ def training_backup_dir(cfg: Any, job_dir: Path) -> Path:
 def run_science(cfg: Any, job_dir: Path) -> dict:
     """Data, reconstruction, evaluation and artifacts of one job."""
     from ptycho_exp.data.datasets import build_datasets
-    from ptycho_exp.evaluate.pipeline import evaluate_object, evaluate_reconstruction, write_frc_csv
+    from ptycho_exp.evaluate.pipeline import (
+        evaluate_object,
+        evaluate_reconstruction,
+        metrics_validity,
+        write_frc_csv,
+    )
 
     timings: dict[str, float] = {}
     check_engine_available(cfg)  # model=tike without a GPU / tike env: fail before any data work
@@ -199,11 +301,14 @@ def run_science(cfg: Any, job_dir: Path) -> dict:
     timings["data_s"] = time.time() - t0
     test_scan, test = ds.test_scan, ds.test
     check_ground_truth_for_training(cfg, ds)
+    check_test_scan_on_object(cfg, ds)  # a scan off the object scores zeros against zeros: refuse it
     t0 = time.time()
-    gt, reference = reference_object(cfg, test_scan, job_dir)
+    gt, reference, ref_res = reference_object(cfg, test_scan, job_dir)
     if reference != "ground_truth":
         timings["reference_s"] = time.time() - t0
-    out: dict[str, Any] = {"data": {**ds.info, "reference": reference}}
+    scored_against = "ground_truth" if ref_res is None else scored_against_label(reference_settings(cfg))
+    out: dict[str, Any] = {"data": {**ds.info, "reference": reference}, "scored_against": scored_against}
+    metric_notes: dict[str, str] = {}
     positions = test.positions.reshape(-1, 2)
     if cfg.model.name in NETWORK_MODELS:
         from ptycho_exp.models.fit import fit_network, predict_patches, release_tf
@@ -236,8 +341,12 @@ def run_science(cfg: Any, job_dir: Path) -> dict:
         # the same test positions as the networks (the data.n_test subset and its group members)
         scan = test_scan.subset(np.unique(test.groups.ravel()))
         res, wall = cached_engine_result(cfg, scan, job_dir, iterative_settings(cfg, cfg.seed), "iterative")
-        from ptycho_exp.iterative import raise_if_failed, write_probe_file
-        raise_if_failed(res, f"the model={cfg.model.name} reconstruction")  # recorded as a failed job
+        from ptycho_exp.iterative import write_probe_file
+
+        arm_failure = engine_failure(res)
+        if arm_failure:  # a diverged or non-finite run is recorded as a failed job, never scored
+            raise RuntimeError(f"the model={cfg.model.name} reconstruction ({settings_name(res)}) diverged or "
+                               f"failed: {arm_failure}")
         write_probe_file(job_dir / "iterative_probe.npz", res.probe)  # data.probe=file data.probe_path=<it>
         seconds = float(res.metadata.get("seconds") or wall or 0.0)  # the engine's own reconstruction time
         timings["train_s"] = 0.0
@@ -252,8 +361,10 @@ def run_science(cfg: Any, job_dir: Path) -> dict:
         out["throughput"] = {"inference_patterns_per_s": scan.n_positions / max(seconds, 1e-9)}
         out["resources"] = {"n_params": 0}
         out["engine"] = {**res.metadata, "cached": wall is None}
+        out["engine"].update(failed=False, failure_reason=None)
         err = np.asarray(res.data_error, float)
         out["final_losses"] = {"data_error": float(err[-1]) if err.size else None}
+    ref_metrics = _reference_metrics(cfg, test_scan, ref_res, positions)
     write_frc_csv(job_dir / FRC_FILE, ev.frc)
     if cfg.eval.save_recon:
         _save_recon(job_dir / RECON_FILE, ev, cfg.model.name, reference)
@@ -263,10 +374,39 @@ def run_science(cfg: Any, job_dir: Path) -> dict:
         label = {"pinn": "PINN", "baseline": "baseline"}.get(cfg.model.name, cfg.model.name)
         plot_comparison(job_dir / "compare_amp_phase.png", ev.gt, {label: ev.recon},
                         gt_label="GT" if reference == "ground_truth" else "reference")
-    out["metrics"] = ev.metrics
+    out["metrics"] = {**ev.metrics, **ref_metrics}
+    valid, reason = metrics_validity(ev, float(getattr(cfg.eval, "min_coverage", 0.5)))
+    if not valid:
+        log.warning("metrics invalid: %s", reason)
+    out["metrics_valid"] = valid
+    out["invalid_reason"] = reason
+    out["metric_notes"] = {**ev.notes, **metric_notes}
+    out["metrics_version"] = METRICS_VERSION
     out["timings"] = timings
     out.setdefault("resources", {})["peak_rss_mb"] = peak_rss_mb()
     return out
+
+
+def settings_name(res: Any) -> str:
+    """``engine:algorithm:iterations`` of an engine result (from its metadata)."""
+    meta = res.metadata or {}
+    return f"{meta.get('engine', '?')}:{meta.get('algorithm', '?')}:{meta.get('iterations', '?')}"
+
+
+def _reference_metrics(cfg: Any, scan: Any, ref_res: Any, positions: np.ndarray) -> dict:
+    """``ref_*``: the iterative reference scored against ground truth on the job's scored region, when
+    both exist (the reference computed for this job, or already cached for this test scan); else {}."""
+    from ptycho_exp.evaluate.metrics import METRICS, REF_PREFIX
+    from ptycho_exp.evaluate.pipeline import evaluate_object
+
+    if scan.object is None:
+        return {}
+    res = ref_res if ref_res is not None else cached_reference(cfg, scan)
+    if res is None:
+        return {}
+    ev = evaluate_object(res.object, res.origin, positions, scan.object, crop=cfg.eval.crop,
+                         upsample_factor=cfg.eval.upsample_factor, trim_px=cfg.eval.trim_px, patch_size=scan.N)
+    return {f"{REF_PREFIX}{k}": v for k, v in ev.metrics.items() if k in METRICS}
 
 
 def _drop_unused_arrays(cfg: Any, ds: Any) -> None:

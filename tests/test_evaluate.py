@@ -8,12 +8,17 @@ from scipy.ndimage import gaussian_filter
 
 from ptycho_exp.evaluate.frc import frc50, frc_curve, frc_threshold_crossing
 from ptycho_exp.evaluate.metrics import (
+    METRICS,
     MS_SSIM_WEIGHTS,
-    _ssim_terms,
     compute_metrics,
+    ground_truth_problems,
+    higher_is_better,
     mae,
     ms_ssim,
+    ms_ssim_scales,
     mse,
+    null_metrics,
+    null_reconstruction,
     pearson,
     psnr,
     psnr255,
@@ -21,7 +26,13 @@ from ptycho_exp.evaluate.metrics import (
     scale_amplitude,
     ssim,
 )
-from ptycho_exp.evaluate.pipeline import evaluate_object, evaluate_reconstruction, write_frc_csv
+from ptycho_exp.evaluate.pipeline import (
+    EvalResult,
+    evaluate_object,
+    evaluate_reconstruction,
+    metrics_validity,
+    write_frc_csv,
+)
 from ptycho_exp.evaluate.register import align_to_reference, apply_shift, register_images, trim
 from ptycho_exp.evaluate.stitch import (
     covered_box,
@@ -36,7 +47,7 @@ METRIC_KEYS = [
     f"{c}_{m}"
     for c in ("amp", "phase")
     for m in ("mae", "mse", "psnr", "psnr255", "ssim", "ms_ssim", "frc50", "frc_1_7", "pearson")
-]
+] + ["phase_ssim_ref", "phase_ms_ssim_ref"]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -179,26 +190,69 @@ def test_ssim_psnr_match_skimage(camera):
     assert psnr(camera, noisy, data_range=1.0) == pytest.approx(
         peak_signal_noise_ratio(camera, noisy, data_range=1.0), abs=1e-10
     )
-    # our SSIM pieces reproduce scikit-image at one scale
-    assert _ssim_terms(camera, noisy, dr, 7)[0] == pytest.approx(ssim(camera, noisy), abs=1e-12)
     assert mae(camera, noisy) == pytest.approx(np.mean(np.abs(camera - noisy)))
     assert mse(camera, noisy) == pytest.approx(np.mean((camera - noisy) ** 2))
     assert psnr255(camera, noisy) == pytest.approx(10 * np.log10(255**2 / mse(camera, noisy)))
     assert math.isfinite(psnr(camera, camera)) and math.isfinite(psnr255(camera, camera))
 
 
-def test_ms_ssim(camera):
+def test_ms_ssim_basic_properties(camera):
     assert sum(MS_SSIM_WEIGHTS) == pytest.approx(1.0, abs=1e-3)
     assert ms_ssim(camera, camera) == pytest.approx(1.0, abs=1e-12)
     rng = np.random.default_rng(1)
     vals = [ms_ssim(camera, camera + s * rng.normal(size=camera.shape)) for s in (0.01, 0.05, 0.2)]
     assert 1.0 > vals[0] > vals[1] > vals[2] > 0.0
-    # small images: fewer scales / smaller window, still finite and in [0, 1]
+    # scales that fit an 11 px window after each (rounded-up) halving
+    assert [ms_ssim_scales((n, n)) for n in (5, 11, 20, 21, 40, 41, 80, 81, 160, 161, 500)] == \
+        [1, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    # below the window: one scale, the largest odd window that fits; finite and in [0, 1]
     for n in (40, 12, 5):
         a = camera[:n, :n]
         v = ms_ssim(a, a + 0.05 * rng.normal(size=a.shape))
         assert math.isfinite(v) and 0.0 <= v <= 1.0
         assert ms_ssim(a, a) == pytest.approx(1.0)
+
+
+def _pair(shape, seed, noise=0.3):
+    """A smooth image in [-0.5, 0.5] and a noisy copy. Zero-centred: TensorFlow computes in float32, and
+    its local variances ``E[x^2] - E[x]^2`` lose ~1e-5 of precision on images far from zero mean."""
+    rng = np.random.default_rng(seed)
+    a = gaussian_filter(rng.normal(size=shape), 2)
+    a = (a - a.min()) / (a.max() - a.min()) - 0.5
+    return a, a + noise * gaussian_filter(rng.normal(size=shape), 1)
+
+
+@pytest.mark.parametrize("shape", [(176, 176), (161, 190), (200, 183), (256, 256)])
+def test_ms_ssim_equals_tensorflow(shape):
+    """Five scales, standard weights: ms_ssim == tf.image.ssim_multiscale (TF computes in float32)."""
+    tf = pytest.importorskip("tensorflow")
+    for seed, noise in ((0, 0.05), (1, 0.4)):
+        a, b = _pair(shape, seed, noise)
+        dr = float(a.max() - a.min())
+        want = float(tf.image.ssim_multiscale(a[..., None], b[..., None], max_val=dr))
+        assert ms_ssim_scales(shape) == 5
+        assert ms_ssim(a, b, data_range=dr) == pytest.approx(want, abs=1e-5)
+        # the default data range is the ground truth's
+        assert ms_ssim(a, b) == pytest.approx(want, abs=1e-5)
+    assert 0.1 < want < 0.99  # a pair that exercises the formula
+
+
+@pytest.mark.parametrize("shape", [(12, 12), (33, 40), (64, 80), (100, 100), (150, 170)])
+def test_ms_ssim_small_images_use_fewer_renormalised_scales(shape):
+    """Too small for five scales (TF refuses them): the scales that fit, with the first weights
+    renormalised -- i.e. tf.image.ssim_multiscale with those power factors."""
+    tf = pytest.importorskip("tensorflow")
+    a, b = _pair(shape, 2, 0.3)
+    dr = float(a.max() - a.min())
+    s = ms_ssim_scales(shape)
+    assert s < 5
+    w = np.asarray(MS_SSIM_WEIGHTS[:s]) / np.sum(MS_SSIM_WEIGHTS[:s])
+    want = float(tf.image.ssim_multiscale(a[..., None], b[..., None], max_val=dr, power_factors=list(w)))
+    assert ms_ssim(a, b, data_range=dr) == pytest.approx(want, abs=1e-5)
+    # and not what the unnormalised truncated weights would give
+    raw = float(tf.image.ssim_multiscale(a[..., None], b[..., None], max_val=dr,
+                                         power_factors=list(MS_SSIM_WEIGHTS[:s])))
+    assert abs(raw - want) > 1e-3
 
 
 def test_phase_plane_removal():
@@ -229,11 +283,174 @@ def test_compute_metrics_keys_finite():
     assert perfect["amp_ssim"] == pytest.approx(1.0) and perfect["phase_ssim"] == pytest.approx(1.0)
     assert perfect["amp_mae"] < 1e-9 and perfect["phase_mae"] < 1e-9
     assert all(math.isfinite(v) for v in perfect.values())
-    # amplitude-only ground truth and a flat reconstruction: still finite
+    # amplitude-only ground truth and a flat reconstruction: amplitude finite, phase undefined (NaN)
     amp_only = np.abs(obj).astype(np.complex128)
     flat = compute_metrics(amp_only, np.ones_like(amp_only))
-    assert all(math.isfinite(v) for v in flat.values())
+    assert all(math.isfinite(v) for k, v in flat.items() if k.startswith("amp_"))
+    assert all(math.isnan(v) for k, v in flat.items() if k.startswith("phase_"))
     assert flat["amp_pearson"] == 0.0
+    assert set(ground_truth_problems(amp_only)) == {"phase"}
+    # a strong phase (+-3 rad): the null stays a constant image, phase correlation exactly 0
+    strong = np.abs(obj) * np.exp(3j * np.angle(obj) / np.abs(np.angle(obj)).max())
+    assert null_metrics(strong)["phase_pearson"] == 0.0 and null_metrics(strong)["amp_pearson"] == 0.0
+    assert "phase" in ground_truth_problems(amp_only)["phase"]
+
+
+def _weak_phase_object(S=128, peak=0.1, seed=4):
+    """Constant amplitude 1, smooth phase spanning +-peak rad."""
+    rng = np.random.default_rng(seed)
+    ph = gaussian_filter(rng.normal(size=(S, S)), 3, mode="wrap")
+    ph = peak * (2 * (ph - ph.min()) / (ph.max() - ph.min()) - 1)
+    return np.exp(1j * ph)
+
+
+def test_flat_phase_of_a_weak_phase_object_scores_low_on_the_headline_scale():
+    """A +-0.1 rad object: a flat reconstruction looks excellent on the reference publication's
+    (phi+pi)/2pi scale, and poor on the ground truth's own range (the headline)."""
+    obj = _weak_phase_object(peak=0.1)
+    flat = compute_metrics(obj, np.ones_like(obj))
+    assert flat["phase_ssim"] < 0.2 and flat["phase_ms_ssim"] < 0.3
+    assert flat["phase_ssim_ref"] > 0.9 and flat["phase_ms_ssim_ref"] > 0.9
+    assert flat["phase_pearson"] == 0.0
+    # a faithful reconstruction scores high on both scales, so the headline is not simply harsher
+    noisy = obj * np.exp(1j * 0.005 * gaussian_filter(np.random.default_rng(1).normal(size=obj.shape), 1))
+    good = compute_metrics(obj, noisy)
+    assert good["phase_ssim"] > 0.9 and good["phase_ssim_ref"] > 0.99
+    assert good["phase_ms_ssim"] > 0.9
+    # headline phase PSNR is on the ground-truth range too: flat = 10 log10(range^2 / mean(phase^2))
+    gt_ph = remove_phase_plane(np.angle(obj))
+    expected = 10 * np.log10(np.ptp(gt_ph) ** 2 / np.mean(gt_ph**2))
+    assert flat["phase_psnr"] == pytest.approx(expected, abs=0.05)
+
+
+def test_constant_ground_truth_gives_nan_with_a_reason_never_a_perfect_score():
+    zeros = np.zeros((64, 64), complex)  # a scan off the object: ground truth all zeros
+    for recon in (zeros, np.ones_like(zeros), _bl_object(64, 8)):
+        m = compute_metrics(zeros, recon)
+        assert all(math.isnan(v) for v in m.values()), m
+    reasons = ground_truth_problems(zeros)
+    assert set(reasons) == {"amp", "phase"} and "off the object" in reasons["phase"]
+    # nearly constant: std 1e-9 of a mean of 1
+    almost = 1.0 + 1e-9 * np.random.default_rng(0).normal(size=(64, 64)) + 0j
+    assert "amp" in ground_truth_problems(almost)
+    assert math.isnan(compute_metrics(almost, almost)["amp_ssim"])
+    # the pipeline: ground truth that is zero where the scan is -> metrics invalid, with the reason
+    obj = _bl_object(128, 10)
+    pos = _grid(40, 88, 8)
+    P = _extract(obj, pos, 32)
+    ev = evaluate_reconstruction(P, pos, np.zeros_like(obj), crop=10)
+    assert math.isnan(ev.metrics["amp_ssim"]) and math.isnan(ev.metrics["phase_ssim"])
+    assert math.isnan(ev.metrics["null_amp_ssim"])
+    valid, reason = metrics_validity(ev)
+    assert not valid and "constant" in reason and "off the object" in reason
+    assert set(ev.notes) == {"amp", "phase"}
+
+
+def test_low_coverage_marks_the_metrics_invalid():
+    base = {"amp_ssim": 0.9, "phase_ssim": 0.9}
+    ok = EvalResult(metrics={**base, "coverage": 0.8}, recon=np.zeros((2, 2)), gt=np.zeros((2, 2)))
+    assert metrics_validity(ok, 0.5) == (True, None)
+    low = EvalResult(metrics={**base, "coverage": 0.3}, recon=np.zeros((2, 2)), gt=np.zeros((2, 2)))
+    valid, reason = metrics_validity(low, 0.5)
+    assert not valid and "30%" in reason and "eval.min_coverage=0.5" in reason
+    assert metrics_validity(low, 0.25)[0]
+    # one unusable channel alone leaves the job valid (its metrics are NaN, the note says why)
+    one = EvalResult(metrics={**base, "coverage": 1.0}, recon=np.zeros((2, 2)), gt=np.zeros((2, 2)),
+                     notes={"phase": "flat"})
+    assert metrics_validity(one)[0]
+
+
+def test_null_reference_is_scored_on_the_same_pixels(scan):
+    obj, pos, N, P = scan
+    ev = evaluate_reconstruction(P, pos, obj, 20)
+    m = ev.metrics
+    assert {f"null_{k}" for k in METRIC_KEYS} <= set(m)
+    # the null is the best constant image on the job's scored pixels
+    direct = null_metrics(ev.gt)
+    for k, v in direct.items():
+        assert m[f"null_{k}"] == pytest.approx(v, abs=1e-12), k
+    # and equals scoring the constant image through the normal path (no phase wrap in this object)
+    through = compute_metrics(ev.gt, null_reconstruction(ev.gt))
+    for k, v in direct.items():
+        assert through[k] == pytest.approx(v, abs=1e-9), k
+    # any constant scores the same as the null (scale and global phase are normalised away)
+    other = compute_metrics(ev.gt, np.full(ev.gt.shape, 3.0 * np.exp(0.7j)))
+    for k in ("amp_ssim", "amp_mae", "phase_ssim", "phase_mae", "amp_pearson"):
+        assert other[k] == pytest.approx(direct[k], abs=1e-9), k
+    # a perfect reconstruction beats it by far in both channels; the null knows nothing of the object
+    for ch in ("amp", "phase"):
+        assert m[f"{ch}_ssim"] > 0.99 and m[f"null_{ch}_ssim"] < 0.3
+        assert m[f"{ch}_mae"] < 0.1 * m[f"null_{ch}_mae"]
+        assert m[f"null_{ch}_pearson"] == 0.0
+    # the iterative path carries the null too
+    assert "null_amp_ssim" in evaluate_object(obj, (0, 0), pos, obj, crop=20).metrics
+
+
+def test_metric_directions_have_one_home():
+    assert set(METRIC_KEYS) <= set(METRICS)
+    assert not higher_is_better("amp_mae") and not higher_is_better("phase_mse")
+    assert higher_is_better("phase_ssim") and higher_is_better("phase_ssim_ref")
+    assert higher_is_better("amp_frc50") and higher_is_better("phase_psnr255")
+    assert not higher_is_better("null_amp_mae") and higher_is_better("ref_phase_ms_ssim")
+    with pytest.raises(KeyError):
+        higher_is_better("train_s")
+
+
+def test_scan_off_the_object_is_refused(tmp_path):
+    from ptycho_exp.config import ConfigError
+    from ptycho_exp.data.datasets import check_npz_scan_on_object, check_scan_on_object, window_extent
+    from ptycho_exp.data.npz import contract_header
+
+    pos = _grid(16, 112, 16)  # 32 px windows on a 128 px object: edge to edge
+    assert window_extent(pos, 32) == (0.0, 128.0, 0.0, 128.0)
+    check_scan_on_object(pos, 32, (128, 128), "data.test_path='t.npz'")
+    for shift, axis in ((60.0, 1), (1e6, 1), (-20.0, 0)):
+        moved = pos.copy()
+        moved[:, axis] += shift
+        with pytest.raises(ConfigError) as info:
+            check_scan_on_object(moved, 32, (128, 128), "data.test_path='t.npz'")
+        msg = str(info.value)
+        assert "data.test_path='t.npz'" in msg and "xcoords/ycoords" in msg and "128×128" in msg
+        assert "\n" not in msg and "fix:" in msg
+    # the NPZ check reads only the coordinates and the header
+    obj = _bl_object(128, 10).astype(np.complex64)
+    arrays = {"diffraction": np.ones((len(pos), 32, 32), np.float32), "probeGuess": np.ones((32, 32), np.complex64),
+              "objectGuess": obj, "ycoords": pos[:, 0], "xcoords": pos[:, 1]}
+    good, bad = tmp_path / "good.npz", tmp_path / "bad.npz"
+    np.savez(good, **arrays)
+    np.savez(bad, **{**arrays, "xcoords": pos[:, 1] + 1e6})
+    check_npz_scan_on_object(str(good), contract_header(good))
+    with pytest.raises(ConfigError, match="off the object"):
+        check_npz_scan_on_object(str(bad), contract_header(bad))
+
+
+def test_scan_off_the_object_exits_2_before_any_job(tmp_path):
+    """data=npz with a test scan moved off its objectGuess: one line naming the coordinates, exit 2,
+    no ok result and no job output."""
+    import json
+
+    from conftest import run_cli
+
+    pos = _grid(16, 112, 8)
+    obj = _bl_object(128, 10).astype(np.complex64)
+    rng = np.random.default_rng(0)
+    arrays = {"diffraction": rng.random((len(pos), 32, 32)).astype(np.float32),
+              "probeGuess": np.ones((32, 32), np.complex64), "objectGuess": obj,
+              "ycoords": pos[:, 0], "xcoords": pos[:, 1] + 60.0}
+    path = tmp_path / "shifted.npz"
+    np.savez(path, **arrays)
+    run = tmp_path / "run"
+    proc = run_cli(["data=npz", f"data.train_path={path}", f"data.test_path={path}", "data.N=32", "data.n_train=16",
+                    "eval.figures=false", f"hydra.run.dir={run}"], tmp_path, timeout=120)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert len(lines) == 1 and "data.test_path" in lines[0] and "xcoords/ycoords" in lines[0], proc.stderr
+    files = sorted(p.name for p in run.rglob("*") if p.is_file()) if run.exists() else []
+    # only Hydra's own records and the failed result: no job ran (no job config, scores or reconstruction)
+    assert set(files) <= {"config.yaml", "hydra.yaml", "overrides.yaml", "job.log", "result.json"}, files
+    if "result.json" in files:
+        res = json.loads((run / "result.json").read_text())
+        assert res["status"] == "failed" and res["error_type"] == "ConfigError"
 
 
 # ----------------------------------------------------------------------------- FRC

@@ -67,6 +67,10 @@ def test_pinn_and_ptylab_score_against_an_iterative_reference(files):
     assert res["timings"]["reference_s"] > 0
     for key in ("amp_ssim", "phase_ssim", "amp_frc50", "amp_pearson"):
         assert np.isfinite(res["metrics"][key]), key
+        assert np.isfinite(res["metrics"][f"null_{key}"]), key  # the best constant image, same pixels
+    assert res["scored_against"] == "ptylab:mPIE:20"
+    assert res["metrics_valid"] is True and res["invalid_reason"] is None and res["metrics_version"] == 2
+    assert not any(k.startswith("ref_") for k in res["metrics"])  # no ground truth to score the reference on
     assert "scoring against an iterative reference" in log  # the implicit fallback is announced
 
     # the iterative arm, with the reference asked for explicitly: same reference, reused from the cache
@@ -76,6 +80,7 @@ def test_pinn_and_ptylab_score_against_an_iterative_reference(files):
     assert "scoring against an iterative reference" not in log
     assert "reference ptylab result from cache" in log
     assert res2["engine"]["engine"] == "ptylab" and res2["engine"]["iterations"] == 15
+    assert res2["engine"]["failed"] is False and res2["scored_against"] == "ptylab:mPIE:20"
     assert res2["engine"]["cached"] is False and res2["timings"]["engine_wall_s"] >= res2["timings"]["inference_s"]
     # the iterative arm reconstructs the same test positions the networks are scored on
     assert res2["engine"]["n_positions"] == res2["data"]["test"]["n_samples"] == res["data"]["test"]["n_samples"]
@@ -92,6 +97,39 @@ def test_pinn_and_ptylab_score_against_an_iterative_reference(files):
     assert res3["engine"]["cached"] is True and "iterative ptylab result from cache" in log
     assert res3["metrics"] == res2["metrics"]
     assert res3["timings"]["inference_s"] == res2["timings"]["inference_s"]
+
+
+def test_a_job_never_scores_against_a_failed_reference(files, tmp_path):
+    """The reference of this test scan, cached with the engine's verdict "failed" (as a diverged run is):
+    the job fails before any work with the reason, and writes no scores."""
+    import shutil
+
+    from ptycho_exp.iterative.protocol import read_engine_output, write_engine_output
+
+    _job(["model=ptylab"], files, "ptylab_ref")  # computes (or reuses) the cached reference
+    cache = tmp_path / "cache"
+    shutil.copytree(files / "cache", cache)
+    (ref,) = (cache / "reference").glob("*.npz")
+    good = read_engine_output(ref)
+    write_engine_output(ref, good.object, good.probe, good.origin, good.data_error,
+                        {**good.metadata, "failed": True, "failure_reason": "data error rose 1e12-fold"})
+    out = tmp_path / "job"
+    proc = run_cli([*JOB, "model=ptylab", f"data.train_path={files / 'train.npz'}",
+                    f"data.test_path={files / 'test.npz'}", f"hydra.run.dir={out}"], tmp_path, timeout=300)
+    res = json.loads((out / "result.json").read_text())
+    assert proc.returncode != 0
+    assert res["status"] == "failed" and res["metrics"] == {}
+    assert "iterative reference failed: data error rose 1e12-fold" in res["error"]
+    assert "ptylab:mPIE:20" in res["error"]
+    assert not (out / "frc.csv").exists() and not (out / "recon.npz").exists()
+    # a reference whose object is not finite is refused by the job itself, whatever the engine said
+    bad = good.object.copy()
+    bad[0, 0] = np.nan
+    write_engine_output(ref, bad, good.probe, good.origin, good.data_error, good.metadata)
+    proc = run_cli([*JOB, "model=ptylab", f"data.train_path={files / 'train.npz'}",
+                    f"data.test_path={files / 'test.npz'}", f"hydra.run.dir={out}"], tmp_path, timeout=300)
+    res = json.loads((out / "result.json").read_text())
+    assert res["status"] == "failed" and "iterative reference failed" in res["error"] and "NaN" in res["error"]
 
 
 def test_baseline_without_ground_truth_fails_at_once(files):

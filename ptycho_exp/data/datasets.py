@@ -14,6 +14,7 @@ Sampling rules
 """
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -157,6 +158,68 @@ def _photon_stats(scan: ScanData) -> dict:
         stats["nphotons"] = scan.meta.get("nphotons")
         stats["noise"] = scan.meta.get("noise")
     return stats
+
+
+# A test window may stick out of the object by this much (px): sub-pixel positions at the edge.
+OFF_OBJECT_TOLERANCE_PX = 1.0
+
+
+def window_extent(positions: np.ndarray, N: int) -> tuple[float, float, float, float]:
+    """``(y0, y1, x0, x1)``: the object coordinates spanned by the N×N windows centred at ``positions``.
+
+    A window centred at ``(y, x)`` covers ``[y - N/2, y + N/2)`` × ``[x - N/2, x + N/2)``.
+    """
+    pos = np.asarray(positions, dtype=np.float64).reshape(-1, 2)
+    h = N / 2.0
+    return (float(pos[:, 0].min() - h), float(pos[:, 0].max() + h),
+            float(pos[:, 1].min() - h), float(pos[:, 1].max() + h))
+
+
+def check_scan_on_object(positions: np.ndarray, N: int, object_shape: tuple, where: str,
+                         origin: tuple = (0.0, 0.0), what: str = "objectGuess") -> None:
+    """Raise :class:`ConfigError` when a test window is not on the object it is scored against.
+
+    Parameters
+    ----------
+    positions : (M, 2) [y, x] window centres (scan coordinates)
+    N : window side (px)
+    object_shape : (H, W) of the object (ground truth or iterative reference)
+    where : what to name in the message, e.g. ``"data.test_path='/d/test.npz'"``
+    origin : scan coordinate of the object's pixel (0, 0)
+    what : the object's name in the message
+
+    Every window must lie within the object, up to :data:`OFF_OBJECT_TOLERANCE_PX`. A window off
+    the object would be scored against pixels that are not there (zeros), which can look perfect.
+    Non-finite coordinates are left to the loader's value checks.
+    """
+    pos = np.asarray(positions, dtype=np.float64).reshape(-1, 2)
+    if pos.size == 0 or not np.all(np.isfinite(pos)):
+        return
+    y0, y1, x0, x1 = window_extent(pos, N)
+    r0, c0 = float(origin[0]), float(origin[1])
+    H, W = int(object_shape[0]), int(object_shape[1])
+    tol = OFF_OBJECT_TOLERANCE_PX
+    if y0 >= r0 - tol and x0 >= c0 - tol and y1 <= r0 + H + tol and x1 <= c0 + W + tol:
+        return
+    raise ConfigError(f"{where} is invalid: its xcoords/ycoords put test windows ({N}×{N} px) off the object: "
+                      f"they span x {x0:g}..{x1:g}, y {y0:g}..{y1:g} px, but {what} ({H}×{W}) covers x "
+                      f"{c0:g}..{c0 + W:g}, y {r0:g}..{r0 + H:g}; fix: give xcoords/ycoords as window centres in "
+                      f"{what} pixels (N/2 <= x <= W - N/2, N/2 <= y <= H - N/2)")
+
+
+def check_npz_scan_on_object(path: str, header: Mapping[str, Any], key: str = "data.test_path") -> None:
+    """:func:`check_scan_on_object` for a contract NPZ file that has an ``objectGuess``, reading only
+    ``xcoords``/``ycoords`` and the header (``header``: :func:`ptycho_exp.data.npz.contract_header`)."""
+    arrays = header["arrays"]
+    if "objectGuess" not in arrays:
+        return
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            positions = np.stack([np.asarray(z["ycoords"], np.float64), np.asarray(z["xcoords"], np.float64)],
+                                 axis=1)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return  # a damaged member: the loader names it when the job reads the data
+    check_scan_on_object(positions, int(header["N"]), arrays["objectGuess"][0], f"{key}={str(path)!r}")
 
 
 def _load_npz_scan(path: str, N: int, key: str) -> ScanData:

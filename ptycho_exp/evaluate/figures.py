@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .metrics import normalise_pair, phase_to_unit, ssim
+from .metrics import normalise_pair, ssim
 
 __all__ = ["plot_comparison", "plot_frc"]
 
@@ -71,7 +71,7 @@ def plot_comparison(path, gt, recon_dict, dpi: int = 150, gt_label: str = "GT") 
     for label, rec in recon_dict.items():
         ga, pa, gp, pp = normalise_pair(gt, np.asarray(rec))
         gt_ph = gp
-        items.append((str(label), pa, pp, ssim(ga, pa), ssim(phase_to_unit(gp), phase_to_unit(pp), data_range=1.0)))
+        items.append((str(label), pa, pp, ssim(ga, pa), ssim(gp, pp)))  # headline scale
     if gt_ph is None:
         from .metrics import remove_phase_plane
 

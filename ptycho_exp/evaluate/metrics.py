@@ -10,11 +10,26 @@ Conventions
   if that is 0 (constant ground truth) the fallback is ``max|gt|`` or 1.
 * PSNR is capped at 200 dB (the MSE is floored at ``1e-20 * data_range**2``)
   so identical images give a finite number.
-* Phase images are mapped to ``(phi + pi) / (2 pi)`` with ``data_range = 1``
-  for SSIM and MS-SSIM; amplitude SSIM uses the ground-truth range.
+* Headline scores (``amp_*`` and ``phase_*``) use the ground truth's own
+  range, after amplitude scaling and phase-plane / offset removal
+  (:func:`normalise_pair`). A weak-phase object spanning +-0.1 rad is thus
+  scored on a 0.2 rad scale, so a flat phase image scores low.
+* The convention of the reference publication (phase mapped to
+  ``(phi + pi) / (2 pi)`` with ``data_range = 1``) is kept for comparison
+  with published tables as ``phase_ssim_ref`` and ``phase_ms_ssim_ref``;
+  ``phase_psnr255`` is its fixed-peak PSNR. On that scale any image of a
+  weak-phase object scores near 1.
+* A ground truth that is (nearly) constant in the scored region cannot rank
+  reconstructions: the metrics of that channel are NaN
+  (:func:`ground_truth_problems` says why), never a perfect score.
+* :data:`METRICS` lists every metric name with its direction;
+  :func:`higher_is_better` answers for any name, including the ``null_``
+  (best constant image) and ``ref_`` (iterative reference) prefixes.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -31,13 +46,45 @@ __all__ = [
     "psnr255",
     "ssim",
     "ms_ssim",
+    "ms_ssim_scales",
     "pearson",
     "phase_to_unit",
     "compute_metrics",
+    "null_reconstruction",
+    "null_metrics",
+    "ground_truth_problems",
+    "higher_is_better",
+    "METRICS",
     "MS_SSIM_WEIGHTS",
+    "NULL_PREFIX",
+    "REF_PREFIX",
 ]
 
-MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003, as tf.image
+MS_SSIM_WINDOW = 11  # Gaussian window side (px), as tf.image.ssim_multiscale
+MS_SSIM_SIGMA = 1.5  # its standard deviation (px)
+NULL_PREFIX = "null_"  # metrics of the best constant reconstruction, scored like the job's
+REF_PREFIX = "ref_"  # metrics of the iterative reference reconstruction against ground truth
+
+# Per-channel metric -> True if higher is better.
+_CHANNEL_METRICS = {
+    "mae": False,
+    "mse": False,
+    "psnr": True,
+    "psnr255": True,
+    "ssim": True,
+    "ms_ssim": True,
+    "frc50": True,
+    "frc_1_7": True,
+    "pearson": True,
+}
+#: Every metric :func:`compute_metrics` returns -> True if higher is better (one home for the
+#: direction of a metric; prefixed ``null_``/``ref_`` names follow their base metric).
+METRICS: dict[str, bool] = {
+    **{f"{c}_{m}": hib for c in ("amp", "phase") for m, hib in _CHANNEL_METRICS.items()},
+    "phase_ssim_ref": True,
+    "phase_ms_ssim_ref": True,
+}
 _PSNR_MSE_FLOOR = 1e-20  # relative to data_range**2 -> PSNR <= 200 dB
 
 
@@ -248,97 +295,180 @@ def ssim(gt, pred, data_range=None, win_size: int = 7) -> float:
     return float(structural_similarity(gt, pred, data_range=dr, win_size=w))
 
 
-def _ssim_terms(x, y, data_range, win_size, K1=0.01, K2=0.03):
-    """Mean luminance*cs (SSIM) and mean contrast-structure term.
+def _gauss_1d(size: int, sigma: float) -> np.ndarray:
+    """Normalised 1-D Gaussian of ``size`` taps (the separable factor of tf.image's 2-D window)."""
+    x = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
+    g = np.exp(-0.5 * (x / sigma) ** 2)
+    return g / g.sum()
 
-    Reproduces scikit-image's ``structural_similarity`` internals (uniform
-    window, sample covariance, border of ``(win - 1) // 2`` excluded) so the
-    single-scale value equals :func:`ssim`.
+
+def _gauss_filter_valid(a, g):
+    """Separable correlation of ``a`` with ``g`` (both axes), keeping only the 'valid' region."""
+    from scipy.ndimage import correlate1d
+
+    p = (g.size - 1) // 2
+    out = correlate1d(correlate1d(a, g, axis=0, mode="constant"), g, axis=1, mode="constant")
+    return out[p : a.shape[0] - p, p : a.shape[1] - p]
+
+
+def _ssim_gauss(x, y, data_range, win_size, sigma, K1=0.01, K2=0.03):
+    """Mean SSIM and mean contrast-structure term with a Gaussian window, 'valid' region only.
+
+    The local statistics of ``tf.image.ssim`` (biased, window-weighted variances; ``C1 = (K1 R)**2``,
+    ``C2 = (K2 R)**2``; no border beyond the window's reach).
     """
-    from scipy.ndimage import uniform_filter
-
-    ndim = x.ndim
-    NP = win_size**ndim
-    cov_norm = NP / (NP - 1)
-    ux = uniform_filter(x, size=win_size)
-    uy = uniform_filter(y, size=win_size)
-    uxx = uniform_filter(x * x, size=win_size)
-    uyy = uniform_filter(y * y, size=win_size)
-    uxy = uniform_filter(x * y, size=win_size)
-    vx = cov_norm * (uxx - ux * ux)
-    vy = cov_norm * (uyy - uy * uy)
-    vxy = cov_norm * (uxy - ux * uy)
+    g = _gauss_1d(win_size, sigma)
+    ux, uy = _gauss_filter_valid(x, g), _gauss_filter_valid(y, g)
+    sxx = _gauss_filter_valid(x * x, g) - ux * ux
+    syy = _gauss_filter_valid(y * y, g) - uy * uy
+    sxy = _gauss_filter_valid(x * y, g) - ux * uy
     C1 = (K1 * data_range) ** 2
     C2 = (K2 * data_range) ** 2
     lum = (2 * ux * uy + C1) / (ux * ux + uy * uy + C1)
-    cs = (2 * vxy + C2) / (vx + vy + C2)
-    p = (win_size - 1) // 2
-    sl = tuple(slice(p, s - p) for s in x.shape)
-    return float(np.mean((lum * cs)[sl])), float(np.mean(cs[sl]))
+    cs = (2 * sxy + C2) / (sxx + syy + C2)
+    return float(np.mean(lum * cs)), float(np.mean(cs))
 
 
 def _down2(a):
-    H, W = (a.shape[0] // 2) * 2, (a.shape[1] // 2) * 2
-    a = a[:H, :W]
+    """2x2 mean pooling; an odd side first repeats its last row/column (tf.image's SYMMETRIC pad)."""
+    H, W = a.shape
+    if H % 2 or W % 2:
+        a = np.pad(a, ((0, H % 2), (0, W % 2)), mode="symmetric")
     return 0.25 * (a[0::2, 0::2] + a[1::2, 0::2] + a[0::2, 1::2] + a[1::2, 1::2])
 
 
-def ms_ssim(gt, pred, data_range=None, win_size: int = 7, weights=MS_SSIM_WEIGHTS) -> float:
-    """Multi-scale SSIM (Wang et al. 2003), 5 scales by default.
+def ms_ssim_scales(shape, win_size: int = MS_SSIM_WINDOW, max_scales: int = len(MS_SSIM_WEIGHTS)) -> int:
+    """Number of scales :func:`ms_ssim` uses for an image of ``shape``.
 
-    ``MS-SSIM = prod_{j < S-1} max(cs_j, 0)**w_j * max(ssim_{S-1}, 0)**w_{S-1}``
-    where ``cs_j`` is the mean contrast-structure term at scale ``j`` and
-    ``ssim_{S-1}`` the full SSIM (luminance included) at the coarsest scale;
-    scales are produced by 2x2 averaging. Local statistics follow
-    scikit-image's SSIM (uniform ``win_size`` window, K1=0.01, K2=0.03); the
-    ``data_range`` (default ground-truth range) is the same at every scale.
+    The largest ``S <= max_scales`` whose coarsest image (each halving rounds the size up, as
+    tf.image's padding does) is still at least ``win_size`` px on its shorter side; 1 when the image
+    is smaller than the window. Five scales need a side of at least 161 px (``ceil(side / 16) >= 11``).
+    """
+    m = int(min(shape))
+    s = 1
+    while s < max_scales and -(-m // 2**s) >= win_size:
+        s += 1
+    return s
 
-    Small images: the number of scales ``S`` is the largest (<= len(weights))
-    with ``min(H, W) / 2**(S-1) >= win_size``; the first ``S`` weights are
-    used, renormalised to sum to 1. Below ``win_size`` px a single scale with
-    the largest odd window that fits is used. Negative terms are clipped to 0
-    so the result is in ``[0, 1]`` for finite input (NaN only if the input
-    contains NaN).
+
+def ms_ssim(gt, pred, data_range=None, weights=MS_SSIM_WEIGHTS, win_size: int = MS_SSIM_WINDOW,
+            sigma: float = MS_SSIM_SIGMA, K1: float = 0.01, K2: float = 0.03) -> float:
+    """Multi-scale SSIM (Wang et al. 2003), equal to ``tf.image.ssim_multiscale``.
+
+    ``MS-SSIM = prod_{j < S-1} relu(cs_j)**w_j * relu(ssim_{S-1})**w_{S-1}`` where ``cs_j`` is the
+    mean contrast-structure term at scale ``j`` and ``ssim_{S-1}`` the full SSIM (luminance
+    included) at the coarsest scale. As in TensorFlow: 11x11 Gaussian window with sigma 1.5
+    (``win_size``, ``sigma``), biased window-weighted statistics, only the 'valid' region of the
+    window (no padding), ``K1 = 0.01``, ``K2 = 0.03``, the same ``data_range`` at every scale
+    (default: the ground-truth range), and scales made by 2x2 mean pooling after repeating the last
+    row/column of an odd side. With the default weights ``(0.0448, 0.2856, 0.3001, 0.2363, 0.1333)``
+    (used as published, although they sum to 1.0001) it equals
+    ``tf.image.ssim_multiscale(gt, pred, max_val=data_range)`` for images with a shorter side of
+    at least 161 px (to float32 round-off: TensorFlow computes in float32, this in float64).
+
+    Smaller images (TensorFlow refuses them): ``S`` = :func:`ms_ssim_scales` scales, those that
+    still fit the window, weighted by the first ``S`` weights renormalised to sum to 1 -- i.e.
+    ``tf.image.ssim_multiscale`` with ``power_factors = w[:S] / sum(w[:S])``. An image smaller than
+    the window (under 11 px) is scored at one scale with the largest odd window that fits
+    (at least 3 px) and the same sigma.
+
+    Returns
+    -------
+    float in ``[0, 1]`` for finite input (NaN if the input holds NaN).
     """
     gt, pred = _check_pair(gt, pred)
     dr = _safe_range(gt, data_range)
-    w = _win_for(gt.shape, win_size)
-    m = min(gt.shape)
-    n_scales = 1
-    while n_scales < len(weights) and m / 2**n_scales >= w:
-        n_scales += 1
+    win = int(win_size)
+    if min(gt.shape) < win:
+        win = _win_for(gt.shape, win)
+    n_scales = ms_ssim_scales(gt.shape, win, len(weights))
     wts = np.asarray(weights[:n_scales], dtype=np.float64)
-    wts = wts / wts.sum()
+    if n_scales < len(weights):  # the standard weights sum to 1.0001: used as published when all fit
+        wts = wts / wts.sum()
     x, y = gt, pred
     val = 1.0
     for j in range(n_scales):
-        s, cs = _ssim_terms(x, y, dr, w)
+        if j:
+            x, y = _down2(x), _down2(y)
+        s, cs = _ssim_gauss(x, y, dr, win, sigma, K1, K2)
         term = s if j == n_scales - 1 else cs
         val *= max(term, 0.0) ** wts[j]
-        if j < n_scales - 1:
-            x, y = _down2(x), _down2(y)
     return float(val)
 
 
 # ----------------------------------------------------------------- all metrics
-def _channel_metrics(gt, pred, data_range_ssim, frc_apodize=False):
+def _channel_metrics(gt, pred, frc_apodize=False, reference_scale=False):
+    """Metrics of one real channel; ``reference_scale`` adds the (phi+pi)/2pi SSIM / MS-SSIM."""
+    dr = _safe_range(gt)
     out = {
         "mae": mae(gt, pred),
         "mse": mse(gt, pred),
-        "psnr": psnr(gt, pred),
+        "psnr": psnr(gt, pred, data_range=dr),
         "psnr255": psnr255(gt, pred),
+        "ssim": ssim(gt, pred, data_range=dr),
+        "ms_ssim": ms_ssim(gt, pred, data_range=dr),
     }
-    if data_range_ssim is None:
-        ssim_gt, ssim_pred, dr = gt, pred, _safe_range(gt)
-    else:
-        ssim_gt, ssim_pred, dr = phase_to_unit(gt), phase_to_unit(pred), data_range_ssim
-    out["ssim"] = ssim(ssim_gt, ssim_pred, data_range=dr)
-    out["ms_ssim"] = ms_ssim(ssim_gt, ssim_pred, data_range=dr)
+    if reference_scale:
+        unit_gt, unit_pred = phase_to_unit(gt), phase_to_unit(pred)
+        out["ssim_ref"] = ssim(unit_gt, unit_pred, data_range=1.0)
+        out["ms_ssim_ref"] = ms_ssim(unit_gt, unit_pred, data_range=1.0)
     rings, f = frc_curve(gt, pred, apodize=frc_apodize)
     out["frc50"] = frc_threshold_crossing(f, 0.5, rings)
     out["frc_1_7"] = frc_threshold_crossing(f, 1.0 / 7.0, rings)
     out["pearson"] = pearson(gt, pred)
     return out, f
+
+
+# A channel of the ground truth counts as constant when its standard deviation in the scored region
+# is below this: relative to the mean amplitude, absolute (radians) for the plane-removed phase.
+CONSTANT_RTOL = 1e-6
+CONSTANT_PHASE_ATOL = 1e-6
+
+
+def _flat_if_roundoff(pred, gt, rtol=1e-9):
+    """``pred`` made exactly constant (its mean) when it varies less than ``rtol`` times ``gt`` does.
+
+    A constant reconstruction picks up float round-off in the normalisation (branch alignment,
+    plane fit); left in, that noise would give a flat image a random correlation or FRC.
+    """
+    sg, sp = float(np.std(gt)), float(np.std(pred))
+    if np.isfinite(sp) and sp <= rtol * sg:
+        return np.full(pred.shape, float(np.mean(pred)))
+    return pred
+
+
+def ground_truth_problems(gt_complex) -> dict[str, str]:
+    """Why a channel of the ground truth cannot rank reconstructions (``{}`` when both can).
+
+    A (nearly) constant channel in the scored region -- e.g. a scan off the object (all zeros), or
+    a pure-phase object's amplitude -- makes every reconstruction with the right mean look perfect
+    (or arbitrarily bad). Amplitude is constant when its standard deviation is at most
+    ``CONSTANT_RTOL`` times its mean (or the mean is 0); phase when the standard deviation of the
+    plane-removed ground-truth phase is at most ``CONSTANT_PHASE_ATOL`` rad, or the amplitude is 0
+    everywhere (phase undefined).
+
+    Returns
+    -------
+    dict
+        ``{'amp' | 'phase': reason}`` for each unusable channel.
+    """
+    g = np.asarray(gt_complex).astype(np.complex128)
+    amp = np.abs(g)
+    out: dict[str, str] = {}
+    if amp.size == 0:
+        return {"amp": "the scored region is empty", "phase": "the scored region is empty"}
+    mean, std = float(np.mean(amp)), float(np.std(amp))
+    if not mean > 0 or std <= CONSTANT_RTOL * mean:
+        out["amp"] = (f"amplitude ground truth is constant in the scored region (mean {mean:.4g}, std "
+                      f"{std:.3g}): amplitude metrics undefined")
+    if not mean > 0:
+        out["phase"] = "ground truth is zero in the scored region (off the object?): phase metrics undefined"
+    else:
+        ph_std = float(np.std(remove_phase_plane(np.angle(g))))
+        if ph_std <= CONSTANT_PHASE_ATOL:
+            out["phase"] = (f"phase ground truth is flat in the scored region (std {ph_std:.3g} rad after "
+                            "plane removal): phase metrics undefined")
+    return out
 
 
 def compute_metrics(gt_complex, recon_complex, frc_apodize=False, return_frc=False):
@@ -356,23 +486,78 @@ def compute_metrics(gt_complex, recon_complex, frc_apodize=False, return_frc=Fal
     Returns
     -------
     dict
-        Flat python-float metrics ``amp_mae, amp_mse, amp_psnr, amp_psnr255,
-        amp_ssim, amp_ms_ssim, amp_frc50, amp_frc_1_7, amp_pearson`` and the
-        same with the ``phase_`` prefix. Amplitude is scaled by
-        ``mean(gt)/mean(pred)``; phases are branch-aligned to ground truth and
-        have a fitted plane removed (see :func:`normalise_pair`). Phase SSIM/MS-SSIM use ``(phi+pi)/(2pi)`` with
-        data_range 1; amplitude SSIM uses the ground-truth amplitude range.
+        Flat python-float metrics, the names of :data:`METRICS`: ``amp_mae, amp_mse, amp_psnr,
+        amp_psnr255, amp_ssim, amp_ms_ssim, amp_frc50, amp_frc_1_7, amp_pearson``, the same with
+        the ``phase_`` prefix, and ``phase_ssim_ref``, ``phase_ms_ssim_ref``. Amplitude is scaled
+        by ``mean(gt)/mean(pred)``; phases are branch-aligned to ground truth and have a fitted
+        plane removed (see :func:`normalise_pair`). Headline SSIM, MS-SSIM and PSNR of both
+        channels use the ground truth's own range; the ``_ref`` scores use the reference
+        publication's ``(phi+pi)/(2pi)`` with data_range 1. The metrics of a channel whose ground
+        truth is constant (:func:`ground_truth_problems`) are NaN.
         With ``return_frc``: ``(metrics, frc_dict)``.
     """
     gt_amp, pred_amp, gt_ph, pred_ph = normalise_pair(gt_complex, recon_complex)
+    pred_amp, pred_ph = _flat_if_roundoff(pred_amp, gt_amp), _flat_if_roundoff(pred_ph, gt_ph)
+    return _score(gt_amp, pred_amp, gt_ph, pred_ph, ground_truth_problems(gt_complex), frc_apodize, return_frc)
+
+
+def null_metrics(gt_complex, frc_apodize=False) -> dict:
+    """:func:`compute_metrics` of the best constant reconstruction (:func:`null_reconstruction`).
+
+    Scored directly as amplitude ``mean|gt|`` and phase 0 against the normalised ground truth
+    (amplitude ``|gt|``, plane-removed phase), i.e. without the 2*pi branch alignment of
+    :func:`normalise_pair`, which would give a constant image 2*pi jumps where the ground-truth
+    phase is more than pi from the constant.
+    """
+    g = np.asarray(gt_complex).astype(np.complex128)
+    gt_amp = np.abs(g)
+    gt_ph = remove_phase_plane(np.angle(g))
+    pred_amp = np.full(g.shape, float(np.mean(gt_amp)) if g.size else 0.0)
+    return _score(gt_amp, pred_amp, gt_ph, np.zeros(g.shape), ground_truth_problems(g), frc_apodize, False)
+
+
+def _score(gt_amp, pred_amp, gt_ph, pred_ph, problems, frc_apodize, return_frc):
     res = {}
-    amp, f_amp = _channel_metrics(gt_amp, pred_amp, None, frc_apodize)
-    ph, f_ph = _channel_metrics(gt_ph, pred_ph, 1.0, frc_apodize)
-    for k, v in amp.items():
-        res[f"amp_{k}"] = float(v)
-    for k, v in ph.items():
-        res[f"phase_{k}"] = float(v)
+    amp, f_amp = _channel_metrics(gt_amp, pred_amp, frc_apodize)
+    ph, f_ph = _channel_metrics(gt_ph, pred_ph, frc_apodize, reference_scale=True)
+    for channel, values in (("amp", amp), ("phase", ph)):
+        for k, v in values.items():
+            res[f"{channel}_{k}"] = math.nan if channel in problems else float(v)
     if return_frc:
         rings = np.arange(f_amp.size, dtype=np.float64)
         return res, {"rings": rings, "amp": f_amp, "phase": f_ph}
     return res
+
+
+def null_reconstruction(gt_complex) -> np.ndarray:
+    """The best constant reconstruction of ``gt_complex``: ``mean|gt|`` everywhere, phase 0.
+
+    After the scoring normalisation (:func:`normalise_pair`) a constant image becomes the
+    ground truth's mean amplitude (the constant with least squared error) and, after global-phase
+    alignment and plane removal, a zero phase (the plane-removed ground truth's own mean), so any
+    constant scores the same. A reconstruction that does not beat it has learnt nothing about the
+    object.
+    """
+    g = np.asarray(gt_complex)
+    return np.full(g.shape, float(np.mean(np.abs(g))) if g.size else 0.0, dtype=np.complex128)
+
+
+def higher_is_better(name: str) -> bool:
+    """Direction of a metric: True if higher is better.
+
+    Accepts every name of :data:`METRICS` and the same with a ``null_`` or ``ref_`` prefix.
+
+    Raises
+    ------
+    KeyError
+        For a name that is not a metric.
+    """
+    base = str(name)
+    for prefix in (NULL_PREFIX, REF_PREFIX):
+        if base.startswith(prefix):
+            base = base[len(prefix):]
+            break
+    if base not in METRICS:
+        raise KeyError(f"unknown metric {name!r}: known are {', '.join(METRICS)} (optionally prefixed "
+                       f"{NULL_PREFIX!r} or {REF_PREFIX!r})")
+    return METRICS[base]

@@ -8,6 +8,10 @@ fully covered by the cropped patches; a function of positions and crop only),
 and then share :func:`_evaluate_boxes`:
 register (amplitude phase correlation, upsample 50) -> Fourier shift ->
 trim -> amplitude scaling / phase-plane removal -> metrics and FRC curves.
+The best constant image (:func:`~.metrics.null_metrics`) is scored on the same
+pixels with the same metrics (``null_*``), so every score comes with the score of
+a reconstruction that knows nothing about the object. :func:`metrics_validity` decides
+whether a job's scores can be used at all.
 """
 
 from __future__ import annotations
@@ -17,11 +21,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .metrics import compute_metrics
+from .metrics import NULL_PREFIX, compute_metrics, ground_truth_problems, null_metrics
 from .register import align_to_reference
 from .stitch import covered_box, crop_to_box, default_crop, scan_weight, stitch_patches
 
-__all__ = ["EvalResult", "evaluate_reconstruction", "evaluate_object", "write_frc_csv"]
+__all__ = ["EvalResult", "evaluate_reconstruction", "evaluate_object", "metrics_validity", "write_frc_csv"]
 
 
 @dataclass
@@ -32,9 +36,11 @@ class EvalResult:
     ----------
     metrics : dict
         Flat python floats: ``amp_*`` and ``phase_*`` metrics of
-        :func:`~.metrics.compute_metrics`, plus ``reg_dy``, ``reg_dx`` (shift
-        applied to the reconstruction, px) and ``coverage`` (fraction of the
-        scanned box that the reconstruction covers, before trimming).
+        :func:`~.metrics.compute_metrics`, the same with the ``null_`` prefix
+        (the best constant image scored on the same pixels), plus ``reg_dy``,
+        ``reg_dx`` (shift applied to the reconstruction, px) and ``coverage``
+        (fraction of the scanned box that the reconstruction covers, before
+        trimming).
     recon : ndarray, complex128
         Reconstruction after registration and trimming (raw amplitude and
         phase; the scoring normalisation is :func:`~.metrics.normalise_pair`).
@@ -45,6 +51,10 @@ class EvalResult:
         image width of the scored square).
     origin : tuple of int
         Object coordinate of ``gt[0, 0]`` / ``recon[0, 0]`` (GT pixel frame).
+    notes : dict
+        ``{'amp' | 'phase': reason}`` for each channel whose metrics are NaN
+        because the ground truth cannot rank reconstructions there
+        (:func:`~.metrics.ground_truth_problems`).
     """
 
     metrics: dict
@@ -52,6 +62,7 @@ class EvalResult:
     gt: np.ndarray
     frc: dict = field(default_factory=dict)
     origin: tuple = (0, 0)
+    notes: dict = field(default_factory=dict)
 
 
 def _evaluate_boxes(gt_box, recon_box, box_origin, covered, upsample_factor, trim_px, frc_apodize):
@@ -59,12 +70,38 @@ def _evaluate_boxes(gt_box, recon_box, box_origin, covered, upsample_factor, tri
         gt_box, recon_box, upsample_factor=upsample_factor, trim_px=trim_px
     )
     metrics, frc = compute_metrics(gt_al, rec_al, frc_apodize=frc_apodize, return_frc=True)
+    null = null_metrics(gt_al, frc_apodize=frc_apodize)
+    metrics.update({f"{NULL_PREFIX}{k}": v for k, v in null.items()})
     metrics["reg_dy"] = float(shift[0])
     metrics["reg_dx"] = float(shift[1])
     metrics["coverage"] = float(np.mean(covered)) if np.size(covered) else 0.0
     t = (gt_box.shape[0] - gt_al.shape[0]) // 2
     origin = (int(box_origin[0]) + t, int(box_origin[1]) + t)
-    return EvalResult(metrics=metrics, recon=rec_al, gt=gt_al, frc=frc, origin=origin)
+    return EvalResult(metrics=metrics, recon=rec_al, gt=gt_al, frc=frc, origin=origin,
+                      notes=ground_truth_problems(gt_al))
+
+
+def metrics_validity(ev: EvalResult, min_coverage: float = 0.5) -> tuple[bool, str | None]:
+    """Whether an evaluation's scores can be used, and why not.
+
+    Invalid when the reconstruction covers less than ``min_coverage`` of the scored box
+    (``metrics['coverage']``), or when neither channel of the ground truth can rank
+    reconstructions (:attr:`EvalResult.notes`: e.g. a region off the object). One unusable
+    channel alone leaves the job valid; its metrics are NaN and the reason is in ``notes``.
+
+    Returns
+    -------
+    valid : bool
+    reason : str or None
+    """
+    reasons = []
+    coverage = float(ev.metrics.get("coverage", 1.0))
+    if not coverage >= float(min_coverage):
+        reasons.append(f"the reconstruction covers {coverage:.0%} of the scored region, below "
+                       f"eval.min_coverage={float(min_coverage):g}")
+    if {"amp", "phase"} <= set(ev.notes):
+        reasons.append("; ".join(ev.notes[c] for c in ("amp", "phase")))
+    return (not reasons), ("; ".join(reasons) if reasons else None)
 
 
 def evaluate_reconstruction(

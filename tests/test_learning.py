@@ -1,0 +1,158 @@
+"""Reconstructions proven to learn: each arm beats the null reconstruction (the best constant image,
+``null_*`` in result.json) by a clear margin in amplitude and phase, on the headline scale.
+Every arm runs as a real job (``python -m ptycho_exp``) on CPU.
+
+The criterion (:func:`beats_null`) is itself tested: a constant reconstruction and a periodic grid
+pattern with nothing of the object in it must fail it.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from conftest import run_cli
+from scipy.ndimage import gaussian_filter
+
+from ptycho_exp.evaluate.metrics import higher_is_better
+from ptycho_exp.evaluate.pipeline import evaluate_reconstruction
+
+# Clear margins over the null, per channel (headline metrics): SSIM and MS-SSIM gain at least 0.2,
+# the correlation with ground truth is at least 0.5 (the null's is 0), the MAE at most 70 % of the null's.
+MARGINS = {"ssim": 0.2, "ms_ssim": 0.2}
+MIN_PEARSON = 0.5
+MAX_MAE_RATIO = 0.7
+
+# A small learnable case with a phase-carrying object: 128 px object with an independent phase (+-pi/2),
+# N = 32, a dense 4 px test scan.
+DATA = ["data.N=32", "data.object_size=128", "data.object_phase=independent", "data.test_stride=4",
+        "eval.upsample_factor=10"]
+
+
+def beats_null(metrics: dict) -> list[str]:
+    """Why ``metrics`` (a result.json ``metrics``) do not beat the null reconstruction; [] when they do."""
+    problems = []
+    for channel in ("amp", "phase"):
+        for name, margin in MARGINS.items():
+            key = f"{channel}_{name}"
+            value, null = metrics[key], metrics[f"null_{key}"]
+            assert higher_is_better(key)
+            if not value >= null + margin:
+                problems.append(f"{key} {value:.3f} is not {margin} above the null's {null:.3f}")
+        pearson = metrics[f"{channel}_pearson"]
+        if not pearson >= MIN_PEARSON:
+            problems.append(f"{channel}_pearson {pearson:.3f} < {MIN_PEARSON}")
+        mae, null_mae = metrics[f"{channel}_mae"], metrics[f"null_{channel}_mae"]
+        if not mae <= MAX_MAE_RATIO * null_mae:
+            problems.append(f"{channel}_mae {mae:.4f} is not below {MAX_MAE_RATIO} x the null's {null_mae:.4f}")
+    return problems
+
+
+def _object(S=128, seed=0):
+    """Smooth complex object: amplitude 0.6..1, independent phase +-1 rad."""
+    rng = np.random.default_rng(seed)
+    a = gaussian_filter(rng.normal(size=(S, S)), 4, mode="wrap")
+    p = gaussian_filter(rng.normal(size=(S, S)), 4, mode="wrap")
+    a = 0.6 + 0.4 * (a - a.min()) / np.ptp(a)
+    p = 2 * (p - p.min()) / np.ptp(p) - 1
+    return a * np.exp(1j * p)
+
+
+def _patches(obj, pos, N):
+    return np.stack([obj[int(y) - N // 2:int(y) + N // 2, int(x) - N // 2:int(x) + N // 2] for y, x in pos])
+
+
+def test_the_criterion_rejects_a_flat_image_and_a_grid_pattern():
+    obj, N = _object(), 32
+    g = np.arange(16, 113, 4, dtype=float)
+    pos = np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
+    good = evaluate_reconstruction(_patches(obj, pos, N), pos, obj, crop=10).metrics
+    assert beats_null(good) == []
+    noisy = _patches(obj * np.exp(0.05j * np.random.default_rng(1).normal(size=obj.shape)), pos, N)
+    assert beats_null(evaluate_reconstruction(noisy, pos, obj, crop=10).metrics) == []
+
+    flat = np.full((len(pos), N, N), 0.8 + 0j)
+    m = evaluate_reconstruction(flat, pos, obj, crop=10).metrics
+    assert len(beats_null(m)) >= 6  # every check of both channels fails
+    # the same small periodic motif in every patch (what a network that learnt nothing may print)
+    yy, xx = np.mgrid[0:N, 0:N]
+    motif = (0.8 + 0.1 * np.cos(2 * np.pi * yy / 8) * np.cos(2 * np.pi * xx / 8)) * np.exp(0.3j * np.sin(xx / 3))
+    grid = np.broadcast_to(motif, (len(pos), N, N)).astype(np.complex128)
+    problems = beats_null(evaluate_reconstruction(grid, pos, obj, crop=10).metrics)
+    assert any(p.startswith("amp_") for p in problems) and any(p.startswith("phase_") for p in problems), problems
+
+
+# The networks' case: a Gaussian-random-field object whose phase follows its amplitude
+# (pi*tanh(...), about +-0.7 rad here), 256 training patterns, 8 epochs.
+NETWORK = ["data=grf", "data.N=32", "data.object_size=128", "data.object_phase=tanh", "data.n_train=256",
+           "data.test_stride=8", "train.epochs=8", "train.tensorboard=false", "train.save_model=false",
+           "eval.upsample_factor=10", "eval.figures=false"]
+
+
+def test_supervised_baseline_beats_null(tmp_path):
+    out = tmp_path / "baseline"
+    proc = run_cli(["model=baseline", *NETWORK, f"hydra.run.dir={out}"], tmp_path, timeout=600)
+    res = json.loads((out / "result.json").read_text())
+    assert res["status"] == "ok", res.get("error") or proc.stderr[-3000:]
+    assert res["metrics_valid"] is True and res["scored_against"] == "ground_truth"
+    assert beats_null(res["metrics"]) == [], res["metrics"]
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="the PINN learns the amplitude on this case (amp r 0.90, MS-SSIM 0.68 vs "
+                   "the null's 0.15) but not the phase: a grid pattern with phase r -0.05 and headline phase SSIM "
+                   "0.002 vs the null's 0.018 (also with 512 patterns, r 0.21, and at gridsize 2, r 0.09). Remove "
+                   "this mark once the PINN learns the phase")
+def test_pinn_beats_null(tmp_path):
+    out = tmp_path / "pinn"
+    proc = run_cli(["model=pinn", *NETWORK, f"hydra.run.dir={out}"], tmp_path, timeout=600)
+    res = json.loads((out / "result.json").read_text())
+    assert res["status"] == "ok", res.get("error") or proc.stderr[-3000:]
+    assert beats_null(res["metrics"]) == [], res["metrics"]
+
+
+def _job(tmp_path, name, args):
+    out = tmp_path / name
+    proc = run_cli([*DATA, *args, f"hydra.run.dir={out}"], tmp_path, timeout=300)
+    res = json.loads((out / "result.json").read_text())
+    assert res["status"] == "ok", res.get("error") or proc.stderr[-3000:]
+    return res
+
+
+def test_ptylab_arm_beats_null_and_the_reference_is_scored_too(tmp_path):
+    """PtyLab ePIE (30 iterations, ~10 s of CPU) on the test scan, scored against ground truth."""
+    res = _job(tmp_path, "ptylab", ["model=ptylab", "model.iterative.iterations=30", "eval.figures=false"])
+    m = gt_scored = res["metrics"]
+    assert res["scored_against"] == "ground_truth" and res["metrics_valid"] is True
+    assert res["engine"]["failed"] is False
+    assert all(math.isfinite(m[f"null_{k}"]) for k in ("amp_ssim", "phase_ssim", "amp_mae", "phase_mae"))
+    assert beats_null(m) == [], m
+    assert not any(k.startswith("ref_") for k in m)  # no iterative reference was computed for this scan
+
+    # scored against the iterative reference instead: named, and the reference itself is scored
+    # against ground truth (ref_*), on the same pixels
+    res = _job(tmp_path, "ptylab_vs_ref", ["model=ptylab", "model.iterative.iterations=30", "eval.figures=false",
+                                          "eval.reference=iterative", "eval.reference_iterations=20"])
+    m = res["metrics"]
+    assert res["scored_against"].startswith("ptylab:") and res["scored_against"].endswith(":20")
+    assert res["engine"]["cached"] is True  # the arm's run is reused; only the reference is new
+    ref = {k[len("ref_"):]: v for k, v in m.items() if k.startswith("ref_")}
+    assert {"amp_ssim", "phase_ssim", "phase_ssim_ref", "amp_mae"} <= set(ref)
+    # the reference against ground truth beats the null against ground truth (same pixels, first job)
+    ref.update({k: v for k, v in gt_scored.items() if k.startswith("null_")})
+    assert beats_null(ref) == [], ref
+
+    # scored against ground truth again: the reference, now in the cache, is scored too (not recomputed)
+    res = _job(tmp_path, "ptylab_again", ["model=ptylab", "model.iterative.iterations=30", "eval.figures=false",
+                                         "eval.reference_iterations=20"])
+    assert res["scored_against"] == "ground_truth" and "reference_s" not in res["timings"]
+    assert res["metrics"]["amp_ssim"] == gt_scored["amp_ssim"]
+    assert {k: v for k, v in res["metrics"].items() if k.startswith("ref_")} == \
+        {k: v for k, v in m.items() if k.startswith("ref_")}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import sys
+
+    sys.exit(pytest.main([__file__, "-q"]))
