@@ -100,8 +100,8 @@ def reference_settings(cfg: Any) -> dict:
     """Settings of the iterative reference reconstruction (PtyLab on the CPU; independent of the arm)."""
     from ptycho_exp.config import ConfigError
 
-    algorithm = str(getattr(cfg.eval, "reference_algorithm", "mPIE"))
-    iterations = int(getattr(cfg.eval, "reference_iterations", 300))
+    algorithm = str(cfg.eval.reference_algorithm)
+    iterations = int(cfg.eval.reference_iterations)
     if algorithm.lower() not in ("epie", "mpie"):
         raise ConfigError(f"eval.reference_algorithm={algorithm!r} is invalid: choose ePIE or mPIE (PtyLab)")
     if iterations <= 0:
