@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ptycho_exp import results
-from ptycho_exp.config import ConfigError, validate
+from ptycho_exp.config import ConfigError, check_device, validate
 
 log = logging.getLogger("ptycho_exp.run")
 JOB_CONFIG_FILE = "job_config.json"
@@ -365,6 +365,7 @@ def hydra_task(cfg: Any) -> Any:
     job_cfg = job_config_dict(cfg)
     try:
         validate(cfg)
+        check_device(cfg)  # here, where the job runs (a SLURM node, not the login node)
         check_writable(job_dir)
     except ConfigError as exc:
         res = failed_result(job_cfg, str(exc), "ConfigError", started)
