@@ -39,6 +39,7 @@ SEED_MAX = 2 ** 32 - 1     # NumPy and TensorFlow seeds are unsigned 32-bit
 MIN_STRIDE_PX = 0.5        # a finer scan step than half a pixel only repeats patterns (and explodes the count)
 MIN_TEST_POSITIONS = 4     # fewer scored test positions make no meaningful score
 MIN_PATIENCE_STEPS = 20    # a smaller patience with train.patience_unit=steps is an epoch count left over
+MAX_SIMULATED_BYTES = 12 * 2 ** 30  # one simulated scan held in memory: amplitude (float32) + patches (complex64)
 
 # Hydra ``_target_`` prefixes a config may name: this package and the libraries it wires in
 # (Hydra's plugins, Optuna samplers/pruners, submitit). Anything else is refused before it can run.
@@ -113,8 +114,8 @@ def _optional(check: Check) -> Check:
 
 
 SEED_FIX = f"must be in 0..{SEED_MAX} (2**32-1), e.g. 1"
-STRIDE_FIX = (f"must be >= {MIN_STRIDE_PX} px: a finer step only repeats patterns (e.g. 4 for training, "
-              "10 for testing)")
+STRIDE_FIX = (f"must be >= {MIN_STRIDE_PX} px: a finer step only adds interpolated copies of the patterns "
+              "(e.g. 4 for training, 10 for testing)")
 
 # (key, ok(value, cfg), fix: a text, or a function of the config that gives it). Read in order; a row may
 # rely on the rows above it (data.N before the keys whose range depends on it). Names come first, then
@@ -246,6 +247,15 @@ def _rules(c: Any) -> Iterator[tuple[str, Any, str]]:
 def _scan_rules(c: Any) -> Iterator[tuple[str, Any, str]]:
     """Enough simulated positions for the training set and for a meaningful test score."""
     d = c.data
+    for which in ("train", "test"):
+        size = simulated_positions(c, which) * d.N ** 2 * 12  # bytes: float32 amplitude + complex64 patch
+        if size > MAX_SIMULATED_BYTES:
+            key = "data.n_random_positions" if d.scan == "random" else f"data.{which}_stride"
+            fix = "fewer data.n_random_positions" if d.scan == "random" else f"a larger data.{which}_stride"
+            fix += ", fewer data.n_train_objects" if which == "train" and d.n_train_objects > 1 else ""
+            yield (key, _get(c, key), f"the {which} scan would hold {simulated_positions(c, which):,} simulated "
+                   f"patterns of {d.N}x{d.N} px ({size / 2 ** 30:.0f} GiB, more than "
+                   f"{MAX_SIMULATED_BYTES / 2 ** 30:.0f} GiB); use {fix} or a smaller data.object_size")
     n_test = simulated_positions(c, "test")
     scored = n_test // d.gridsize ** 2 if _block_test_layout(c, "test") else n_test  # a block is one sample
     if scored < MIN_TEST_POSITIONS:
