@@ -80,7 +80,7 @@ def objective_value(result: dict, objective: Any) -> Any:
 def failed_result(job_cfg: dict, error: str, error_type: str, started: float, **extra: Any) -> dict:
     return {"schema": results.SCHEMA_VERSION, "status": "failed", "error": error, "error_type": error_type,
             "config_hash": results.config_hash(job_cfg), "model": job_cfg["model"]["name"],
-            "seed": job_cfg["seed"], "tag": job_cfg["tag"], "metrics": {},
+            "seed": job_cfg.get("seed"), "tag": job_cfg.get("tag", ""), "metrics": {},  # a lost job's stub has neither
             "timings": {"total_s": time.time() - started}, "config": job_cfg,
             "provenance": {**results.provenance(), "started_at": _iso(started),
                            "finished_at": results.now_iso()}, **extra}
