@@ -56,12 +56,11 @@ def measure(model_name: str, N: int, gridsize: int, batch: int, precision: str, 
         process, a contention-robust figure), ``infer_patterns_per_s``, ``peak_rss_mb``, ``n_params``,
         ``dtype_policy``, ``device`` and the step times.
     """
-    from types import SimpleNamespace
-
     import keras
     import numpy as np
     import tensorflow as tf
 
+    from ptycho_exp.config import ModelConfig
     from ptycho_exp.models.fit import (
         _build,
         _datasets,
@@ -88,7 +87,7 @@ def measure(model_name: str, N: int, gridsize: int, batch: int, precision: str, 
     if model_name == "baseline":
         y = (rng.random((n, N, N, C), dtype=np.float32), rng.random((n, N, N, C), dtype=np.float32))
     policy = precision_policy(precision, _on_gpu(), cpu_has_bf16())
-    model = _build(SimpleNamespace(name=model_name, n_filters_scale=2), N, gridsize, make_probe("ideal_disk", N),
+    model = _build(ModelConfig(name=model_name), N, gridsize, make_probe("ideal_disk", N),
                    1e9, policy)
     optimizer = keras.optimizers.Adam(1e-3)
     if policy == "mixed_float16":

@@ -21,7 +21,7 @@ from typing import Any
 
 from ptycho_exp import files, isolation, results
 from ptycho_exp.compose import as_config, job_config_dict, split_overrides
-from ptycho_exp.config import ConfigError, validate
+from ptycho_exp.config import ConfigError, check_device, validate
 from ptycho_exp.files import JOB_CONFIG_FILE, JOB_LOG_FILE, RESULT_FILE, WRITE_PROBE_FILE
 
 log = logging.getLogger("ptycho_exp.run")
@@ -46,7 +46,7 @@ def objective_value(result: dict, objective: Any) -> Any:
 def failed_result(job_cfg: dict, error: str, error_type: str, started: float, **extra: Any) -> dict:
     return {"schema": results.SCHEMA_VERSION, "status": "failed", "error": error, "error_type": error_type,
             "config_hash": results.config_hash(job_cfg), "model": job_cfg["model"]["name"],
-            "seed": job_cfg.get("seed"), "tag": job_cfg.get("tag", ""), "metrics": {},
+            "seed": job_cfg.get("seed"), "tag": job_cfg.get("tag", ""), "metrics": {},  # a lost job's stub has neither
             "timings": {"total_s": time.time() - started}, "config": job_cfg,
             "provenance": {**results.provenance(), "started_at": _iso(started),
                            "finished_at": results.now_iso()}, **extra}
@@ -99,7 +99,7 @@ def train_and_evaluate(job_cfg: dict, job_dir: Path | str) -> dict:
         return res
     res = {"schema": results.SCHEMA_VERSION, "status": "ok", "error": None, "error_type": None,
            "config_hash": results.config_hash(job_cfg), "model": job_cfg["model"]["name"],
-           "seed": job_cfg.get("seed"), "tag": job_cfg.get("tag", ""), **outcome, "config": job_cfg,
+           "seed": job_cfg["seed"], "tag": job_cfg["tag"], **outcome, "config": job_cfg,
            "provenance": {**results.provenance(), "started_at": _iso(started),
                           "finished_at": results.now_iso()}}
     res.setdefault("timings", {})["total_s"] = time.time() - started
@@ -248,6 +248,7 @@ def hydra_task(cfg: Any) -> Any:
     job_cfg = job_config_dict(cfg)
     try:
         validate(cfg)
+        check_device(cfg)  # here, where the job runs (a SLURM node, not the login node)
         check_writable(job_dir)
     except ConfigError as exc:
         res = failed_result(job_cfg, str(exc), "ConfigError", started)

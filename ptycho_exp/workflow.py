@@ -139,8 +139,8 @@ def reference_settings(cfg: Any) -> dict:
     """Settings of the iterative reference reconstruction (PtyLab on the CPU; independent of the arm)."""
     from ptycho_exp.config import ConfigError
 
-    algorithm = str(getattr(cfg.eval, "reference_algorithm", "ePIE"))
-    iterations = int(getattr(cfg.eval, "reference_iterations", 300))
+    algorithm = str(cfg.eval.reference_algorithm)
+    iterations = int(cfg.eval.reference_iterations)
     if algorithm.lower() not in ("epie", "mpie"):
         raise ConfigError(f"eval.reference_algorithm={algorithm!r} is invalid: choose ePIE or mPIE (PtyLab)")
     if iterations <= 0:
@@ -375,7 +375,7 @@ def run_science(cfg: Any, job_dir: Path) -> dict:
         plot_comparison(job_dir / "compare_amp_phase.png", ev.gt, {label: ev.recon},
                         gt_label="GT" if reference == "ground_truth" else "reference")
     out["metrics"] = {**ev.metrics, **ref_metrics}
-    valid, reason = metrics_validity(ev, float(getattr(cfg.eval, "min_coverage", 0.5)))
+    valid, reason = metrics_validity(ev, float(cfg.eval.min_coverage))
     if not valid:
         log.warning("metrics invalid: %s", reason)
     out["metrics_valid"] = valid

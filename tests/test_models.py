@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import math
 import os
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from conftest import TINY, onednn_expected, run_cli
+
+from ptycho_exp.config import ModelConfig, TrainConfig
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
@@ -35,7 +36,7 @@ def _train_cfg(**kw):
                 "early_stopping_patience": 6, "val_fraction": 0.1, "precision": "float32", "jit_compile": False,
                 "deterministic": True, "verbose": "quiet", "save_model": True, "tensorboard": False}
     base.update(kw)
-    return SimpleNamespace(**base)
+    return TrainConfig(**base)  # the schema's defaults for every key not set here
 
 
 def _model_cfg(name="pinn", **kw):
@@ -43,7 +44,7 @@ def _model_cfg(name="pinn", **kw):
                 "realspace_weight": 0.0, "probe_trainable": False, "intensity_scale_trainable": False,
                 "probe_big": False, "object_big": True}
     base.update(kw)
-    return SimpleNamespace(**base)
+    return ModelConfig(**base)
 
 
 def _run_job(tmp_path_factory, name: str, overrides: list[str]):

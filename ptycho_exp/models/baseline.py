@@ -14,7 +14,6 @@ import numpy as np
 from . import losses
 from .blocks import decoder_trunk, encoder, encoder_filters
 from .layers import ComplexFromAmpPhase
-from .pinn import _opt
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +71,7 @@ def build_baseline(cfg: Any, N: int, gridsize: int, *, dtype: str = "float32") -
         With ``.inference_model``, ``.net`` and ``.n_params`` (~4.6 M at N=64, scale 2).
     """
     C = int(gridsize) ** 2
-    scale = int(_opt(cfg, "n_filters_scale", 2))
+    scale = int(cfg.n_filters_scale)
     trunk = list(reversed(encoder_filters(N, scale)))
     diff_in = keras.Input((N, N, C), name="diffraction")
     z = encoder(diff_in, N, scale, dtype)

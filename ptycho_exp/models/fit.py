@@ -289,7 +289,7 @@ def patience_in_epochs(train_cfg: Any, steps_per_epoch: int) -> dict:
     Parameters
     ----------
     train_cfg : TrainConfig-like
-        Reads ``lr_patience``, ``early_stopping_patience`` and ``patience_unit`` (default epochs).
+        Reads ``lr_patience``, ``early_stopping_patience`` and ``patience_unit``.
     steps_per_epoch : int
         Optimizer steps in one epoch of this job.
 
@@ -298,7 +298,7 @@ def patience_in_epochs(train_cfg: Any, steps_per_epoch: int) -> dict:
     dict
         ``lr_patience`` and ``early_stopping_patience`` in epochs, ``steps_per_epoch`` and ``unit``.
     """
-    unit = str(getattr(train_cfg, "patience_unit", "epochs") or "epochs")
+    unit = str(train_cfg.patience_unit)
     lr, stop = int(train_cfg.lr_patience), int(train_cfg.early_stopping_patience)
     if unit == "steps":
         lr, stop = (max(1, round(p / max(1, steps_per_epoch))) for p in (lr, stop))
@@ -310,7 +310,7 @@ def patience_in_epochs(train_cfg: Any, steps_per_epoch: int) -> dict:
 
 def warmup_steps(train_cfg: Any, steps_per_epoch: int) -> int:
     """Optimizer steps of the linear warm-up: ``train.warmup_epochs`` epochs, at least 1 when on, 0 when off."""
-    warmup = float(getattr(train_cfg, "warmup_epochs", 0.0) or 0.0)
+    warmup = float(train_cfg.warmup_epochs)
     return max(1, round(warmup * steps_per_epoch)) if warmup > 0 else 0
 
 
@@ -330,7 +330,7 @@ def training_callbacks(train_cfg: Any, out_dir: Path, verbose: int, name: str, s
     from .callbacks import EpochLogger
 
     patience = patience_in_epochs(train_cfg, steps_per_epoch)
-    if str(getattr(train_cfg, "lr_schedule", "plateau")) == "cosine":
+    if str(train_cfg.lr_schedule) == "cosine":
         from .callbacks import CosineDecay
 
         warmup = warmup_steps(train_cfg, steps_per_epoch)
@@ -346,7 +346,7 @@ def training_callbacks(train_cfg: Any, out_dir: Path, verbose: int, name: str, s
     ]
     if verbose == 0:
         callbacks.append(EpochLogger(int(train_cfg.epochs), name=name))
-    if getattr(train_cfg, "tensorboard", False):
+    if train_cfg.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(Path(out_dir) / TENSORBOARD_DIR),
                                                      write_graph=False, profile_batch=0))
     return callbacks
@@ -413,7 +413,7 @@ def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray,
     if C > 1:
         x["offsets"] = np.asarray(samples.offsets, np.float32)
     y = None
-    realspace = float(getattr(model_cfg, "realspace_weight", 0.0) or 0.0)
+    realspace = float(model_cfg.realspace_weight)
     if name == "baseline":
         from .baseline import split_targets
 
@@ -465,7 +465,7 @@ def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray,
     if name == "pinn":
         final["intensity_scale"] = float(np.exp(keras.ops.convert_to_numpy(model.log_scale)))
     schedule = {**patience_in_epochs(train_cfg, steps_per_epoch),
-                "lr_schedule": str(getattr(train_cfg, "lr_schedule", "plateau")),
+                "lr_schedule": str(train_cfg.lr_schedule),
                 "warmup_steps": warmup}
     plot_history(history, out_dir / "loss.png", title=f"{name} (N={N}, gridsize={gridsize})")
 
@@ -478,7 +478,7 @@ def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray,
         meta.update(grouping=str(grouping), neighbour_step=neighbour_step(np.asarray(samples.positions)))
     if name == "pinn":
         meta["intensity_scale"] = final["intensity_scale"]
-    if getattr(train_cfg, "save_model", True):
+    if train_cfg.save_model:
         save_network(model.inference_model, out_dir / MODEL_DIR, meta)
     patterns = len(train_idx) * C * epochs_run
     return FitResult(model=model.inference_model, norm_factor=norm, history=history,

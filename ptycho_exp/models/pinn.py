@@ -41,13 +41,6 @@ from .layers import (
 log = logging.getLogger(__name__)
 
 
-def _opt(cfg: Any, key: str, default: Any) -> Any:
-    """``cfg.key`` for a dataclass / DictConfig / Mapping, ``default`` when absent."""
-    if isinstance(cfg, dict):
-        return cfg.get(key, default)
-    return getattr(cfg, key, default)
-
-
 def _pinn_decoder(z, trunk: list[int], c_out: int, name: str, activation, N: int, border_filters: int,
                   probe_big: bool, dtype):
     """Decoder to N/2, output conv + activation (float32), zero-padded to N; optional border branch."""
@@ -175,9 +168,9 @@ def build_pinn(cfg: Any, N: int, gridsize: int, probe: np.ndarray, nphotons: flo
         ~2.25 M at N=64, gridsize 1, scale 2).
     """
     C = int(gridsize) ** 2
-    scale = int(_opt(cfg, "n_filters_scale", 2))
-    object_big = bool(_opt(cfg, "object_big", True))
-    probe_big = bool(_opt(cfg, "probe_big", False))
+    scale = int(cfg.n_filters_scale)
+    object_big = bool(cfg.object_big)
+    probe_big = bool(cfg.probe_big)
     support = N if probe_big else N // 2
     canvas = 2 * N
     enc = encoder_filters(N, scale)
@@ -193,7 +186,7 @@ def build_pinn(cfg: Any, N: int, gridsize: int, probe: np.ndarray, nphotons: flo
     if C > 1:
         off_in = keras.Input((C, 2), name="offsets")
         if object_big:
-            big = MergeGroup(support, canvas, align_phase=bool(_opt(cfg, "align_phase", True)),
+            big = MergeGroup(support, canvas, align_phase=bool(cfg.align_phase),
                              name="merge_group")([obj, off_in])
         else:
             big = CentreOnCanvas(canvas, name="centre_on_canvas")(obj)
@@ -205,15 +198,15 @@ def build_pinn(cfg: Any, N: int, gridsize: int, probe: np.ndarray, nphotons: flo
     else:
         patches, inputs = obj, diff_in
         inference = keras.Model(diff_in, obj, name="pinn_inference")
-    psi = ProbeIllumination(N, probe, trainable=bool(_opt(cfg, "probe_trainable", False)),
+    psi = ProbeIllumination(N, probe, trainable=bool(cfg.probe_trainable),
                             name="probe_illumination")(patches)
     amp_pred = Diffract(name="diffract")(psi)
     physics = keras.Model(inputs, [amp_pred, patches], name="pinn_physics")
 
-    weights = {"nll": _opt(cfg, "nll_weight", 1.0), "mae": _opt(cfg, "mae_weight", 0.0),
-               "tv": _opt(cfg, "tv_weight", 0.0), "realspace": _opt(cfg, "realspace_weight", 0.0)}
+    weights = {"nll": cfg.nll_weight, "mae": cfg.mae_weight,
+               "tv": cfg.tv_weight, "realspace": cfg.realspace_weight}
     model = PinnModel(inference, physics, channels=C, N=N, nphotons=nphotons, weights=weights,
-                      scale_trainable=bool(_opt(cfg, "intensity_scale_trainable", False)),
+                      scale_trainable=bool(cfg.intensity_scale_trainable),
                       support=support, name="pinn")
     log.info("PINN: N=%d gridsize=%d n_filters_scale=%d -> %d parameters", N, gridsize, scale, model.n_params)
     return model

@@ -1,0 +1,429 @@
+"""What a job config may hold beyond its types: allowed values, the range of every numeric key, and
+the checks that need the machine (a GPU) or the data files' headers.
+
+Every check raises :class:`ConfigError` with one line ``key=value is invalid: <what is wrong and the
+fix>``. The ranges are one table, :data:`RANGES`, read top to bottom: the first row a value fails is
+the error. The schema itself (types and defaults) is :mod:`ptycho_exp.config`, which runs these checks
+from :func:`ptycho_exp.config.validate`. Nothing here imports TensorFlow or reads a whole data file.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid. The message names the key and the fix."""
+
+
+# --------------------------------------------------------------------------- allowed values
+OBJECT_NAMES = ("lines", "grf", "points", "diagonals")
+SKIMAGE_OBJECTS = ("camera", "astronaut", "brick", "grass", "gravel", "moon", "text", "coins",
+                   "cell", "checkerboard", "shepp_logan_phantom")
+PROBE_NAMES = ("ideal_disk", "gaussian", "defocused", "file")
+PHASE_MODES = ("none", "tanh", "independent")
+SCAN_KINDS = ("grid", "random")
+from ptycho_exp.models.registry import MODEL_ORDER as MODEL_NAMES, NETWORK_MODELS  # noqa: E402 - the one registry
+FAULTS = ("none", "raise", "exit", "sleep", "oom")  # testing hook (config key ``fault``)
+DEVICES = ("cpu", "gpu", "auto")
+
+SEED_MAX = 2 ** 32 - 1     # NumPy and TensorFlow seeds are unsigned 32-bit
+MIN_STRIDE_PX = 0.5        # a finer scan step than half a pixel only repeats patterns (and explodes the count)
+MIN_TEST_POSITIONS = 4     # fewer scored test positions make no meaningful score
+MIN_PATIENCE_STEPS = 20    # a smaller patience with train.patience_unit=steps is an epoch count left over
+MAX_SIMULATED_BYTES = 12 * 2 ** 30  # one simulated scan held in memory: amplitude (float32) + patches (complex64)
+
+# Hydra ``_target_`` prefixes a config may name: this package and the libraries it wires in
+# (Hydra's plugins, Optuna samplers/pruners, submitit). Anything else is refused before it can run.
+TARGET_ALLOW_PREFIXES = ("ptycho_exp.", "hydra_plugins.", "hydra._internal.core_plugins.",
+                         "optuna.samplers.", "optuna.pruners.", "submitit.")
+
+
+def _is_pow2(n: int) -> bool:
+    return n > 0 and (n & (n - 1)) == 0
+
+
+def _choose(options: tuple) -> str:
+    return f"choose one of {', '.join(options)}"
+
+
+def _get(cfg: Any, key: str) -> Any:
+    """``cfg`` at a dotted ``key`` (attribute access: a DictConfig or dataclass)."""
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+# --------------------------------------------------------------------------- positions from the config
+def grid_side(object_size: float, N: int, stride: float) -> int:
+    """Positions along one axis of a grid scan of step ``stride`` with every patch inside the object
+    (the count :func:`ptycho_exp.physics.scan.grid_positions` makes), 0 when no patch fits."""
+    span = float(object_size) - N
+    return 0 if span < 0 else int(math.floor(span / float(stride) + 1e-9)) + 1
+
+
+def _block_test_layout(cfg: Any, which: str) -> bool:
+    d = cfg.data
+    return which == "test" and d.scan == "grid" and d.grouping == "block" and d.gridsize > 1
+
+
+def simulated_positions(cfg: Any, which: str) -> int:
+    """Positions of the simulated ``which`` (train | test) scan, counted from the config alone.
+
+    The training scan holds ``n_train_objects`` objects' positions; the test scan of
+    ``grouping=block`` (gridsize > 1) is g x g positions per block (see
+    :func:`ptycho_exp.data.simulate.simulate_positions`, whose counts a test compares with these).
+    """
+    d = cfg.data
+    if d.scan == "random":
+        per_object = int(d.n_random_positions)
+    elif _block_test_layout(cfg, which):
+        reach = (d.gridsize - 1) * float(d.train_stride)
+        per_object = grid_side(math.floor(d.object_size - reach), d.N, d.test_stride) ** 2 * d.gridsize ** 2
+    else:
+        per_object = grid_side(d.object_size, d.N, d.train_stride if which == "train" else d.test_stride) ** 2
+    return per_object * (int(d.n_train_objects) if which == "train" else 1)
+
+
+def _max_defocus(N: int) -> float:
+    """Largest ``data.probe_defocus`` (rad at the disk edge) sampled without aliasing: the phase
+    ``s (r/R)^2`` changes by at most pi per pixel at the disk edge, so ``|s| <= pi R / 2``."""
+    from ptycho_exp.physics.probe import disk_radius
+
+    return math.pi * float(disk_radius(N)) / 2.0
+
+
+# --------------------------------------------------------------------------- the ranges
+Check = Callable[[Any, Any], bool]  # (value, whole config) -> ok
+
+
+def _seed(v: Any, c: Any) -> bool:
+    return 0 <= v <= SEED_MAX
+
+
+def _optional(check: Check) -> Check:
+    return lambda v, c: v is None or check(v, c)
+
+
+SEED_FIX = f"must be in 0..{SEED_MAX} (2**32-1), e.g. 1"
+STRIDE_FIX = (f"must be >= {MIN_STRIDE_PX} px: a finer step only adds interpolated copies of the patterns "
+              "(e.g. 4 for training, 10 for testing)")
+
+# (key, ok(value, cfg), fix: a text, or a function of the config that gives it). Read in order; a row may
+# rely on the rows above it (data.N before the keys whose range depends on it). Names come first, then
+# numbers; the rules that join several keys follow in _rules.
+RANGES: tuple[tuple[str, Check, Any], ...] = (
+    # names
+    ("model.name", lambda v, c: v in MODEL_NAMES, f"{_choose(MODEL_NAMES)} (e.g. model=pinn)"),
+    ("data.kind", lambda v, c: v in ("simulate", "npz"), "choose simulate or npz (e.g. data=lines or data=npz)"),
+    ("data.object", lambda v, c: c.data.kind != "simulate" or v in OBJECT_NAMES + SKIMAGE_OBJECTS,
+     _choose(OBJECT_NAMES + SKIMAGE_OBJECTS)),
+    ("data.object_phase", lambda v, c: v in PHASE_MODES, _choose(PHASE_MODES)),
+    ("data.probe", lambda v, c: v in PROBE_NAMES, _choose(PROBE_NAMES)),
+    ("data.scan", lambda v, c: v in SCAN_KINDS, _choose(SCAN_KINDS)),
+    ("data.grouping", lambda v, c: v in ("knn", "block"),
+     "choose knn (C of the k nearest neighbours, any scan) or block (g x g blocks of a grid scan, "
+     "PtychoPINN's layout)"),
+    ("train.lr_schedule", lambda v, c: v in ("plateau", "cosine"),
+     "choose plateau (SPEC §5 default: ReduceLROnPlateau on val_loss) or cosine (a fixed decay from "
+     "learning_rate to min_lr over train.epochs)"),
+    ("train.patience_unit", lambda v, c: v in ("epochs", "steps"),
+     "choose epochs (SPEC §5 default) or steps (the same schedule in optimizer steps for every training-set size)"),
+    ("train.precision", lambda v, c: v in ("auto", "float32", "mixed"), "choose auto, float32 or mixed"),
+    ("train.verbose", lambda v, c: v in ("auto", "quiet", "progress"), "choose auto, quiet or progress"),
+    ("eval.reference", lambda v, c: v in ("ground_truth", "iterative"), "choose ground_truth or iterative"),
+    ("eval.reference_algorithm", lambda v, c: str(v).lower() in ("epie", "mpie"), "choose ePIE or mPIE (PtyLab)"),
+    ("hardware.device", lambda v, c: v in DEVICES, "choose cpu, gpu or auto"),
+    ("fault", lambda v, c: v in FAULTS, f"testing hook: {_choose(FAULTS)}"),
+    # seeds
+    ("seed", _seed, SEED_FIX),
+    ("data.train_seed", _seed, SEED_FIX),
+    ("data.test_seed", _seed, SEED_FIX),
+    # data: geometry
+    ("data.N", lambda v, c: _is_pow2(v) and 16 <= v <= 1024, "must be a power of two in 16..1024 (e.g. data.N=64)"),
+    ("data.object_size", lambda v, c: c.data.kind != "simulate" or 2 * c.data.N <= v <= 8192,
+     lambda c: f"must be in 2*data.N={2 * c.data.N}..8192 px (e.g. data.object_size={max(392, 2 * c.data.N)})"),
+    ("data.gridsize", lambda v, c: 1 <= v <= 4, "must be in 1..4 (1 or 2 are usual)"),
+    ("data.k_neighbors", lambda v, c: 1 <= v <= 64,
+     "must be in 1..64: the neighbours a gridsize>1 group is drawn from (e.g. data.k_neighbors=7)"),
+    ("data.train_stride", lambda v, c: v >= MIN_STRIDE_PX, STRIDE_FIX),
+    ("data.test_stride", lambda v, c: v >= MIN_STRIDE_PX, STRIDE_FIX),
+    ("data.jitter", lambda v, c: 0 <= v <= c.data.N / 2,
+     lambda c: f"must be in 0..data.N/2={c.data.N / 2:g} px; for positions anywhere use data.scan=random"),
+    ("data.n_random_positions", lambda v, c: 1 <= v <= 1_000_000, "must be in 1..1000000 (e.g. 4096)"),
+    # data: sizes of the sets
+    ("data.n_train", lambda v, c: v >= 1, "must be >= 1 (e.g. data.n_train=512)"),
+    ("data.n_train_objects", lambda v, c: 1 <= v <= 100, "must be in 1..100 (e.g. data.n_train_objects=2)"),
+    ("data.n_test", _optional(lambda v, c: v >= MIN_TEST_POSITIONS),
+     f"must be >= {MIN_TEST_POSITIONS} (fewer positions make no meaningful score) or null (all test positions)"),
+    # data: photons and probe
+    ("data.nphotons", lambda v, c: 0 < v <= 1e15, "must be in (0, 1e15] counts per pattern (e.g. data.nphotons=1e9)"),
+    ("data.probe_scale", lambda v, c: 0 < v <= 1000, "must be in (0, 1000] (default 4)"),
+    ("data.probe_defocus", lambda v, c: c.data.probe != "defocused" or abs(v) <= _max_defocus(c.data.N),
+     lambda c: f"the probe phase would alias (change by more than pi per pixel): use |data.probe_defocus| <= "
+               f"{_max_defocus(c.data.N):.1f} rad at data.N={c.data.N}"),
+    # model
+    ("model.n_filters_scale", lambda v, c: 1 <= v <= 16, "must be in 1..16 (e.g. model.n_filters_scale=2)"),
+    ("model.nll_weight", lambda v, c: v >= 0, "loss weights must be >= 0"),
+    ("model.mae_weight", lambda v, c: v >= 0, "loss weights must be >= 0"),
+    ("model.tv_weight", lambda v, c: v >= 0, "loss weights must be >= 0"),
+    ("model.realspace_weight", lambda v, c: v >= 0, "loss weights must be >= 0"),
+    ("model.iterative.iterations", lambda v, c: 1 <= v <= 1_000_000, "must be in 1..1000000 (e.g. 100)"),
+    ("model.iterative.batch_size", lambda v, c: 1 <= v <= 65536, "must be in 1..65536 (e.g. 10)"),
+    ("model.iterative.beta_object", lambda v, c: 0 < v <= 1, "a step size: must be in (0, 1] (e.g. 0.25)"),
+    ("model.iterative.beta_probe", lambda v, c: 0 < v <= 1, "a step size: must be in (0, 1] (e.g. 0.25)"),
+    ("model.iterative.timeout_s", _optional(lambda v, c: v > 0), "must be > 0 s or null (no limit)"),
+    # training
+    ("train.epochs", lambda v, c: 1 <= v <= 100_000, "must be in 1..100000 (e.g. train.epochs=50)"),
+    ("train.batch_size", lambda v, c: 1 <= v <= 65536, "must be in 1..65536 (e.g. 16)"),
+    ("train.learning_rate", lambda v, c: 0 < v <= 1, "must be in (0, 1] (e.g. 1e-3)"),
+    ("train.warmup_epochs", lambda v, c: 0 <= v <= c.train.epochs,
+     "must be between 0 (off) and train.epochs (e.g. 1)"),
+    ("train.lr_factor", lambda v, c: 0 < v < 1, "multiplies the learning rate on a plateau: must be in (0, 1) "
+     "(e.g. 0.5)"),
+    ("train.lr_patience", lambda v, c: v >= 1, lambda c: f"must be >= 1 ({c.train.patience_unit})"),
+    ("train.early_stopping_patience", lambda v, c: v >= 1, lambda c: f"must be >= 1 ({c.train.patience_unit})"),
+    ("train.min_lr", lambda v, c: 0 <= v <= 1, "must be in [0, 1] (e.g. 1e-4)"),
+    ("train.val_fraction", lambda v, c: 0 < v < 0.5, "must be in (0, 0.5): every mode keeps a validation split"),
+    # evaluation
+    ("eval.crop", _optional(lambda v, c: 1 <= v <= c.data.N), lambda c: f"must be in 1..data.N={c.data.N} or null"),
+    ("eval.upsample_factor", lambda v, c: 1 <= v <= 1000,
+     "registration precision is 1/upsample_factor px: must be in 1..1000 (e.g. 50)"),
+    ("eval.trim_px", lambda v, c: 0 <= v <= c.data.N // 2,
+     lambda c: f"must be in 0..data.N/2={c.data.N // 2} (e.g. 2)"),
+    ("eval.batch_size", lambda v, c: 1 <= v <= 65536, "must be in 1..65536 (e.g. 64)"),
+    ("eval.reference_iterations", lambda v, c: 1 <= v <= 1_000_000, "must be in 1..1000000 (default 300)"),
+    ("eval.min_coverage", lambda v, c: 0 < v <= 1,
+     "the fraction of the test object the scan must cover to be scored: must be in (0, 1] (e.g. 0.5)"),
+    # hardware
+    ("hardware.intra_op_threads", lambda v, c: 0 <= v <= 4096, "must be in 0..4096 (0: TensorFlow's default)"),
+    ("hardware.inter_op_threads", lambda v, c: 0 <= v <= 4096, "must be in 0..4096 (0: TensorFlow's default)"),
+    ("hardware.retries", lambda v, c: 0 <= v <= 100, "must be in 0..100 (e.g. 2)"),
+)
+
+
+def _rules(c: Any) -> Iterator[tuple[str, Any, str]]:
+    """Rules that join several keys: ``(key, value, fix)`` of each one broken, in order."""
+    d, m, t = c.data, c.model, c.train
+    if d.gridsize ** 2 > d.k_neighbors + 1:
+        yield ("data.gridsize", d.gridsize,
+               f"gridsize**2={d.gridsize ** 2} patterns per sample need data.k_neighbors >= {d.gridsize ** 2 - 1}; "
+               f"set data.k_neighbors={d.gridsize ** 2 - 1} or use data.gridsize=1 or 2")
+    if d.grouping == "block" and d.kind == "simulate" and d.scan != "grid":
+        yield "data.grouping", d.grouping, "block needs a grid scan (data.scan=grid); use data.grouping=knn"
+    if d.n_train_objects > 1 and d.kind != "simulate":
+        yield ("data.n_train_objects", d.n_train_objects,
+               "more than one training object needs simulated data (data.kind=simulate); with data=npz "
+               "put every scan in data.train_path, or set data.n_train_objects=1")
+    if d.kind == "npz":
+        for key in ("train_path", "test_path"):
+            if getattr(d, key) is None and not (key == "train_path" and m.name not in NETWORK_MODELS):
+                yield f"data.{key}", None, f"data=npz needs it: set data.{key}=/path/to/file.npz"
+    if d.probe == "file" and not d.probe_path:
+        yield ("data.probe_path", d.probe_path,
+               "data.probe=file needs a probe file: set data.probe_path=/path/with/probeGuess.npz")
+    if m.name == "pinn" and m.nll_weight == 0 and m.mae_weight == 0:
+        yield "model.nll_weight", 0, "the PINN needs a data term: set model.nll_weight>0 or model.mae_weight>0"
+    if t.lr_schedule == "cosine" and t.min_lr > t.learning_rate:
+        yield ("train.min_lr", t.min_lr, f"is where train.lr_schedule=cosine ends: set it at most "
+               f"train.learning_rate={t.learning_rate} (e.g. train.min_lr=0)")
+    if t.patience_unit == "steps":
+        for key, example in (("lr_patience", 230), ("early_stopping_patience", 700)):
+            if getattr(t, key) < MIN_PATIENCE_STEPS:
+                yield (f"train.{key}", getattr(t, key), f"counts optimizer steps with train.patience_unit=steps; "
+                       f"set it in steps too (>= {MIN_PATIENCE_STEPS}, e.g. train.{key}={example})")
+    if d.kind == "simulate":
+        yield from _scan_rules(c)
+
+
+def _scan_rules(c: Any) -> Iterator[tuple[str, Any, str]]:
+    """Enough simulated positions for the training set and for a meaningful test score."""
+    d = c.data
+    for which in ("train", "test"):
+        size = simulated_positions(c, which) * d.N ** 2 * 12  # bytes: float32 amplitude + complex64 patch
+        if size > MAX_SIMULATED_BYTES:
+            key = "data.n_random_positions" if d.scan == "random" else f"data.{which}_stride"
+            fix = "fewer data.n_random_positions" if d.scan == "random" else f"a larger data.{which}_stride"
+            fix += ", fewer data.n_train_objects" if which == "train" and d.n_train_objects > 1 else ""
+            yield (key, _get(c, key), f"the {which} scan would hold {simulated_positions(c, which):,} simulated "
+                   f"patterns of {d.N}x{d.N} px ({size / 2 ** 30:.0f} GiB, more than "
+                   f"{MAX_SIMULATED_BYTES / 2 ** 30:.0f} GiB); use {fix} or a smaller data.object_size")
+    n_test = simulated_positions(c, "test")
+    scored = n_test // d.gridsize ** 2 if _block_test_layout(c, "test") else n_test  # a block is one sample
+    if scored < MIN_TEST_POSITIONS:
+        key, value = ("data.n_random_positions", d.n_random_positions) if d.scan == "random" else \
+            ("data.test_stride", d.test_stride)
+        yield (key, value, f"gives only {scored} test sample(s) on a {d.object_size} px object with "
+               f"{d.N} px patches; at least {MIN_TEST_POSITIONS} are needed for a meaningful score: use a smaller "
+               "data.test_stride or a larger data.object_size")
+    elif d.n_test is not None and d.n_test > n_test:
+        yield ("data.n_test", d.n_test, f"the test scan has only {n_test} positions; use data.n_test<={n_test} "
+               "or data.n_test=null (all)")
+    n_train = simulated_positions(c, "train")
+    if d.n_train > n_train:
+        yield ("data.n_train", d.n_train, f"the training scan has only {n_train} positions (one sample per "
+               f"centre); use data.n_train<={n_train}, more objects (data.n_train_objects) or a denser scan "
+               "(smaller data.train_stride, larger data.object_size or more data.n_random_positions)")
+
+
+def _floats(node: Any, path: str = "") -> Iterator[tuple[str, float]]:
+    """(dotted key, value) of every float in a config's plain containers."""
+    for key, value in _walk(node, path):
+        if isinstance(value, float):
+            yield key, value
+
+
+def check_values(cfg: Any) -> None:
+    """Every value in its range (:data:`RANGES`), every float finite, and the rules that join keys.
+
+    Raises
+    ------
+    ConfigError
+        ``key=value is invalid: <fix>`` for the first value out of range.
+    """
+    plain = as_plain(cfg)
+    job = {k: v for k, v in plain.items() if k != "hydra"} if isinstance(plain, dict) else {}
+    for key, value in _floats(job):
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}={value} is invalid: must be a finite number")
+    for key, ok, fix in RANGES:
+        value = _get(cfg, key)
+        if not ok(value, cfg):
+            raise ConfigError(f"{key}={value!r} is invalid: {fix(cfg) if callable(fix) else fix}")
+    for key, value, fix in _rules(cfg):
+        raise ConfigError(f"{key}={value!r} is invalid: {fix}")
+
+
+# --------------------------------------------------------------------------- _target_ allow-list
+def _walk(node: Any, path: str = ""):
+    """(dotted key, value) of every entry of nested dicts/lists (plain containers or OmegaConf nodes)."""
+    items = node.items() if hasattr(node, "items") else enumerate(node) if isinstance(node, (list, tuple)) else ()
+    for key, value in items:
+        here = f"{path}.{key}" if path else str(key)
+        yield here, value
+        if hasattr(value, "items") or isinstance(value, (list, tuple)):
+            yield from _walk(value, here)
+
+
+def as_plain(cfg: Any) -> Any:
+    """Plain containers of a (possibly unresolved) OmegaConf node; other objects unchanged."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+    except ImportError:  # pragma: no cover - omegaconf is a dependency
+        return cfg
+    if isinstance(cfg, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(cfg, resolve=False)
+    return cfg
+
+
+def check_targets(job_cfg: Any) -> None:
+    """Refuse any ``_target_`` (anywhere in the job config) outside :data:`TARGET_ALLOW_PREFIXES`.
+
+    A job config never needs ``_target_``; one that names e.g. ``os.system`` (``+foo._target_=os.system``)
+    is rejected before anything could instantiate it.
+    """
+    for key, value in _walk(as_plain(job_cfg)):
+        if key.split(".")[-1] == "_target_" and not str(value).startswith(TARGET_ALLOW_PREFIXES):
+            raise ConfigError(f"{key}={value!r} is invalid: only targets under "
+                              f"{', '.join(p.rstrip('.') for p in TARGET_ALLOW_PREFIXES)} may be instantiated; "
+                              "remove this override")
+
+
+# --------------------------------------------------------------------------- data files (headers only)
+def check_data_files(cfg: Any) -> None:
+    """``data=npz``: check each file's path and contract from its array headers (no data read).
+
+    Cheap enough for the parent process, so a missing, corrupt or mis-shaped file fails in about a
+    second, before any job process or TensorFlow starts. Value checks (NaN, negative amplitude) run
+    when the job loads the data.
+    """
+    d = cfg.data
+    if d.kind != "npz":
+        return
+    from ptycho_exp.data.npz import DataContractError, contract_header
+
+    needs_train = cfg.model.name in NETWORK_MODELS
+    for key in ("train_path", "test_path"):
+        path = getattr(d, key)
+        if path is None or (key == "train_path" and not needs_train):
+            continue
+        try:
+            head = contract_header(str(path))
+        except DataContractError as exc:
+            raise ConfigError(f"data.{key}={str(path)!r} is invalid: {exc}") from None
+        if head["N"] != d.N:
+            raise ConfigError(f"data.N={d.N} is invalid: data.{key}={str(path)!r} holds {head['N']}x{head['N']} "
+                              f"patterns; set data.N={head['N']}")
+        if key == "train_path" and d.n_train > head["M"]:
+            raise ConfigError(f"data.n_train={d.n_train} is invalid: data.train_path={str(path)!r} holds only "
+                              f"{head['M']} patterns; use data.n_train<={head['M']}")
+        if key == "test_path" and head["M"] < MIN_TEST_POSITIONS:
+            raise ConfigError(f"data.test_path={str(path)!r} is invalid: it holds {head['M']} pattern(s); at least "
+                              f"{MIN_TEST_POSITIONS} are needed for a meaningful score: use a larger test scan")
+        if key == "test_path" and d.n_test is not None and d.n_test > head["M"]:
+            raise ConfigError(f"data.n_test={d.n_test} is invalid: data.test_path={str(path)!r} holds only "
+                              f"{head['M']} patterns; use data.n_test<={head['M']} or data.n_test=null")
+        if key == "test_path":  # every test window on objectGuess (reads only the coordinates)
+            from ptycho_exp.data.datasets import check_npz_scan_on_object
+
+            check_npz_scan_on_object(str(path), head)
+
+
+# --------------------------------------------------------------------------- the device
+def visible_gpus(environ: dict | None = None) -> list[str]:
+    """The NVIDIA GPUs a job started here would see, found without importing TensorFlow.
+
+    ``CUDA_VISIBLE_DEVICES`` set to ``""`` or ``-1`` hides every GPU; otherwise the GPUs are what
+    ``nvidia-smi -L`` lists (or, without it, ``/proc/driver/nvidia/gpus``), narrowed to the ids
+    ``CUDA_VISIBLE_DEVICES`` names where it is set.
+    """
+    env = os.environ if environ is None else environ
+    ids = env.get("CUDA_VISIBLE_DEVICES")
+    if ids is not None and ids.strip() in ("", "-1"):
+        return []
+    present: list[str] = []
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            out = subprocess.run([smi, "-L"], check=False, capture_output=True, text=True, timeout=10).stdout
+            present = [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU")]
+        except (OSError, subprocess.SubprocessError):
+            present = []
+    elif os.path.isdir("/proc/driver/nvidia/gpus"):
+        present = [str(i) for i, _ in enumerate(sorted(os.listdir("/proc/driver/nvidia/gpus")))]
+    if not present or ids is None:
+        return present
+    return [i.strip() for i in ids.split(",") if i.strip()][:len(present)]
+
+
+def check_device(cfg: Any, environ: dict | None = None) -> str:
+    """The device a job runs on here: ``cpu`` or ``gpu`` (``hardware.device=auto`` picks and logs which).
+
+    Call it where the job will run (a SLURM node, not the login node that submits it).
+
+    Raises
+    ------
+    ConfigError
+        ``hardware.device=gpu`` where no GPU is visible.
+    """
+    device = cfg.hardware.device
+    if device == "cpu":
+        return "cpu"
+    gpus = visible_gpus(environ)
+    if device == "gpu" and not gpus:
+        raise ConfigError("hardware.device='gpu' is invalid: no NVIDIA GPU is visible here (nvidia-smi lists none "
+                          "or CUDA_VISIBLE_DEVICES hides them); use hardware.device=cpu (or auto), or run on a "
+                          "machine with a GPU")
+    if device == "auto":
+        if gpus:
+            log.info("hardware.device=auto: running on the GPU (%d visible)", len(gpus))
+        else:
+            log.warning("hardware.device=auto: no GPU visible, running on the CPU")
+    return "gpu" if gpus else "cpu"
