@@ -54,6 +54,8 @@ class DataConfig:
     test_path: Optional[str] = None   # kind=npz: contract NPZ for testing
     k_neighbors: int = 7              # gridsize>1: neighbours considered when grouping
     grouping: str = "knn"             # gridsize>1: knn (C of the k nearest) | block (g x g grid blocks)
+    train_on: str = "train"           # train | test: the PINN trains on the scan it reconstructs (self-supervised)
+    labels: str = "ground_truth"      # baseline targets: ground_truth | iterative (PtyLab on the training scan)
 
 
 @dataclass
@@ -83,6 +85,7 @@ class ModelConfig:
     probe_big: bool = False
     object_big: bool = True
     align_phase: bool = True          # gridsize>1: align each patch's constant phase to the first before merging
+    probe_scaling: str = "auto"       # auto | fit | off: scale the PINN's probe to the normalised patterns
     iterative: IterativeConfig = field(default_factory=IterativeConfig)
 
 
@@ -254,7 +257,7 @@ def check_data_files(cfg: Any) -> None:
         if head["N"] != d.N:
             raise ConfigError(f"data.N={d.N} is invalid: data.{key}={str(path)!r} holds {head['N']}x{head['N']} "
                               f"patterns; set data.N={head['N']}")
-        if key == "train_path" and d.n_train > head["M"]:
+        if key == "train_path" and d.train_on != "test" and d.n_train > head["M"]:
             raise ConfigError(f"data.n_train={d.n_train} is invalid: data.train_path={str(path)!r} holds only "
                               f"{head['M']} patterns; use data.n_train<={head['M']}")
         if key == "test_path" and d.n_test is not None and d.n_test > head["M"]:
@@ -317,8 +320,19 @@ def _validate_values(cfg: Any) -> None:
             fail("data.object_size", d.object_size, f"must be >= 2*data.N = {2 * d.N}")
     else:
         for key in ("train_path", "test_path"):
-            if getattr(d, key) is None and not (key == "train_path" and m.name in ("ptylab", "tike")):
+            if getattr(d, key) is None and not (key == "train_path" and (m.name in ("ptylab", "tike")
+                                                                         or d.train_on == "test")):
                 fail(f"data.{key}", None, f"data=npz needs it: set data.{key}=/path/to/file.npz")
+    if d.train_on not in ("train", "test"):
+        fail("data.train_on", d.train_on, "choose train (the training scan) or test (self-supervised on the test scan)")
+    if d.train_on == "test" and m.name == "baseline":
+        fail("data.train_on", d.train_on, "model=baseline needs labels, not the scan it reconstructs: use "
+             "data.train_on=train, or model=pinn to train on the test scan itself")
+    if d.labels not in ("ground_truth", "iterative"):
+        fail("data.labels", d.labels, "choose ground_truth (objectGuess / Y) or iterative (a PtyLab reconstruction "
+             "of the training scan)")
+    if m.probe_scaling not in ("auto", "fit", "off"):
+        fail("model.probe_scaling", m.probe_scaling, "choose auto (fit for data=npz), fit or off")
     if d.object_phase not in PHASE_MODES:
         fail("data.object_phase", d.object_phase, f"choose one of {', '.join(PHASE_MODES)}")
     if d.probe not in PROBE_NAMES:

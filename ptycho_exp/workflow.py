@@ -205,11 +205,15 @@ def run_science(cfg: Any, job_dir: Path) -> dict:
     positions = test.positions.reshape(-1, 2)
     if cfg.model.name in NETWORK_MODELS:
         from ptycho_exp.models.fit import fit_network, predict_patches, release_tf
+        from ptycho_exp.models.pinn import probe_scaling_mode
 
         _drop_unused_arrays(cfg, ds)
-        fit = fit_network(cfg.model, cfg.train, ds.train, test_scan.probe, float(cfg.data.nphotons), job_dir,
+        fit = fit_network(cfg.model, cfg.train, ds.train, ds.probe, ds.counts_per_pattern, job_dir,
                           seed=int(cfg.seed), threads=_threads(cfg), backup_dir=training_backup_dir(cfg, job_dir),
-                          grouping=str(cfg.data.grouping))
+                          grouping=str(cfg.data.grouping),
+                          probe_scaling=probe_scaling_mode(str(cfg.model.probe_scaling), str(cfg.data.kind)))
+        if fit.scaling:
+            out["data"]["scaling"] = fit.scaling
         timings["train_s"] = fit.train_seconds
         t1 = time.time()
         pred = predict_patches(fit.model, test.diffraction, fit.norm_factor, batch_size=cfg.eval.batch_size,
