@@ -171,6 +171,7 @@ def check_ground_truth_for_training(cfg: Any, ds: Any) -> None:
     where = (f"data.train_path={cfg.data.train_path!r} has neither objectGuess nor Y"
              if cfg.data.kind == "npz" else "the training data has no ground truth")
     raise ConfigError(f"model=baseline needs ground truth to train on (supervised): {where}. Fix: use "
+                      "data.labels=iterative (labels from a PtyLab reconstruction of the training scan), "
                       "model=pinn (unsupervised) or an iterative arm (model=ptylab) for data without ground "
                       "truth, or add objectGuess (H, W complex64) or Y (M, N, N complex64) to the file")
 
@@ -196,6 +197,12 @@ def run_science(cfg: Any, job_dir: Path) -> dict:
                         need_train=cfg.model.name in NETWORK_MODELS)
     timings["data_s"] = time.time() - t0
     test_scan, test = ds.test_scan, ds.test
+    if cfg.model.name == "baseline" and str(cfg.data.labels) == "iterative":  # labels: PtyLab on the training scan
+        from ptycho_exp.data.datasets import attach_labels
+
+        res, _ = cached_engine_result(cfg, ds.train_scan, job_dir, reference_settings(cfg), "labels")
+        label = f"iterative:ptylab-{cfg.eval.reference_algorithm}-{cfg.eval.reference_iterations}"
+        attach_labels(ds, _object_in_scan_frame(res, ds.train_scan), label)
     check_ground_truth_for_training(cfg, ds)
     t0 = time.time()
     gt, reference = reference_object(cfg, test_scan, job_dir)

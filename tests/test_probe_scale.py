@@ -164,6 +164,9 @@ def files(tmp_path_factory):
     test.probe = test.probe * np.float32(3.0)
     save_contract_npz(d / "train.npz", train)
     save_contract_npz(d / "test.npz", test)
+    plain = simulate_object_scan(fields, "train")  # probe and patterns in the same units, no ground truth
+    plain.patches = plain.object = None
+    save_contract_npz(d / "train_nogt.npz", plain)
     return d, train, test
 
 
@@ -229,3 +232,20 @@ def test_baseline_refuses_train_on_test(files):
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "data.train_on" in lines[0] and "model=baseline" in lines[0], proc.stderr
+
+
+def test_baseline_trains_on_an_iterative_reconstruction_of_the_training_scan(files):
+    """data.labels=iterative: a training file without ground truth gets PtyLab's object as its labels."""
+    pytest.importorskip("PtyLab")
+    d, _, _ = files
+    proc, log, res = _job(d, "baseline_iterative", [f"data.train_path={d / 'train_nogt.npz'}", "data.labels=iterative",
+                                                    "eval.reference_iterations=20", "train.epochs=3",
+                                                    "data.n_train=128"], model="baseline")
+    assert res is not None and res["status"] == "ok", proc.stderr[-3000:]
+    assert res["data"]["labels"] == "iterative:ptylab-mPIE-20"
+    assert any((d / "cache" / "labels").glob("*.npz"))  # the labels' engine run is cached like the reference
+    # scored against the test file's true object: the network learnt the labels, not a constant
+    with np.load(d / "baseline_iterative" / "recon.npz", allow_pickle=False) as z:
+        amp = np.abs(z["recon"])
+    assert np.std(amp) > 0.05 * np.mean(amp), (np.std(amp), np.mean(amp))
+    assert res["metrics"]["amp_pearson"] > 0.3, res["metrics"]

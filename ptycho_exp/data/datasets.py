@@ -207,6 +207,25 @@ def _array_sha256(a: np.ndarray) -> str:
     return hashlib.sha256(f"{a.dtype.str}{a.shape}".encode() + a.tobytes()).hexdigest()
 
 
+def attach_labels(ds: Datasets, obj: np.ndarray, label: str) -> None:
+    """Use ``obj`` as the ground truth of the training samples (``data.labels=iterative``), in place.
+
+    Parameters
+    ----------
+    ds : Datasets with ``train`` and ``train_scan``
+    obj : (H, W) complex object in the training scan's coordinates (e.g. an iterative reconstruction of
+        the training scan placed with its origin at (0, 0))
+    label : what the labels are, recorded as ``ds.info["labels"]``
+    """
+    if ds.train is None or ds.train_scan is None:
+        raise ValueError("attach_labels needs the training samples and the training scan")
+    n, C = ds.train.groups.shape
+    N = ds.train_scan.N
+    patches = extract_patches(obj, ds.train.positions.reshape(-1, 2), N).reshape(n, C, N, N)
+    ds.train.patches = np.ascontiguousarray(np.moveaxis(patches, 1, -1), dtype=np.complex64)
+    ds.info["labels"] = label
+
+
 def _load_npz_scan(path: str, N: int, key: str) -> ScanData:
     from ptycho_exp.data.npz import load_contract_npz
 
