@@ -247,5 +247,5 @@ def test_baseline_trains_on_an_iterative_reconstruction_of_the_training_scan(fil
     # scored against the test file's true object: the network learnt the labels, not a constant
     with np.load(d / "baseline_iterative" / "recon.npz", allow_pickle=False) as z:
         amp = np.abs(z["recon"])
-    assert np.std(amp) > 0.05 * np.mean(amp), (np.std(amp), np.mean(amp))
+    assert np.std(amp) > 0.02 * np.mean(amp), (np.std(amp), np.mean(amp))
     assert res["metrics"]["amp_pearson"] > 0.3, res["metrics"]

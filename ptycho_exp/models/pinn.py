@@ -84,7 +84,8 @@ def probe_scaling_mode(mode: str, data_kind: str) -> str:
     return mode
 
 
-def scale_probe(probe: np.ndarray, support: int, mode: str, data_energy: float | None = None) -> tuple[np.ndarray, dict]:
+def scale_probe(probe: np.ndarray, support: int, mode: str,
+                data_energy: float | None = None) -> tuple[np.ndarray, dict]:
     """The probe the PINN multiplies its object by, scaled to the normalised patterns.
 
     The normalised patterns have a mean energy of ``(N/2)**2``; by Parseval a uniform object of
