@@ -61,6 +61,8 @@ class DataConfig:
     test_path: Optional[str] = None   # kind=npz: contract NPZ for testing
     k_neighbors: int = 7              # gridsize>1: neighbours considered when grouping
     grouping: str = "knn"             # gridsize>1: knn (C of the k nearest) | block (g x g grid blocks)
+    train_on: str = "train"           # train | test: the PINN trains on the scan it reconstructs (self-supervised)
+    labels: str = "ground_truth"      # baseline targets: ground_truth | iterative (PtyLab on the training scan)
 
 
 @dataclass
@@ -91,6 +93,7 @@ class ModelConfig:
     probe_big: bool = False
     object_big: bool = True
     align_phase: bool = True          # gridsize>1: align each patch's constant phase to the first before merging
+    probe_scaling: str = "auto"       # auto | fit | off: scale the PINN's probe to the normalised patterns
     iterative: IterativeConfig = field(default_factory=IterativeConfig)
 
 

@@ -128,6 +128,11 @@ RANGES: tuple[tuple[str, Check, Any], ...] = (
     ("data.object_phase", lambda v, c: v in PHASE_MODES, _choose(PHASE_MODES)),
     ("data.probe", lambda v, c: v in PROBE_NAMES, _choose(PROBE_NAMES)),
     ("data.scan", lambda v, c: v in SCAN_KINDS, _choose(SCAN_KINDS)),
+    ("data.train_on", lambda v, c: v in ("train", "test"),
+     "choose train (the training scan) or test (the PINN trains on the scan it reconstructs)"),
+    ("data.labels", lambda v, c: v in ("ground_truth", "iterative"),
+     "choose ground_truth (objectGuess / Y) or iterative (a PtyLab reconstruction of the training scan)"),
+    ("model.probe_scaling", lambda v, c: v in ("auto", "fit", "off"), "choose auto (fit for data=npz), fit or off"),
     ("data.grouping", lambda v, c: v in ("knn", "block"),
      "choose knn (C of the k nearest neighbours, any scan) or block (g x g blocks of a grid scan, "
      "PtychoPINN's layout)"),
@@ -139,7 +144,8 @@ RANGES: tuple[tuple[str, Check, Any], ...] = (
     ("train.precision", lambda v, c: v in ("auto", "float32", "mixed"), "choose auto, float32 or mixed"),
     ("train.verbose", lambda v, c: v in ("auto", "quiet", "progress"), "choose auto, quiet or progress"),
     ("eval.reference", lambda v, c: v in ("ground_truth", "iterative"), "choose ground_truth or iterative"),
-    ("eval.reference_algorithm", lambda v, c: str(v).lower() in ("epie", "mpie"), "choose ePIE or mPIE (PtyLab)"),
+    ("eval.reference_algorithm", lambda v, c: str(v).lower() in ("epie", "rpie", "mpie"),
+     "choose ePIE, rPIE or mPIE (PtyLab)"),
     ("hardware.device", lambda v, c: v in DEVICES, "choose cpu, gpu or auto"),
     ("fault", lambda v, c: v in FAULTS, f"testing hook: {_choose(FAULTS)}"),
     # seeds
@@ -224,8 +230,12 @@ def _rules(c: Any) -> Iterator[tuple[str, Any, str]]:
                "put every scan in data.train_path, or set data.n_train_objects=1")
     if d.kind == "npz":
         for key in ("train_path", "test_path"):
-            if getattr(d, key) is None and not (key == "train_path" and m.name not in NETWORK_MODELS):
+            if getattr(d, key) is None and not (key == "train_path" and (m.name not in NETWORK_MODELS
+                                                                         or d.train_on == "test")):
                 yield f"data.{key}", None, f"data=npz needs it: set data.{key}=/path/to/file.npz"
+    if d.train_on == "test" and m.name == "baseline":
+        yield ("data.train_on", d.train_on, "model=baseline needs labels, not the scan it reconstructs: use "
+               "data.train_on=train, or model=pinn to train on the test scan itself")
     if d.probe == "file" and not d.probe_path:
         yield ("data.probe_path", d.probe_path,
                "data.probe=file needs a probe file: set data.probe_path=/path/with/probeGuess.npz")
@@ -361,7 +371,7 @@ def check_data_files(cfg: Any) -> None:
         if head["N"] != d.N:
             raise ConfigError(f"data.N={d.N} is invalid: data.{key}={str(path)!r} holds {head['N']}x{head['N']} "
                               f"patterns; set data.N={head['N']}")
-        if key == "train_path" and d.n_train > head["M"]:
+        if key == "train_path" and d.train_on != "test" and d.n_train > head["M"]:
             raise ConfigError(f"data.n_train={d.n_train} is invalid: data.train_path={str(path)!r} holds only "
                               f"{head['M']} patterns; use data.n_train<={head['M']}")
         if key == "test_path" and head["M"] < MIN_TEST_POSITIONS:
@@ -371,9 +381,78 @@ def check_data_files(cfg: Any) -> None:
             raise ConfigError(f"data.n_test={d.n_test} is invalid: data.test_path={str(path)!r} holds only "
                               f"{head['M']} patterns; use data.n_test<={head['M']} or data.n_test=null")
         if key == "test_path":  # every test window on objectGuess (reads only the coordinates)
-            from ptycho_exp.data.datasets import check_npz_scan_on_object
-
             check_npz_scan_on_object(str(path), head)
+
+
+# --------------------------------------------------------------------------- test windows on the object
+# A test window may stick out of the object by this much (px): sub-pixel positions at the edge.
+OFF_OBJECT_TOLERANCE_PX = 1.0
+
+
+def window_extent(positions: Any, N: int) -> tuple[float, float, float, float]:
+    """``(y0, y1, x0, x1)``: the object coordinates spanned by the N×N windows centred at ``positions``.
+
+    A window centred at ``(y, x)`` covers ``[y - N/2, y + N/2)`` × ``[x - N/2, x + N/2)``.
+    """
+    import numpy as np
+
+    pos = np.asarray(positions, dtype=np.float64).reshape(-1, 2)
+    h = N / 2.0
+    return (float(pos[:, 0].min() - h), float(pos[:, 0].max() + h),
+            float(pos[:, 1].min() - h), float(pos[:, 1].max() + h))
+
+
+def check_scan_on_object(positions: Any, N: int, object_shape: tuple, where: str,
+                         origin: tuple = (0.0, 0.0), what: str = "objectGuess") -> None:
+    """Raise :class:`ConfigError` when a test window is not on the object it is scored against.
+
+    Parameters
+    ----------
+    positions : (M, 2) [y, x] window centres (scan coordinates)
+    N : window side (px)
+    object_shape : (H, W) of the object (ground truth or iterative reference)
+    where : what to name in the message, e.g. ``"data.test_path='/d/test.npz'"``
+    origin : scan coordinate of the object's pixel (0, 0)
+    what : the object's name in the message
+
+    Every window must lie within the object, up to :data:`OFF_OBJECT_TOLERANCE_PX`. A window off
+    the object would be scored against pixels that are not there (zeros), which can look perfect.
+    Non-finite coordinates are left to the loader's value checks.
+    """
+    import numpy as np
+
+    pos = np.asarray(positions, dtype=np.float64).reshape(-1, 2)
+    if pos.size == 0 or not np.all(np.isfinite(pos)):
+        return
+    y0, y1, x0, x1 = window_extent(pos, N)
+    r0, c0 = float(origin[0]), float(origin[1])
+    H, W = int(object_shape[0]), int(object_shape[1])
+    tol = OFF_OBJECT_TOLERANCE_PX
+    if y0 >= r0 - tol and x0 >= c0 - tol and y1 <= r0 + H + tol and x1 <= c0 + W + tol:
+        return
+    raise ConfigError(f"{where} is invalid: its xcoords/ycoords put test windows ({N}×{N} px) off the object: "
+                      f"they span x {x0:g}..{x1:g}, y {y0:g}..{y1:g} px, but {what} ({H}×{W}) covers x "
+                      f"{c0:g}..{c0 + W:g}, y {r0:g}..{r0 + H:g}; fix: give xcoords/ycoords as window centres in "
+                      f"{what} pixels (N/2 <= x <= W - N/2, N/2 <= y <= H - N/2)")
+
+
+def check_npz_scan_on_object(path: str, header: dict, key: str = "data.test_path") -> None:
+    """:func:`check_scan_on_object` for a contract NPZ file that has an ``objectGuess``, reading only
+    ``xcoords``/``ycoords`` and the header (``header``: :func:`ptycho_exp.data.npz.contract_header`)."""
+    arrays = header["arrays"]
+    if "objectGuess" not in arrays:
+        return
+    import zipfile
+
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            positions = np.stack([np.asarray(z["ycoords"], np.float64), np.asarray(z["xcoords"], np.float64)],
+                                 axis=1)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return  # a damaged member: the loader names it when the job reads the data
+    check_scan_on_object(positions, int(header["N"]), arrays["objectGuess"][0], f"{key}={str(path)!r}")
 
 
 # --------------------------------------------------------------------------- the device

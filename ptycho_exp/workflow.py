@@ -136,15 +136,10 @@ def cached_engine_result(cfg: Any, scan: Any, job_dir: Path, settings: dict, kin
 
 
 def reference_settings(cfg: Any) -> dict:
-    """Settings of the iterative reference reconstruction (PtyLab on the CPU; independent of the arm)."""
-    from ptycho_exp.config import ConfigError
-
+    """Settings of the iterative reference reconstruction (PtyLab on the CPU; independent of the arm;
+    ``eval.reference_algorithm`` and ``eval.reference_iterations`` are range-checked by :mod:`ptycho_exp.validate`)."""
     algorithm = str(cfg.eval.reference_algorithm)
     iterations = int(cfg.eval.reference_iterations)
-    if algorithm.lower() not in ("epie", "mpie"):
-        raise ConfigError(f"eval.reference_algorithm={algorithm!r} is invalid: choose ePIE or mPIE (PtyLab)")
-    if iterations <= 0:
-        raise ConfigError(f"eval.reference_iterations={iterations} is invalid: must be > 0 (default 300)")
     return {"engine": "ptylab", "algorithm": algorithm, "iterations": iterations, "beta_object": 0.25,
             "beta_probe": 0.25, "probe_refine": True, "seed": 0}
 
@@ -201,7 +196,7 @@ def reference_object(cfg: Any, scan: Any, job_dir: Path) -> tuple[np.ndarray, st
         raise ReferenceFailed(f"iterative reference failed: {failure} ({scored_against_label(settings)}; "
                               "fix: choose a stable eval.reference_algorithm (ePIE) or fewer "
                               "eval.reference_iterations, or score against ground truth)")
-    from ptycho_exp.data.datasets import check_scan_on_object
+    from ptycho_exp.validate import check_scan_on_object
 
     check_scan_on_object(scan.positions, scan.N, res.object.shape, _test_data_name(cfg), origin=res.origin,
                          what=f"the iterative reference ({scored_against_label(settings)})")
@@ -240,7 +235,7 @@ def check_test_scan_on_object(cfg: Any, ds: Any) -> None:
     scan = ds.test_scan
     if scan.object is None:
         return
-    from ptycho_exp.data.datasets import check_scan_on_object
+    from ptycho_exp.validate import check_scan_on_object
 
     used = np.unique(ds.test.groups.ravel())
     check_scan_on_object(scan.positions[used], scan.N, scan.object.shape, _test_data_name(cfg))
@@ -270,6 +265,7 @@ def check_ground_truth_for_training(cfg: Any, ds: Any) -> None:
     where = (f"data.train_path={cfg.data.train_path!r} has neither objectGuess nor Y"
              if cfg.data.kind == "npz" else "the training data has no ground truth")
     raise ConfigError(f"model=baseline needs ground truth to train on (supervised): {where}. Fix: use "
+                      "data.labels=iterative (labels from a PtyLab reconstruction of the training scan), "
                       "model=pinn (unsupervised) or an iterative arm (model=ptylab) for data without ground "
                       "truth, or add objectGuess (H, W complex64) or Y (M, N, N complex64) to the file")
 
@@ -300,6 +296,12 @@ def run_science(cfg: Any, job_dir: Path) -> dict:
                         need_train=cfg.model.name in NETWORK_MODELS)
     timings["data_s"] = time.time() - t0
     test_scan, test = ds.test_scan, ds.test
+    if cfg.model.name == "baseline" and str(cfg.data.labels) == "iterative":  # labels: PtyLab on the training scan
+        from ptycho_exp.data.datasets import attach_labels
+
+        res, _ = cached_engine_result(cfg, ds.train_scan, job_dir, reference_settings(cfg), "labels")
+        label = f"iterative:ptylab-{cfg.eval.reference_algorithm}-{cfg.eval.reference_iterations}"
+        attach_labels(ds, _object_in_scan_frame(res, ds.train_scan), label)
     check_ground_truth_for_training(cfg, ds)
     check_test_scan_on_object(cfg, ds)  # a scan off the object scores zeros against zeros: refuse it
     t0 = time.time()
@@ -312,11 +314,15 @@ def run_science(cfg: Any, job_dir: Path) -> dict:
     positions = test.positions.reshape(-1, 2)
     if cfg.model.name in NETWORK_MODELS:
         from ptycho_exp.models.fit import fit_network, predict_patches, release_tf
+        from ptycho_exp.models.pinn import probe_scaling_mode
 
         _drop_unused_arrays(cfg, ds)
-        fit = fit_network(cfg.model, cfg.train, ds.train, test_scan.probe, float(cfg.data.nphotons), job_dir,
+        fit = fit_network(cfg.model, cfg.train, ds.train, ds.probe, ds.counts_per_pattern, job_dir,
                           seed=int(cfg.seed), threads=_threads(cfg), backup_dir=training_backup_dir(cfg, job_dir),
-                          grouping=str(cfg.data.grouping))
+                          grouping=str(cfg.data.grouping),
+                          probe_scaling=probe_scaling_mode(str(cfg.model.probe_scaling), str(cfg.data.kind)))
+        if fit.scaling:
+            out["data"]["scaling"] = fit.scaling
         timings["train_s"] = fit.train_seconds
         t1 = time.time()
         pred = predict_patches(fit.model, test.diffraction, fit.norm_factor, batch_size=cfg.eval.batch_size,

@@ -398,7 +398,7 @@ def test_metric_directions_have_one_home():
 
 def test_scan_off_the_object_is_refused(tmp_path):
     from ptycho_exp.config import ConfigError
-    from ptycho_exp.data.datasets import check_npz_scan_on_object, check_scan_on_object, window_extent
+    from ptycho_exp.validate import check_npz_scan_on_object, check_scan_on_object, window_extent
     from ptycho_exp.data.npz import contract_header
 
     pos = _grid(16, 112, 16)  # 32 px windows on a 128 px object: edge to edge

@@ -8,13 +8,15 @@ Sampling rules
 - Several training objects (``data.n_train_objects``): their scans are laid side by side, each
   object's positions moved right by the widths before it plus a gap of N px, so no group spans two
   objects; the ``n_train`` centres are drawn over all positions of all objects.
+- ``data.train_on=test``: the training samples are drawn from the test scan itself (self-supervised,
+  the way an iterative solver works on the scan it reconstructs); no training file or scan is needed.
 - Test: every test position is a centre (so each belongs to at least one group), or ``n_test``
   centres drawn with ``np.random.default_rng(data.test_seed)`` so every arm and seed sees the same
   subset; the groups' neighbour choices use that same generator.
 """
 from __future__ import annotations
 
-import zipfile
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,16 +35,30 @@ from ptycho_exp.physics.scan import (
     scan_summary,
 )
 
+log = logging.getLogger("ptycho_exp.data")
+
+# simulator settings that file data (data=npz) does not use: the record names them instead of their values
+SIMULATION_KEYS = ("object", "object_phase", "object_size", "nphotons", "noise", "n_train_objects", "probe",
+                   "probe_path", "probe_scale", "probe_defocus", "scan", "train_stride", "test_stride",
+                   "n_random_positions", "jitter", "train_seed")
+
 
 @dataclass
 class Datasets:
-    """Everything a job needs from the data: samples for the networks and the scans behind them."""
+    """Everything a job needs from the data: samples for the networks and the scans behind them.
+
+    ``probe`` is the probe of the scan the networks train on (the training file's for data=npz) and
+    ``counts_per_pattern`` that scan's mean photon counts per pattern (the PINN's intensity scale:
+    ``data.nphotons`` for simulated data, measured from the file for data=npz); both None without training.
+    """
 
     train: Samples | None
     test: Samples
     train_scan: ScanData | None
     test_scan: ScanData
     info: dict = field(default_factory=dict)
+    probe: np.ndarray | None = None
+    counts_per_pattern: float | None = None
 
 
 def side_by_side(scans: list[ScanData], gap: int) -> ScanData:
@@ -149,77 +165,65 @@ def heldout_groups(scan: ScanData, n_test: int | None, gridsize: int, k: int, te
     return make_groups(scan, centres, gridsize, k, rng, grouping)
 
 
-def _photon_stats(scan: ScanData) -> dict:
+def counts_per_pattern(scan: ScanData) -> tuple[float, str]:
+    """Mean photon counts per pattern of a scan, and where the number comes from.
+
+    ``photon_scale**2 * mean sum X**2`` when the scan records its ``photon_scale`` (simulated data and
+    files written by ptycho_exp), else ``mean sum X**2``: the amplitudes are taken as ``sqrt(counts)``.
+    """
+    energy = mean_pattern_energy(scan.diffraction)
+    scale = scan.meta.get("photon_scale")
+    if isinstance(scale, (int, float)) and scale > 0:
+        return float(scale) ** 2 * energy, "photon_scale**2 * sum X**2 (photon_scale recorded with the data)"
+    return energy, "sum X**2 (amplitudes taken as sqrt(counts))"
+
+
+def _photon_stats(scan: ScanData, from_file: bool = False) -> dict:
     energy = mean_pattern_energy(scan.diffraction)
     stats = {"mean_pattern_energy": energy,
              "normalisation_factor": normalisation_factor(scan.diffraction, scan.N) if energy > 0 else None}
+    if "photon_scale" in scan.meta or from_file:
+        stats["mean_counts_per_pattern"], stats["counts_source"] = counts_per_pattern(scan)
     if "photon_scale" in scan.meta:
-        stats["mean_counts_per_pattern"] = float(scan.meta["photon_scale"]) ** 2 * energy
+        # a file's own record of how it was simulated (not this job's data.* settings)
         stats["nphotons"] = scan.meta.get("nphotons")
         stats["noise"] = scan.meta.get("noise")
     return stats
 
 
-# A test window may stick out of the object by this much (px): sub-pixel positions at the edge.
-OFF_OBJECT_TOLERANCE_PX = 1.0
+def file_record(path: str) -> dict:
+    """Path and SHA-256 of a data file, for result.json."""
+    import os
+
+    from ptycho_exp.data.cache import _file_sha256
+
+    return {"path": os.path.abspath(path), "sha256": _file_sha256(path)}
 
 
-def window_extent(positions: np.ndarray, N: int) -> tuple[float, float, float, float]:
-    """``(y0, y1, x0, x1)``: the object coordinates spanned by the N×N windows centred at ``positions``.
+def _array_sha256(a: np.ndarray) -> str:
+    import hashlib
 
-    A window centred at ``(y, x)`` covers ``[y - N/2, y + N/2)`` × ``[x - N/2, x + N/2)``.
-    """
-    pos = np.asarray(positions, dtype=np.float64).reshape(-1, 2)
-    h = N / 2.0
-    return (float(pos[:, 0].min() - h), float(pos[:, 0].max() + h),
-            float(pos[:, 1].min() - h), float(pos[:, 1].max() + h))
+    a = np.ascontiguousarray(a)
+    return hashlib.sha256(f"{a.dtype.str}{a.shape}".encode() + a.tobytes()).hexdigest()
 
 
-def check_scan_on_object(positions: np.ndarray, N: int, object_shape: tuple, where: str,
-                         origin: tuple = (0.0, 0.0), what: str = "objectGuess") -> None:
-    """Raise :class:`ConfigError` when a test window is not on the object it is scored against.
+def attach_labels(ds: Datasets, obj: np.ndarray, label: str) -> None:
+    """Use ``obj`` as the ground truth of the training samples (``data.labels=iterative``), in place.
 
     Parameters
     ----------
-    positions : (M, 2) [y, x] window centres (scan coordinates)
-    N : window side (px)
-    object_shape : (H, W) of the object (ground truth or iterative reference)
-    where : what to name in the message, e.g. ``"data.test_path='/d/test.npz'"``
-    origin : scan coordinate of the object's pixel (0, 0)
-    what : the object's name in the message
-
-    Every window must lie within the object, up to :data:`OFF_OBJECT_TOLERANCE_PX`. A window off
-    the object would be scored against pixels that are not there (zeros), which can look perfect.
-    Non-finite coordinates are left to the loader's value checks.
+    ds : Datasets with ``train`` and ``train_scan``
+    obj : (H, W) complex object in the training scan's coordinates (e.g. an iterative reconstruction of
+        the training scan placed with its origin at (0, 0))
+    label : what the labels are, recorded as ``ds.info["labels"]``
     """
-    pos = np.asarray(positions, dtype=np.float64).reshape(-1, 2)
-    if pos.size == 0 or not np.all(np.isfinite(pos)):
-        return
-    y0, y1, x0, x1 = window_extent(pos, N)
-    r0, c0 = float(origin[0]), float(origin[1])
-    H, W = int(object_shape[0]), int(object_shape[1])
-    tol = OFF_OBJECT_TOLERANCE_PX
-    if y0 >= r0 - tol and x0 >= c0 - tol and y1 <= r0 + H + tol and x1 <= c0 + W + tol:
-        return
-    raise ConfigError(f"{where} is invalid: its xcoords/ycoords put test windows ({N}×{N} px) off the object: "
-                      f"they span x {x0:g}..{x1:g}, y {y0:g}..{y1:g} px, but {what} ({H}×{W}) covers x "
-                      f"{c0:g}..{c0 + W:g}, y {r0:g}..{r0 + H:g}; fix: give xcoords/ycoords as window centres in "
-                      f"{what} pixels (N/2 <= x <= W - N/2, N/2 <= y <= H - N/2)")
-
-
-def check_npz_scan_on_object(path: str, header: Mapping[str, Any], key: str = "data.test_path") -> None:
-    """:func:`check_scan_on_object` for a contract NPZ file that has an ``objectGuess``, reading only
-    ``xcoords``/``ycoords`` and the header (``header``: :func:`ptycho_exp.data.npz.contract_header`)."""
-    arrays = header["arrays"]
-    if "objectGuess" not in arrays:
-        return
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            positions = np.stack([np.asarray(z["ycoords"], np.float64), np.asarray(z["xcoords"], np.float64)],
-                                 axis=1)
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-        return  # a damaged member: the loader names it when the job reads the data
-    check_scan_on_object(positions, int(header["N"]), arrays["objectGuess"][0], f"{key}={str(path)!r}")
+    if ds.train is None or ds.train_scan is None:
+        raise ValueError("attach_labels needs the training samples and the training scan")
+    n, C = ds.train.groups.shape
+    N = ds.train_scan.N
+    patches = extract_patches(obj, ds.train.positions.reshape(-1, 2), N).reshape(n, C, N, N)
+    ds.train.patches = np.ascontiguousarray(np.moveaxis(patches, 1, -1), dtype=np.complex64)
+    ds.info["labels"] = label
 
 
 def _load_npz_scan(path: str, N: int, key: str) -> ScanData:
@@ -232,11 +236,11 @@ def _load_npz_scan(path: str, N: int, key: str) -> ScanData:
     return ensure_ground_truth_patches(scan)
 
 
-def _split_info(scan: ScanData, samples: Samples) -> dict:
+def _split_info(scan: ScanData, samples: Samples, from_file: bool = False) -> dict:
     """Summary of one split for ``result.json``: counts, photon statistics and the sampled scan's geometry."""
     summary = scan_summary(scan.positions, scan.N, subset=samples.groups, beam_diameter=probe_diameter(scan.probe))
     return {"n_positions": scan.n_positions, "n_objects": int(scan.meta.get("n_objects", 1)),
-            "n_samples": samples.n, "photons": _photon_stats(scan), "scan": summary}
+            "n_samples": samples.n, "photons": _photon_stats(scan, from_file), "scan": summary}
 
 
 def build_datasets(data_cfg: DataConfig | Mapping[str, Any], seed: int, cache_dir,
@@ -252,19 +256,23 @@ def build_datasets(data_cfg: DataConfig | Mapping[str, Any], seed: int, cache_di
 
     Returns
     -------
-    Datasets; ``info`` holds per split the cache ``hit``/``key`` (simulated), position and sample
-    counts, photon statistics and scan geometry, plus ``spatially_local`` and ``has_ground_truth``.
+    Datasets; ``info`` holds per split the cache ``hit``/``key`` (simulated) or the file's path and
+    SHA-256 (``file``, data=npz), position and sample counts, photon statistics and scan geometry, plus
+    ``spatially_local``, ``has_ground_truth``, ``trained_on`` ("training scan" | "test scan"), ``probe``
+    (where the training probe comes from) and, for data=npz, ``unused_settings`` (the data.* simulator
+    keys that file data ignores, named instead of recorded as if they had been used).
     """
     from ptycho_exp.data.simulate import resolve_data_fields
 
     f = resolve_data_fields(data_cfg)
     g, k = f["gridsize"], f["k_neighbors"]
+    on_test = str(f.get("train_on", "train")) == "test"
     info: dict = {"kind": f["kind"], "gridsize": g}
     train_scan: ScanData | None = None
     if f["kind"] == "simulate":
         from ptycho_exp.data.cache import load_or_simulate
 
-        if need_train:
+        if need_train and not on_test:
             loaded = [load_or_simulate(cache_dir, f, "train", i) for i in range(f["n_train_objects"])]
             train_scan = side_by_side([scan for scan, _, _ in loaded], gap=f["N"])
             info["train_cache"] = {"hit": all(hit for _, hit, _ in loaded), "key": loaded[0][2]}
@@ -273,22 +281,47 @@ def build_datasets(data_cfg: DataConfig | Mapping[str, Any], seed: int, cache_di
         test_scan, hit, key = load_or_simulate(cache_dir, f, "test")
         info["test_cache"] = {"hit": hit, "key": key}
     elif f["kind"] == "npz":
-        if need_train:
+        if need_train and not on_test:
             if not f["train_path"]:
-                raise ConfigError("data.train_path=None is invalid: data=npz needs data.train_path=/path/to/file.npz")
+                raise ConfigError("data.train_path=None is invalid: data=npz needs data.train_path=/path/to/file.npz "
+                                  "(or data.train_on=test to train the PINN on the test scan itself)")
             train_scan = _load_npz_scan(f["train_path"], f["N"], "data.train_path")
         if not f["test_path"]:
             raise ConfigError("data.test_path=None is invalid: data=npz needs data.test_path=/path/to/file.npz")
         test_scan = _load_npz_scan(f["test_path"], f["N"], "data.test_path")
     else:
         raise ConfigError(f"data.kind={f['kind']!r} is invalid: choose simulate or npz")
+    from_file = f["kind"] == "npz"
+    if need_train and on_test:
+        if f["n_train"] > test_scan.n_positions:
+            raise ConfigError(f"data.n_train={f['n_train']} is invalid with data.train_on=test: the test scan has "
+                              f"only {test_scan.n_positions} positions; use data.n_train<={test_scan.n_positions}")
+        train_scan = test_scan
+        log.info("data.train_on=test: training on the test scan itself (self-supervised, %d positions)",
+                 test_scan.n_positions)
 
     train = None
     if train_scan is not None:
         train = make_samples(train_scan, training_groups(train_scan, f["n_train"], g, k, seed, f["grouping"]))
-        info["train"] = _split_info(train_scan, train)
+        info["train"] = _split_info(train_scan, train, from_file)
+        info["trained_on"] = "test scan" if on_test else "training scan"
     test = make_samples(test_scan, heldout_groups(test_scan, f["n_test"], g, k, f["test_seed"], f["grouping"]))
-    info["test"] = _split_info(test_scan, test)
+    info["test"] = _split_info(test_scan, test, from_file)
     info["spatially_local"] = bool(any(info[s]["scan"]["spatially_local"] for s in ("train", "test") if s in info))
     info["has_ground_truth"] = bool(test_scan.patches is not None or test_scan.object is not None)
-    return Datasets(train=train, test=test, train_scan=train_scan, test_scan=test_scan, info=info)
+    probe_scan = train_scan if train_scan is not None else test_scan
+    if from_file:
+        info["test"]["file"] = file_record(f["test_path"])
+        if train_scan is not None:
+            info["train"]["file"] = info["test"]["file"] if on_test else file_record(f["train_path"])
+        probe_path = f["test_path"] if (on_test or train_scan is None) else f["train_path"]
+        info["probe"] = {"source": f"file:{probe_path}", "sha256": _array_sha256(probe_scan.probe)}
+        info["unused_settings"] = [f"data.{key}" for key in SIMULATION_KEYS]
+    else:
+        info["probe"] = {"source": f"simulated:{f['probe']}" + (f":{f['probe_path']}" if f["probe"] == "file" else ""),
+                         "sha256": _array_sha256(probe_scan.probe)}
+    counts = None
+    if train_scan is not None:
+        counts = counts_per_pattern(train_scan)[0] if from_file else float(f["nphotons"])
+    return Datasets(train=train, test=test, train_scan=train_scan, test_scan=test_scan, info=info,
+                    probe=None if train_scan is None else train_scan.probe, counts_per_pattern=counts)

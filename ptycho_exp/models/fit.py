@@ -43,7 +43,8 @@ class FitResult:
     (the weights are those of the best epoch); ``schedule`` the learning-rate schedule, its warm-up
     steps and the patience in epochs as applied (:func:`patience_in_epochs`); ``train_patterns_per_s``
     counts diffraction patterns (samples x C) per second of ``train_seconds`` (wall time of ``fit``, validation and
-    the first epoch's tracing included).
+    the first epoch's tracing included); ``scaling`` (PINN) how the probe was scaled to the normalised
+    patterns (:func:`ptycho_exp.models.pinn.scale_probe`) and the counts per pattern the intensity scale used.
     """
 
     model: Any
@@ -58,6 +59,7 @@ class FitResult:
     device: str = "CPU"
     onednn: bool | None = None
     schedule: dict = field(default_factory=dict)
+    scaling: dict = field(default_factory=dict)
 
 
 def compute_norm_factor(diffraction: np.ndarray) -> float:
@@ -354,7 +356,7 @@ def training_callbacks(train_cfg: Any, out_dir: Path, verbose: int, name: str, s
 
 def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray, nphotons: float,
                 out_dir: Path, seed: int, threads: tuple[int, int] = (0, 0),
-                backup_dir: Path | None = None, grouping: str = "knn") -> FitResult:
+                backup_dir: Path | None = None, grouping: str = "knn", probe_scaling: str = "fit") -> FitResult:
     """Train the PINN or the baseline on ``samples`` and write its outputs to ``out_dir``.
 
     Parameters
@@ -369,7 +371,7 @@ def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray,
     probe : np.ndarray
         (N, N) complex probe (PINN only).
     nphotons : float
-        Mean counts per pattern (PINN's intensity scale).
+        Mean counts per pattern of the training data (PINN's intensity scale).
     out_dir : Path
         Gets ``history.csv``, ``loss.png``, ``tensorboard/`` (if enabled) and ``model/``
         (``model.keras`` + ``norm.json``, if ``save_model``).
@@ -385,6 +387,11 @@ def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray,
     grouping : str
         How the samples' groups were formed (``data.grouping``: knn | block); saved with the model,
         with the neighbour step, so ``ptycho-exp predict`` groups a new scan the same way.
+    probe_scaling : str
+        PINN: ``fit`` scales ``probe`` to the normalised patterns in closed form (any overall scale of the
+        supplied probe gives the same model), ``off`` uses it as given (see
+        :func:`ptycho_exp.models.pinn.scale_probe`; ``model.probe_scaling`` resolved by
+        :func:`ptycho_exp.models.pinn.probe_scaling_mode`).
 
     Returns
     -------
@@ -427,6 +434,13 @@ def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray,
     ds_train, ds_val = _datasets(x, y, train_idx, val_idx, int(train_cfg.batch_size), seed, scale=norm)
     del x, y  # the pipelines hold the only copies the training needs
 
+    scaling: dict = {}
+    if name == "pinn":
+        from .pinn import object_support, scale_probe
+
+        probe, scaling = scale_probe(probe, object_support(model_cfg, N), probe_scaling,
+                                     data_energy=(N / 2) ** 2 / norm ** 2)
+        scaling["counts_per_pattern"] = float(nphotons)
     policy = precision_policy(str(train_cfg.precision), _on_gpu(), cpu_has_bf16())
     model = _build(model_cfg, N, gridsize, probe, nphotons, policy)
     if name == "pinn":
@@ -478,6 +492,7 @@ def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray,
         meta.update(grouping=str(grouping), neighbour_step=neighbour_step(np.asarray(samples.positions)))
     if name == "pinn":
         meta["intensity_scale"] = final["intensity_scale"]
+        meta["probe_scale_fitted"] = scaling["probe_scale_fitted"]
     if train_cfg.save_model:
         save_network(model.inference_model, out_dir / MODEL_DIR, meta)
     patterns = len(train_idx) * C * epochs_run
@@ -485,7 +500,7 @@ def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray,
                      train_seconds=train_seconds, n_params=model.n_params, final_losses=final,
                      epochs_run=epochs_run, train_patterns_per_s=patterns / max(train_seconds, 1e-9),
                      dtype_policy=policy, schedule=schedule, device=training_device(),
-                     onednn=onednn_enabled())
+                     onednn=onednn_enabled(), scaling=scaling)
 
 
 def save_network(model: Any, model_dir: Path, meta: dict) -> Path:

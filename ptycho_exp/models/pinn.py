@@ -40,6 +40,11 @@ from .layers import (
 
 log = logging.getLogger(__name__)
 
+PROBE_SCALING_MODES = ("auto", "fit", "off")
+# a probe whose power ratio (see :func:`ptycho_exp.physics.probe.probe_power_ratio`) lies outside this band
+# asks the network for an object amplitude far outside what its sigmoid output reaches comfortably
+POWER_RATIO_BAND = (0.1, 10.0)
+
 
 def _pinn_decoder(z, trunk: list[int], c_out: int, name: str, activation, N: int, border_filters: int,
                   probe_big: bool, dtype):
@@ -54,6 +59,81 @@ def _pinn_decoder(z, trunk: list[int], c_out: int, name: str, activation, N: int
         b = activation(f"{name}_border_act")(b)
         c = BorderCombine(N // 2, name=f"{name}_with_border")([c, b])
     return c
+
+
+def object_support(cfg: Any, N: int) -> int:
+    """Side of the central square the PINN's object is defined on: N with ``probe_big``, else N/2."""
+    return N if bool(cfg.probe_big) else N // 2
+
+
+def probe_scaling_mode(mode: str, data_kind: str) -> str:
+    """Resolve ``model.probe_scaling`` for this data: ``auto`` is ``fit`` for file data (``data=npz``: a
+    probe in the file's own units) and ``off`` for simulated data (normalised by SPEC §2, where
+    ``data.probe_scale`` is the knob); ``fit`` and ``off`` are returned as they are."""
+    if mode not in PROBE_SCALING_MODES:
+        raise ValueError(f"model.probe_scaling={mode!r} is invalid: choose {', '.join(PROBE_SCALING_MODES)}")
+    if mode == "auto":
+        return "fit" if data_kind != "simulate" else "off"
+    return mode
+
+
+def scale_probe(probe: np.ndarray, support: int, mode: str,
+                data_energy: float | None = None) -> tuple[np.ndarray, dict]:
+    """The probe the PINN multiplies its object by, scaled to the normalised patterns.
+
+    The normalised patterns have a mean energy of ``(N/2)**2``; by Parseval a uniform object of
+    amplitude ``a`` predicts ``a**2 * sum_support |P|**2``. A probe in arbitrary units (a measured
+    ``probeGuess``) can therefore ask the sigmoid amplitude (<= 1) for any ``a`` at all. With
+    ``mode="fit"`` the probe is multiplied by the closed-form factor
+    :func:`~ptycho_exp.physics.probe.fitted_probe_factor` that gives it the power of the SPEC §2
+    normalised ideal disk on the support (the network then outputs ~0.6-0.7 for an object of amplitude 1,
+    whatever the probe's overall scale); ``"off"`` uses it as given.
+
+    A warning with the ratio is logged when the probe's power lies outside :data:`POWER_RATIO_BAND`:
+    with ``fit``, its power against the data's own mean pattern energy (``data_energy``, in the data's
+    units; about ``1 / mean |O|**2`` for a probe in the data's units, so far from 1 means the probe and
+    the patterns were scaled differently); with ``off``, its power against the normalised patterns (what
+    the network has to make up).
+
+    Parameters
+    ----------
+    probe : (N, N) complex probe as supplied
+    support : side of the object's support (:func:`object_support`)
+    mode : ``fit`` or ``off`` (resolved with :func:`probe_scaling_mode`)
+    data_energy : mean ``sum X**2`` per pattern of the training data as stored (optional)
+
+    Returns
+    -------
+    (probe used, record) where record holds ``mode``, ``power_ratio`` (support power over the normalised
+    patterns' energy, before scaling), ``data_power_ratio`` (probe power over ``data_energy``, or None),
+    ``target_ratio``, ``probe_scale_fitted`` (the factor applied; 1.0 with ``off``) and ``power_ratio_used``.
+    """
+    from ptycho_exp.physics.probe import fitted_probe_factor, probe_power_ratio, reference_power_ratio
+
+    probe = np.asarray(probe, np.complex64)
+    N = probe.shape[-1]
+    ratio = probe_power_ratio(probe, support)
+    target = reference_power_ratio(N, support)
+    data_ratio = None
+    if data_energy is not None and data_energy > 0:
+        data_ratio = probe_power_ratio(probe) * (N / 2.0) ** 2 / float(data_energy)
+    factor = fitted_probe_factor(probe, support) if mode == "fit" else 1.0
+    lo, hi = POWER_RATIO_BAND
+    if mode == "fit" and data_ratio is not None and not lo <= data_ratio <= hi:
+        log.warning("probe power / mean pattern energy of the data = %.3g (outside [%g, %g]): the probe and the "
+                    "patterns are not in the same units; the probe is rescaled by %.4g to the normalised patterns "
+                    "(model.probe_scaling=fit)", data_ratio, lo, hi, factor)
+    elif mode != "fit" and not lo <= ratio <= hi:
+        log.warning("probe power / normalised pattern energy = %.3g (outside [%g, %g]; %.3g for the normalised "
+                    "ideal disk): the network would need an object amplitude of %.3g; the probe is used as given "
+                    "(model.probe_scaling=off): set model.probe_scaling=fit to rescale it",
+                    ratio, lo, hi, target, 1.0 / np.sqrt(ratio) if ratio > 0 else float("inf"))
+    if mode == "fit" and factor != 1.0:
+        probe = (probe * np.float32(factor)).astype(np.complex64)
+        log.info("probe scaled by %.4g to the normalised patterns (power ratio %.3g -> %.3g)", factor, ratio, target)
+    record = {"mode": mode, "power_ratio": ratio, "data_power_ratio": data_ratio, "target_ratio": target,
+              "probe_scale_fitted": factor, "power_ratio_used": ratio * factor ** 2}
+    return probe, record
 
 
 def _sigmoid(name: str):
@@ -171,7 +251,7 @@ def build_pinn(cfg: Any, N: int, gridsize: int, probe: np.ndarray, nphotons: flo
     scale = int(cfg.n_filters_scale)
     object_big = bool(cfg.object_big)
     probe_big = bool(cfg.probe_big)
-    support = N if probe_big else N // 2
+    support = object_support(cfg, N)
     canvas = 2 * N
     enc = encoder_filters(N, scale)
     trunk = list(reversed(enc[:-1]))

@@ -175,3 +175,60 @@ def make_probe(name: str, N: int, probe_scale: float = 4.0, defocus: float = 0.0
     else:
         raise ValueError(f"unknown probe {name!r}: choose ideal_disk, gaussian, defocused or file")
     return normalise_probe(probe, probe_scale)
+
+
+def probe_power_ratio(probe: np.ndarray, support: int | None = None) -> float:
+    """Power of ``probe`` on the object's support over the normalised patterns' mean energy.
+
+    The networks see patterns normalised to a mean ``sum X**2`` of ``(N/2)**2`` (SPEC §1), and the
+    unitary forward model gives ``sum |X|**2 == sum |P O|**2`` (Parseval), so a patch of uniform
+    amplitude ``a`` predicts patterns of energy ``a**2 * sum_support |P|**2``. The ratio returned here
+    is ``sum_support |P|**2 / (N/2)**2``: the object amplitude the network must output to match the
+    data is ``1 / sqrt(ratio)`` (times the object's relative amplitude).
+
+    Parameters
+    ----------
+    probe : (N, N) complex array
+    support : side of the central square on which the object is defined (default N, the whole patch;
+        the PINN uses N/2 unless its probe_big branch is on)
+
+    Returns
+    -------
+    float (float64 sums); 0 for a probe that is zero on the support
+    """
+    P = np.asarray(probe)
+    N = P.shape[-1]
+    support = N if support is None else int(support)
+    lo = (N - support) // 2
+    inner = P[lo:lo + support, lo:lo + support]
+    power = float(np.sum(np.square(np.abs(inner).astype(np.float64))))
+    return power / (N / 2.0) ** 2
+
+
+def reference_power_ratio(N: int, support: int | None = None, probe_scale: float = 4.0) -> float:
+    """:func:`probe_power_ratio` of the SPEC §2 normalised ideal disk at size ``N``.
+
+    The scale the PINN's sigmoid amplitude is built for: with it, an object of amplitude ~1 is
+    predicted at ~0.6-0.7 (about 2.1 at N=32, 2.5 at N=64, 2.6 at N=128).
+    """
+    return probe_power_ratio(normalise_probe(ideal_disk_probe(int(N)), probe_scale), support)
+
+
+def fitted_probe_factor(probe: np.ndarray, support: int | None = None) -> float:
+    """Factor ``c`` such that ``c * probe`` has the power of the normalised ideal disk on the support.
+
+    ``c = sqrt(reference_power_ratio(N, support) / probe_power_ratio(probe, support))``: the closed-form
+    scale between a probe in arbitrary units and the normalised patterns, exactly 1 for the normalised
+    ideal disk (and for any probe of the same modulus).
+
+    Raises
+    ------
+    ValueError
+        The probe is zero (or not finite) on the support.
+    """
+    P = np.asarray(probe)
+    ratio = probe_power_ratio(P, support)
+    if not (ratio > 0 and np.isfinite(ratio)):
+        raise ValueError(f"the probe has no power on the central {support or P.shape[-1]} px of the patch "
+                         f"(power ratio {ratio}); check that probeGuess is centred and not zero")
+    return float(np.sqrt(reference_power_ratio(P.shape[-1], support) / ratio))
