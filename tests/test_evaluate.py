@@ -557,3 +557,19 @@ def test_implausible_registration_is_rejected_not_a_crash():
     assert g.shape == r.shape == (38, 102)
     g, r, shift = align_to_reference(gt, np.roll(gt, (2, -3), axis=(0, 1)), upsample_factor=10)
     assert shift == pytest.approx((-2.0, 3.0), abs=0.1)
+
+
+def test_an_all_zero_reconstruction_scores_no_better_than_a_flat_image():
+    """angle(0) is 0: a zero reconstruction must not inherit the ground truth's phase."""
+    from scipy.ndimage import gaussian_filter
+
+    from ptycho_exp.evaluate.metrics import compute_metrics
+
+    rng = np.random.default_rng(0)
+    amp = 0.6 + 0.4 * gaussian_filter(rng.normal(size=(96, 96)), 3)
+    gt = amp * np.exp(3j * gaussian_filter(rng.normal(size=(96, 96)), 3))
+    flat = compute_metrics(gt, np.full_like(gt, 0.8))
+    for recon in (np.zeros_like(gt), np.where(rng.random(gt.shape) < 0.5, 0.8 + 0j, 0j)):
+        m = compute_metrics(gt, recon)
+        assert m["phase_ssim"] <= flat["phase_ssim"] + 0.05 and m["phase_pearson"] < 0.2
+        assert m["phase_mae"] >= 0.9 * flat["phase_mae"]

@@ -85,6 +85,7 @@ METRICS: dict[str, bool] = {
     "phase_ssim_ref": True,
     "phase_ms_ssim_ref": True,
 }
+_DARK_FRACTION = 1e-9  # |recon| at or below this fraction of its maximum has no defined phase
 _PSNR_MSE_FLOOR = 1e-20  # relative to data_range**2 -> PSNR <= 200 dB
 
 
@@ -199,6 +200,10 @@ def normalise_pair(gt_complex, recon_complex):
     pred_amp = scale_amplitude(np.abs(r), gt_amp)
     gt_raw = np.angle(g)
     pred_raw = gt_raw + np.angle(align_global_phase(g, r) * np.conj(g))
+    # where the reconstruction is zero its phase is undefined: angle(0) = 0 above would copy the ground
+    # truth's phase there, so those pixels get a flat phase (an all-zero image scores like a flat one)
+    dark = np.abs(r) <= _DARK_FRACTION * (float(np.abs(r).max()) or 1.0)
+    pred_raw = np.where(dark, 0.0, pred_raw)
     return gt_amp, pred_amp, remove_phase_plane(gt_raw), remove_phase_plane(pred_raw)
 
 
