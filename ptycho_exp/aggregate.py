@@ -147,19 +147,47 @@ def _write_outputs(df: "pd.DataFrame", keys: list[str], out_dir: Path, path_list
     _write_csv(fnd.comparisons_frame(comparisons, win_rates), out_dir / FINDINGS_FILE)
 
     figures: list[Path] = []
+    labels: dict[Path, str] = {}
     if plots:
-        from ptycho_exp.report.plots import make_all_plots
-
-        figures = make_all_plots(valid, out_dir / PLOTS_DIR, sweep_dirs=sweep_dirs, **_pareto_args(info, valid))
+        figures, labels = _plots(valid, out_dir / PLOTS_DIR, sweep_dirs, _pareto_args(info, valid))
     now = datetime.now(timezone.utc)
     blocks = summary.summary_blocks(df, results, comparisons, win_rates, info=info, paths=path_list,
                                 generated_at=now, best=best, ensemble=ens, ensemble_note=ens_note,
                                 min_ms_ssim_phase=min_ms_ssim_phase)
     atomic_write_text(out_dir / SUMMARY_FILE, summary.blocks_to_markdown(blocks))
     write_report(out_dir, df=df, results=results, blocks=blocks, figures=figures, ensemble=ens,
-                 title=f"ptycho_exp study: {info['study_name']}", generated_at=now, plots=plots)
+                 title=f"ptycho_exp study: {info['study_name']}", generated_at=now, plots=plots,
+                 figure_labels=labels)
     return summary.terminal_summary(df, comparisons, out_dir, plots=plots, n_figures=len(
-        [f for f in figures if f.suffix in (".png", ".html")]), min_ms_ssim_phase=min_ms_ssim_phase)
+        [f for f in figures if f.suffix in (".png", ".html")]), min_ms_ssim_phase=min_ms_ssim_phase,
+        results=results)
+
+
+def _plots(valid: "pd.DataFrame", plots_dir: Path, sweep_dirs: list[Path],
+           pareto: dict) -> tuple[list[Path], dict[Path, str]]:
+    """The figures, one set per ``scored_against`` value (``plots/`` for a single reference, else
+    ``plots/<reference>/``) so that jobs scored against different references never share a figure; returns
+    them with a label per figure saying what its jobs were scored against."""
+    from ptycho_exp.analysis.findings import reference_label
+    from ptycho_exp.report.plots import make_all_plots
+
+    col = valid["scored_against"].astype(object) if "scored_against" in valid.columns else None
+    refs = col.drop_duplicates().tolist() if col is not None else [None]
+    figures: list[Path] = []
+    labels: dict[Path, str] = {}
+    for ref in refs or [None]:
+        sub = valid if len(refs) <= 1 else valid[col.isna() if ref is None or ref != ref else col == ref]
+        sub.attrs = dict(valid.attrs)
+        where = plots_dir if len(refs) <= 1 else plots_dir / _slug(ref)
+        made = make_all_plots(sub, where, sweep_dirs=sweep_dirs, **pareto)
+        figures += made
+        labels.update({f: f"scored against {reference_label(ref)}" for f in made})
+    return figures, labels
+
+
+def _slug(ref: Any) -> str:
+    text = "not_recorded" if ref is None or ref != ref else str(ref)
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)
 
 
 def _ensemble(valid: "pd.DataFrame", keys: list[str], out_dir: Path,
