@@ -448,3 +448,32 @@ def json_metric(job_dir: Path, name: str) -> float:
     import json
 
     return json.loads((job_dir / "result.json").read_text())["metrics"][name]
+
+
+def test_status_shows_a_running_job_as_running(tmp_path):
+    """A real job (fault=sleep: it sleeps after validation) shows as running while it runs."""
+    import signal
+
+    sweep = tmp_path / "sweep"
+    job = sweep / "0"
+    env = {**os.environ, "PTYCHO_EXP_CACHE": str(tmp_path / "cache"), "CUDA_VISIBLE_DEVICES": "",
+           "TF_CPP_MIN_LOG_LEVEL": "2", "PTYCHO_EXP_FAULT_SLEEP": "300"}
+    proc = subprocess.Popen([sys.executable, "-m", "ptycho_exp", "fault=sleep", f"hydra.run.dir={job}"], cwd=ROOT,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not ((job / ".hydra").is_dir() and (job / "job.log").is_file()):
+            assert proc.poll() is None, "the job ended before it could be seen running"
+            time.sleep(0.5)
+        assert (job / "job.log").is_file(), "the job did not start within 120 s"
+        out = run_cli(["status", str(sweep)], tmp_path, module="ptycho_exp.cli", timeout=120,
+                      env={"COLUMNS": "200"})
+        assert out.returncode == 0, out.stderr
+        assert "done 0  failed 0  running 1  pending 0" in out.stdout, out.stdout
+        assert proc.poll() is None and not (job / "result.json").exists()
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    from ptycho_exp.analysis.status import RUNNING_STALE_S, job_is_running
+
+    assert job_is_running(job) and not job_is_running(job, now=time.time() + RUNNING_STALE_S + 60)  # goes stale
