@@ -141,7 +141,9 @@ window.addEventListener('load', function () { setTimeout(function () {
     var nr = range.getBoundingClientRect();
     out.flags.push({row: Array.prototype.map.call(tr.children, function (c) { return c.textContent; }).slice(0, 2),
                     number: num, badge: b.textContent, w: r.width, h: r.height, visible: s.visibility,
-                    display: s.display, bg: s.backgroundColor, dx: Math.max(0, r.left - nr.right, nr.left - r.right), dy: Math.max(0, r.top - nr.bottom, nr.top - r.bottom)});
+                    display: s.display, bg: s.backgroundColor,
+                    dx: Math.max(0, r.left - nr.right, nr.left - r.right),
+                    dy: Math.max(0, r.top - nr.bottom, nr.top - r.bottom)});
   });
   var key = document.getElementById('key-figures');
   if (key) {

@@ -6,9 +6,9 @@ overrides: a key is a column when its value differs across jobs (``model`` and `
 
 Each row also carries what its scores mean: ``scored_against`` (``ground_truth`` or the iterative reference,
 e.g. ``ptylab:ePIE:300``), ``metrics_valid`` and ``invalid_reason``, ``metrics_version``. Folders written before
-``metrics_version`` 2 scored phase SSIM / MS-SSIM on the reference publication's scale: their values are read
-into ``phase_ssim_ref`` / ``phase_ms_ssim_ref`` and the headline columns stay empty (``df.attrs['legacy_jobs']``
-counts them), so numbers of different meaning are never averaged together. Columns an old folder lacks
+``metrics_version`` 2 (no ``metrics_version`` and no ``phase_ssim_ref``) scored phase SSIM / MS-SSIM on the
+reference publication's scale: their values are read into ``phase_ssim_ref`` / ``phase_ms_ssim_ref`` and the
+headline columns stay empty (``df.attrs['legacy_jobs']`` counts them), so numbers of different meaning are never averaged together. Columns an old folder lacks
 (``null_*``, ``ref_*``, ``scored_against``...) are empty.
 """
 from __future__ import annotations
@@ -194,13 +194,12 @@ def read_job(job_dir: Path) -> dict[str, Any]:
     if result:
         metrics = {str(k): v for k, v in (result.get("metrics") or {}).items()}
         version = result.get("metrics_version")
-        if version is None and status in OK_STATUSES and metrics:
+        # older versions: no metrics_version and no _ref scores (a record with _ref scores is current)
+        if version is None and status in OK_STATUSES and not any(new in metrics for new in LEGACY_RENAMES.values()):
             rec["_legacy"] = any(old in metrics for old in LEGACY_RENAMES)
             for old, new in LEGACY_RENAMES.items():  # the published convention, not the headline scale
-                if old in metrics and new not in metrics:
+                if old in metrics:
                     metrics[new] = metrics.pop(old)
-                else:
-                    metrics.pop(old, None)
         for k, v in metrics.items():
             rec[k] = _number(v)
         sa = result.get("scored_against")

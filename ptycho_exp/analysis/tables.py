@@ -17,6 +17,7 @@ from ptycho_exp.analysis.metricinfo import direction, lower_is_better, null_colu
 from ptycho_exp.analysis.status import is_optuna_sweep, read_multirun, sweep_directions
 
 if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
     import pandas as pd
 
 __all__ = ["mark_valid", "valid_rows", "group_keys", "results_table", "best_params", "study_info"]
