@@ -8,8 +8,8 @@ Each row also carries what its scores mean: ``scored_against`` (``ground_truth``
 e.g. ``ptylab:ePIE:300``), ``metrics_valid`` and ``invalid_reason``, ``metrics_version``. Folders written before
 ``metrics_version`` 2 (no ``metrics_version`` and no ``phase_ssim_ref``) scored phase SSIM / MS-SSIM on the
 reference publication's scale: their values are read into ``phase_ssim_ref`` / ``phase_ms_ssim_ref`` and the
-headline columns stay empty (``df.attrs['legacy_jobs']`` counts them), so numbers of different meaning are never averaged together. Columns an old folder lacks
-(``null_*``, ``ref_*``, ``scored_against``...) are empty.
+headline columns stay empty (``df.attrs['legacy_jobs']`` counts them), so numbers of different meaning are
+never averaged together. Columns an old folder lacks (``null_*``, ``ref_*``, ``scored_against``...) are empty.
 """
 from __future__ import annotations
 
