@@ -413,6 +413,8 @@ def test_jobs_scored_against_different_references_are_never_pooled(tmp_path):
     html = (out / "report.html").read_text()
     assert 'class="scored-against">scored against ground truth<' in html
     assert 'class="scored-against">scored against ptylab ePIE, 300 iterations' in html
+    live = write_live_report(sweep).read_text()  # the live page keeps the references apart too
+    assert "<th>scored against</th>" in live and live.count("<td>pinn</td>") == 2
 
 
 def test_old_result_folders_aggregate_with_the_new_columns_empty(tmp_path):

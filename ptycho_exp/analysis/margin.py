@@ -14,8 +14,8 @@ Rule for "beats null by a clear margin" (one group = one model at one value of t
 
 A group failing either is flagged: "no better than a flat image" when its mean margin is <= 0, else "not
 clearly better than a flat image". Metrics with no threshold here (FRC, MAE, ...) get the margin and its
-interval but no verdict. The findings and the report flag the :data:`~ptycho_exp.analysis.metricinfo.HEADLINE_METRICS`
-(``amp_ssim``, ``phase_ssim``).
+no verdict (and, in results.csv, no interval). The findings and the report flag the
+:data:`~ptycho_exp.analysis.metricinfo.HEADLINE_METRICS` (``amp_ssim``, ``phase_ssim``).
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def min_margin(metric: str) -> float | None:
 
 
 def margin_stats(values: np.ndarray, nulls: np.ndarray, metric: str, rng: np.random.Generator | None = None,
-                 n_boot: int = N_BOOT) -> dict[str, Any]:
+                 n_boot: int = N_BOOT, interval: bool = True) -> dict[str, Any]:
     """Null mean, mean margin, its bootstrap interval and the verdict for one group.
 
     Parameters
@@ -55,6 +55,8 @@ def margin_stats(values: np.ndarray, nulls: np.ndarray, metric: str, rng: np.ran
         The jobs' scores and their own null scores (pairs with a non-finite member are dropped).
     metric : str
         The metric (direction and threshold).
+    interval : bool
+        Compute the bootstrap interval (the verdict uses it; skipped for speed where no verdict is given).
 
     Returns
     -------
@@ -73,7 +75,7 @@ def margin_stats(values: np.ndarray, nulls: np.ndarray, metric: str, rng: np.ran
     d = (v - n) if higher_is_better(metric) else (n - v)
     out["null_mean"] = float(n.mean())
     out["margin"] = float(d.mean())
-    if len(d) >= MIN_BOOT:
+    if interval and len(d) >= MIN_BOOT:
         rng = rng if rng is not None else np.random.default_rng(BOOT_SEED)
         means = d[rng.integers(0, len(d), (n_boot, len(d)))].mean(axis=1)
         lo, hi = np.percentile(means, [2.5, 97.5])

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from ptycho_exp.analysis.collect import FINISHED_STATUSES, OK_STATUSES, metric_columns, swept_parameters
-from ptycho_exp.analysis.margin import BOOT_SEED, MARGIN_COLUMNS, margin_stats
+from ptycho_exp.analysis.margin import BOOT_SEED, MARGIN_COLUMNS, margin_stats, min_margin
 from ptycho_exp.analysis.metricinfo import direction, lower_is_better, null_column
 from ptycho_exp.analysis.status import is_optuna_sweep, read_multirun, sweep_directions
 
@@ -163,24 +163,32 @@ def _add_margins(out: "pd.DataFrame", df: "pd.DataFrame", gid: "np.ndarray", met
     import numpy as np
     import pandas as pd
 
-    cols = {c: [float("nan")] * len(out) for c in MARGIN_COLUMNS}
-    cols["beats_null"] = [None] * len(out)
-    gids = out["_gid"].to_numpy() if "_gid" in out.columns else None
-    rows_of = {g: np.flatnonzero((gid == g) & valid) for g in np.unique(gid)}
-    for i, (g, metric) in enumerate(zip(gids, out["metric"])):
-        ncol = null_column(metric)
-        if ncol not in df.columns:
-            continue
-        idx = rows_of.get(g, np.array([], int))
-        if not len(idx):
-            continue
-        v = pd.to_numeric(df[metric].iloc[idx], errors="coerce").to_numpy(float)
-        n = pd.to_numeric(df[ncol].iloc[idx], errors="coerce").to_numpy(float)
-        st = margin_stats(v, n, metric, rng=np.random.default_rng([BOOT_SEED, int(g)]))
-        for c in MARGIN_COLUMNS:
-            cols[c][i] = st[c]
-    for c in MARGIN_COLUMNS:
-        out[c] = pd.Series(cols[c], index=out.index, dtype=object if c == "beats_null" else float)
+    n_out = len(out)
+    cols = {c: np.full(n_out, np.nan) for c in MARGIN_COLUMNS if c != "beats_null"}
+    beats: list[Any] = [None] * n_out
+    with_null = [m for m in metrics if null_column(m) in df.columns]
+    if with_null:
+        vals = df[with_null].apply(pd.to_numeric, errors="coerce").to_numpy(float)
+        nulls = df[[null_column(m) for m in with_null]].apply(pd.to_numeric, errors="coerce").to_numpy(float)
+        order = np.argsort(gid, kind="stable")
+        order = order[valid[order]]
+        bounds = np.searchsorted(gid[order], np.arange(int(gid.max()) + 2 if len(gid) else 1))
+        col_of = {m: k for k, m in enumerate(with_null)}
+        for i, (g, metric) in enumerate(zip(out["_gid"].to_numpy(), out["metric"])):
+            k = col_of.get(metric)
+            if k is None:
+                continue
+            idx = order[bounds[g]:bounds[g + 1]]
+            if not len(idx):
+                continue
+            st = margin_stats(vals[idx, k], nulls[idx, k], metric, rng=np.random.default_rng([BOOT_SEED, int(g)]),
+                              interval=min_margin(metric) is not None)
+            for c in cols:
+                cols[c][i] = st[c]
+            beats[i] = st["beats_null"]
+    for c, v in cols.items():
+        out[c] = v
+    out["beats_null"] = pd.Series(beats, index=out.index, dtype=object)
     out.drop(columns=["_gid"], inplace=True, errors="ignore")
 
 

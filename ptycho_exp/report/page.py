@@ -380,15 +380,18 @@ def _mean_std(vals: list[float]) -> tuple[float, float]:
 
 
 def live_metric_rows(records: Sequence[dict], metrics: Sequence[str] = LIVE_METRICS) -> tuple[list[str], list[list]]:
-    """Per (model, varying overrides) group of done jobs: mean ± std (n) of each metric; no pandas."""
+    """Per (model, scored_against when several, varying overrides) group of done jobs with valid scores:
+    mean ± std (n) of each metric; no pandas."""
     from ptycho_exp.analysis.collect import OK_STATUSES
     from ptycho_exp.models.registry import is_iterative
 
-    done = [r for r in records if r["status"] in OK_STATUSES]
+    done = [r for r in records if r["status"] in OK_STATUSES and r.get("metrics_valid") is not False]
     keys = _varying_keys([r for r in records])
+    refs = {str(r.get("scored_against")) for r in done}
+    by_ref = len(refs) > 1  # jobs scored against different references are never pooled
     groups: dict[tuple, list[dict]] = {}
     for r in done:
-        k = (r["model"],) + tuple(
+        k = (r["model"],) + ((str(r.get("scored_against")),) if by_ref else ()) + tuple(
             "n/a" if (k_ == "data.n_train" and is_iterative(r["model"])) else r["_overrides"].get(k_)
             for k_ in keys)
         groups.setdefault(k, []).append(r)
@@ -401,7 +404,7 @@ def live_metric_rows(records: Sequence[dict], metrics: Sequence[str] = LIVE_METR
             mean, sd = _mean_std(vals)
             line.append(f"{_fmt(mean)} ± {_fmt(sd)} ({len(vals)})" if vals else "n/a")
         rows.append(line)
-    return ["model", *keys, "done", *metrics], rows
+    return ["model", *(["scored against"] if by_ref else []), *keys, "done", *metrics], rows
 
 
 def write_live_report(sweep_dir: Path | str, refresh_s: int = 30) -> Path:
