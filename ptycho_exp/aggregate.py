@@ -4,9 +4,12 @@
 never a directory-name pattern) and writes into ``out_dir``:
 
 * ``raw_results_all_trials.csv`` (+ ``.columns.json`` naming the parameter columns): one row per job,
-* ``results.csv``: one row per (model, swept-parameter group, metric) with n, n_ok, n_failed, n_unfinished,
-  n_excluded, n_nan, n_valid, mean, median, std, p25, p75 (failed / unfinished / filtered / NaN values are
-  excluded from the statistics and counted),
+* ``results.csv``: one row per (model, ``scored_against``, swept-parameter group, metric) with n, n_ok,
+  n_failed, n_unfinished, n_invalid, n_excluded, n_nan, n_valid, mean, median, std, p25, p75 (failed /
+  unfinished / invalid-score / filtered / NaN values are excluded from the statistics and counted) and the
+  margin over the null (flat-image) reconstruction: null_mean, margin, margin_ci_lo, margin_ci_hi, beats_null
+  (:mod:`ptycho_exp.analysis.margin`). Jobs scored against different references are never pooled; each
+  reference gets its own figures (``plots/<reference>/`` when there are several), labelled in the report,
 * ``plots/`` (PNG 300 dpi + SVG, plotly HTML for 3-D grids), ``best_params.yaml``, ``findings.csv``,
   optionally ``ensemble.csv``, then ``STUDY_SUMMARY.md`` and ``report.html``.
 
