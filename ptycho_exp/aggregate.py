@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ptycho_exp.analysis.collect import NoJobsFound, collect_jobs, param_columns
+from ptycho_exp.analysis.status import mark_running
 from ptycho_exp.analysis.tables import best_params, group_keys, mark_valid, results_table, study_info, valid_rows
 from ptycho_exp.files import (
     BEST_FILE,
@@ -107,7 +108,7 @@ def aggregate(paths: Path | str | Sequence[Path | str], out_dir: Path | str, *, 
     """
     path_list = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
     out_dir = Path(out_dir)
-    raw = collect_jobs(path_list)
+    raw = mark_running(collect_jobs(path_list))
     df = mark_valid(raw, min_ms_ssim_phase)
     keys = group_keys(df)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -472,6 +472,7 @@ def test_status_shows_a_running_job_as_running(tmp_path):
                       env={"COLUMNS": "200"})
         assert out.returncode == 0, out.stderr
         assert "done 0  failed 0  running 1  pending 0" in out.stdout, out.stdout
+        assert "1 running, 0 pending" in aggregate([sweep], tmp_path / "agg", plots=False)
         assert proc.poll() is None and not (job / "result.json").exists()
     finally:
         os.killpg(proc.pid, signal.SIGKILL)

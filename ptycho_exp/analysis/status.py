@@ -59,6 +59,16 @@ def job_is_running(job_dir: Path | str, now: float | None = None, stale_s: float
     return False
 
 
+def mark_running(df: "pd.DataFrame") -> "pd.DataFrame":
+    """The job table (:func:`~ptycho_exp.analysis.collect.collect_jobs`) with each ``pending`` job that
+    :func:`job_is_running` says is running marked ``running`` (in place; returned for chaining)."""
+    pending = df.index[df["status"] == "pending"]
+    running = [i for i in pending if job_is_running(df.at[i, "job_dir"])]
+    if running:
+        df.loc[running, "status"] = "running"
+    return df
+
+
 def _started_at(job_dir: Path) -> datetime | None:
     """When a running job started: the modification time of its ``.hydra`` folder."""
     try:
