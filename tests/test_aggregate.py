@@ -410,8 +410,13 @@ def test_jobs_scored_against_different_references_are_never_pooled(tmp_path):
     assert "scored against ptylab ePIE, 300 iterations (iterative reference, not ground truth)" in md
     # one set of figures per reference, each labelled
     assert (out / "plots" / "ground_truth").is_dir() and (out / "plots" / "ptylab_ePIE_300").is_dir()
+    # one training-set size: the key figure is the headline bar chart with the flat image's level drawn
+    bars = out / "plots" / "ground_truth" / "headline_metrics.svg"
+    assert bars.is_file() and "flat image (null)" in bars.read_text()
     html = (out / "report.html").read_text()
     assert 'class="scored-against">scored against ground truth<' in html
+    top = html[html.index('id="key-figures"'):html.index("<nav>")]
+    assert 'data-figure="headline_metrics.png"' in top and html.index('id="key-figures"') < html.index("Key findings")
     assert 'class="scored-against">scored against ptylab ePIE, 300 iterations' in html
     live = write_live_report(sweep).read_text()  # the live page keeps the references apart too
     assert "<th>scored against</th>" in live and live.count("<td>pinn</td>") == 2
