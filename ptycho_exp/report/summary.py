@@ -281,7 +281,7 @@ def key_findings(df: "pd.DataFrame", results: "pd.DataFrame", comparisons: list[
     has_null = "null_mean" in results.columns and results.loc[
         results["metric"].isin(HEADLINE_METRICS), "null_mean"].notna().any()
     if flags:
-        items.append(f"{flag_mark('Failed to beat the null reconstruction')} {len(flags)} group/metric "
+        items.append(f"{flag_mark('Failed to beat the null reconstruction')}: {len(flags)} group/metric "
                      f"pair{'s' if len(flags) != 1 else ''} did not beat a flat image by a clear margin:")
     elif has_null:
         items.append("Every model beats the flat (null) image by a clear margin in "
@@ -297,7 +297,7 @@ def key_findings(df: "pd.DataFrame", results: "pd.DataFrame", comparisons: list[
                      "are empty (never averaged with headline scores).")
     blocks: list[Block] = [("h2", "Key findings"), ("ul", items)]
     if flags:
-        blocks.append(("ul", [flag_mark("below null") + " " + null_flag_sentence(f, with_reference=several)
+        blocks.append(("ul", [flag_mark("fails the flat-image check") + " " + null_flag_sentence(f, with_reference=several)
                               for f in flags]))
     blocks.append(("p", f"Rule: a group beats the flat image clearly when its mean margin over the null score is at "
                         f"least {fmt(min_margin('amp_ssim'))} (SSIM-type metrics) and, with {MIN_BOOT} or more "
