@@ -297,8 +297,8 @@ def key_findings(df: "pd.DataFrame", results: "pd.DataFrame", comparisons: list[
                      "are empty (never averaged with headline scores).")
     blocks: list[Block] = [("h2", "Key findings"), ("ul", items)]
     if flags:
-        blocks.append(("ul", [flag_mark("fails the flat-image check") + " " + null_flag_sentence(f, with_reference=several)
-                              for f in flags]))
+        badge = flag_mark("fails the flat-image check")
+        blocks.append(("ul", [f"{badge} {null_flag_sentence(f, with_reference=several)}" for f in flags]))
     blocks.append(("p", f"Rule: a group beats the flat image clearly when its mean margin over the null score is at "
                         f"least {fmt(min_margin('amp_ssim'))} (SSIM-type metrics) and, with {MIN_BOOT} or more "
                         "seeds, the 95 % bootstrap interval of the paired margin excludes 0."))
