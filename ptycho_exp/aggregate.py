@@ -4,9 +4,12 @@
 never a directory-name pattern) and writes into ``out_dir``:
 
 * ``raw_results_all_trials.csv`` (+ ``.columns.json`` naming the parameter columns): one row per job,
-* ``results.csv``: one row per (model, swept-parameter group, metric) with n, n_ok, n_failed, n_unfinished,
-  n_excluded, n_nan, n_valid, mean, median, std, p25, p75 (failed / unfinished / filtered / NaN values are
-  excluded from the statistics and counted),
+* ``results.csv``: one row per (model, ``scored_against``, swept-parameter group, metric) with n, n_ok,
+  n_failed, n_unfinished, n_invalid, n_excluded, n_nan, n_valid, mean, median, std, p25, p75 (failed /
+  unfinished / invalid-score / filtered / NaN values are excluded from the statistics and counted) and the
+  margin over the null (flat-image) reconstruction: null_mean, margin, margin_ci_lo, margin_ci_hi, beats_null
+  (:mod:`ptycho_exp.analysis.margin`). Jobs scored against different references are never pooled; each
+  reference gets its own figures (``plots/<reference>/`` when there are several), labelled in the report,
 * ``plots/`` (PNG 300 dpi + SVG, plotly HTML for 3-D grids), ``best_params.yaml``, ``findings.csv``,
   optionally ``ensemble.csv``, then ``STUDY_SUMMARY.md`` and ``report.html``.
 
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ptycho_exp.analysis.collect import NoJobsFound, collect_jobs, param_columns
+from ptycho_exp.analysis.status import mark_running
 from ptycho_exp.analysis.tables import best_params, group_keys, mark_valid, results_table, study_info, valid_rows
 from ptycho_exp.files import (
     BEST_FILE,
@@ -104,7 +108,7 @@ def aggregate(paths: Path | str | Sequence[Path | str], out_dir: Path | str, *, 
     """
     path_list = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
     out_dir = Path(out_dir)
-    raw = collect_jobs(path_list)
+    raw = mark_running(collect_jobs(path_list))
     df = mark_valid(raw, min_ms_ssim_phase)
     keys = group_keys(df)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -147,19 +151,47 @@ def _write_outputs(df: "pd.DataFrame", keys: list[str], out_dir: Path, path_list
     _write_csv(fnd.comparisons_frame(comparisons, win_rates), out_dir / FINDINGS_FILE)
 
     figures: list[Path] = []
+    labels: dict[Path, str] = {}
     if plots:
-        from ptycho_exp.report.plots import make_all_plots
-
-        figures = make_all_plots(valid, out_dir / PLOTS_DIR, sweep_dirs=sweep_dirs, **_pareto_args(info, valid))
+        figures, labels = _plots(valid, out_dir / PLOTS_DIR, sweep_dirs, _pareto_args(info, valid))
     now = datetime.now(timezone.utc)
     blocks = summary.summary_blocks(df, results, comparisons, win_rates, info=info, paths=path_list,
                                 generated_at=now, best=best, ensemble=ens, ensemble_note=ens_note,
                                 min_ms_ssim_phase=min_ms_ssim_phase)
     atomic_write_text(out_dir / SUMMARY_FILE, summary.blocks_to_markdown(blocks))
     write_report(out_dir, df=df, results=results, blocks=blocks, figures=figures, ensemble=ens,
-                 title=f"ptycho_exp study: {info['study_name']}", generated_at=now, plots=plots)
+                 title=f"ptycho_exp study: {info['study_name']}", generated_at=now, plots=plots,
+                 figure_labels=labels)
     return summary.terminal_summary(df, comparisons, out_dir, plots=plots, n_figures=len(
-        [f for f in figures if f.suffix in (".png", ".html")]), min_ms_ssim_phase=min_ms_ssim_phase)
+        [f for f in figures if f.suffix in (".png", ".html")]), min_ms_ssim_phase=min_ms_ssim_phase,
+        results=results)
+
+
+def _plots(valid: "pd.DataFrame", plots_dir: Path, sweep_dirs: list[Path],
+           pareto: dict) -> tuple[list[Path], dict[Path, str]]:
+    """The figures, one set per ``scored_against`` value (``plots/`` for a single reference, else
+    ``plots/<reference>/``) so that jobs scored against different references never share a figure; returns
+    them with a label per figure saying what its jobs were scored against."""
+    from ptycho_exp.analysis.findings import reference_label
+    from ptycho_exp.report.plots import make_all_plots
+
+    col = valid["scored_against"].astype(object) if "scored_against" in valid.columns else None
+    refs = col.drop_duplicates().tolist() if col is not None else [None]
+    figures: list[Path] = []
+    labels: dict[Path, str] = {}
+    for ref in refs or [None]:
+        sub = valid if len(refs) <= 1 else valid[col.isna() if ref is None or ref != ref else col == ref]
+        sub.attrs = dict(valid.attrs)
+        where = plots_dir if len(refs) <= 1 else plots_dir / _slug(ref)
+        made = make_all_plots(sub, where, sweep_dirs=sweep_dirs, **pareto)
+        figures += made
+        labels.update({f: f"scored against {reference_label(ref)}" for f in made})
+    return figures, labels
+
+
+def _slug(ref: Any) -> str:
+    text = "not_recorded" if ref is None or ref != ref else str(ref)
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)
 
 
 def _ensemble(valid: "pd.DataFrame", keys: list[str], out_dir: Path,

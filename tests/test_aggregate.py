@@ -334,3 +334,154 @@ def test_multi_objective_study_gets_a_pareto_front(tmp_path):
     assert sorted(front["job"].astype(str)) == sorted(ok["job"].astype(str)[~np.array(dominated)])
     html = (out / "report.html").read_text()
     assert 'data-figure="pareto_phase_ssim_vs_timings_train_s.png"' in html
+
+
+# ------------------------------------------------------------------- trust: null, references, old folders
+def _failed_to_learn(params: dict) -> float:
+    """The PINN at the smallest training set learns nothing (a flat image's quality); everything else learns."""
+    if params["model"] == "pinn" and params.get("data.n_train") == 256:
+        return 0.04
+    return {"pinn": 0.9, "baseline": 0.8, "ptylab": 0.7}[params["model"]]
+
+
+def write_failed_to_learn_sweep(sweep: Path, **kw) -> None:
+    write_synthetic_sweep(sweep, GRID, quality=_failed_to_learn, null_quality=0.03, **kw)
+
+
+def test_a_model_no_better_than_a_flat_image_is_flagged(tmp_path):
+    sweep = tmp_path / "sweep"
+    write_failed_to_learn_sweep(sweep, invalid={7: "coverage 0.31 is below eval.min_coverage 0.5"})
+    out = tmp_path / "agg"
+    text = aggregate([sweep], out, plots=False)
+    raw = pd.read_csv(out / RAW_FILE)
+    res = pd.read_csv(out / RESULTS_FILE)
+    # margin over null recomputed here from the raw table: mean of (score - its own null score), valid jobs
+    used = raw[(raw["status"] == "ok") & (raw["metrics_valid"].astype(str) == "True")]
+    for metric in ("phase_ssim", "amp_ssim"):
+        exp = (used[metric] - used[f"null_{metric}"]).groupby([used["model"], used["data.n_train"].fillna(-1)]).mean()
+        r = res[res["metric"] == metric]
+        for _, row in r.iterrows():
+            key = (row["model"], -1 if np.isnan(row["data.n_train"]) else row["data.n_train"])
+            assert np.isclose(row["margin"], exp.loc[key]), (metric, key)
+        flagged = r[r["beats_null"].astype(str) == "False"]
+        assert [(m, n) for m, n in zip(flagged["model"], flagged["data.n_train"])] == [("pinn", 256)]
+        assert (r.loc[r["beats_null"].astype(str) == "True", "margin"] >= 0.1).all()
+    md = (out / "STUDY_SUMMARY.md").read_text()
+    assert "pinn at data.n_train=256: no better than a flat image in phase (phase SSIM" in md
+    assert "pinn at data.n_train=256: no better than a flat image in amplitude (amplitude SSIM" in md
+    assert "WARNING pinn at data.n_train=256" in text
+    # the flag sits in the results-table cell of that group, next to its number
+    row = next(ln for ln in md.splitlines() if ln.startswith("| pinn | 256 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert re.match(r"^[0-9.]+ ± [0-9.]+ \(3/3\) ⚠ \*\*no better than a flat image \(0\.0\d+\)\*\*$", cells[2]), cells
+    assert "⚠" not in next(ln for ln in md.splitlines() if ln.startswith("| pinn | 1024 |"))
+    assert "Winner in phase SSIM (`phase_ssim`)" in md
+    # the invalid job: out of the statistics, counted, its reason listed
+    ps = res[res["metric"] == "phase_ssim"]
+    assert ps["n_invalid"].sum() == 1 and ps.loc[ps["n_invalid"] == 1, "n_valid"].item() == 2
+    assert "coverage 0.31 is below eval.min_coverage 0.5" in md and "Jobs with invalid scores (1)" in md
+    html = (out / "report.html").read_text()
+    cell = re.search(r"<td>([^<]*)<span class=\"null-flag\"[^>]*>&#9888; no better than a flat image", html)
+    assert cell and re.match(r"[0-9.]+ ± [0-9.]+ \(3/3\) $", cell.group(1)), cell
+
+
+def test_jobs_scored_against_different_references_are_never_pooled(tmp_path):
+    sweep = tmp_path / "sweep"
+    grid = {"model": ["pinn", "baseline"], "data.n_train": [512], "seed": [1, 2, 3, 4]}
+    # seeds 3, 4 scored against an iterative reference whose numbers are much lower and reversed
+    write_synthetic_sweep(sweep, grid, quality=lambda p: ({"pinn": 0.9, "baseline": 0.6} if p["seed"] <= 2 else
+                                                          {"pinn": 0.2, "baseline": 0.5})[p["model"]],
+                          scored_against=lambda p: "ground_truth" if p["seed"] <= 2 else "ptylab:ePIE:300")
+    out = tmp_path / "agg"
+    aggregate([sweep], out)
+    raw = pd.read_csv(out / RAW_FILE)
+    assert set(raw["scored_against"]) == {"ground_truth", "ptylab:ePIE:300"}
+    res = pd.read_csv(out / RESULTS_FILE)
+    ps = res[res["metric"] == "phase_ssim"]
+    assert len(ps) == 4 and (ps["n"] == 2).all()  # (model x reference), never one group of 4 seeds
+    for (model, ref), g in ps.groupby(["model", "scored_against"]):
+        exp = raw[(raw["model"] == model) & (raw["scored_against"] == ref)]["phase_ssim"].mean()
+        assert np.isclose(g["mean"].item(), exp)
+    f = pd.read_csv(out / "findings.csv")
+    f = f[f["metric"] == "phase_ssim"]
+    assert dict(zip(f["scored_against"], f["winner"])) == {"ground_truth": "pinn", "ptylab:ePIE:300": "baseline"}
+    md = (out / "STUDY_SUMMARY.md").read_text()
+    assert "scored against 2 different references" in md.replace("Jobs were scored", "scored")
+    assert "scored against ptylab ePIE, 300 iterations (iterative reference, not ground truth)" in md
+    # one set of figures per reference, each labelled
+    assert (out / "plots" / "ground_truth").is_dir() and (out / "plots" / "ptylab_ePIE_300").is_dir()
+    # one training-set size: the key figure is the headline bar chart with the flat image's level drawn
+    bars = out / "plots" / "ground_truth" / "headline_metrics.svg"
+    assert bars.is_file() and "flat image (null)" in bars.read_text()
+    html = (out / "report.html").read_text()
+    assert 'class="scored-against">scored against ground truth<' in html
+    top = html[html.index('id="key-figures"'):html.index("<nav>")]
+    assert 'data-figure="headline_metrics.png"' in top and html.index('id="key-figures"') < html.index("Key findings")
+    assert 'class="scored-against">scored against ptylab ePIE, 300 iterations' in html
+    live = write_live_report(sweep).read_text()  # the live page keeps the references apart too
+    assert "<th>scored against</th>" in live and live.count("<td>pinn</td>") == 2
+
+
+def test_old_result_folders_aggregate_with_the_new_columns_empty(tmp_path):
+    old, new = tmp_path / "old", tmp_path / "new"
+    grid = {"model": ["pinn", "baseline"], "seed": [1, 2, 3]}
+    write_synthetic_sweep(old, grid, legacy=True, failed=[1])
+    write_synthetic_sweep(new, grid, rng_seed=1)
+    out = tmp_path / "agg"
+    aggregate([old], tmp_path / "old_only", plots=False)  # an old folder alone aggregates
+    aggregate([old, new], out, plots=False)
+    raw = pd.read_csv(out / RAW_FILE)
+    is_old = raw["sweep_dir"].str.endswith("/old")
+    ok_old = is_old & (raw["status"] == "ok")
+    for col in ("null_amp_ssim", "null_phase_ssim", "scored_against", "metrics_valid", "metrics_version"):
+        assert raw.loc[ok_old, col].isna().all(), col
+        assert raw.loc[~is_old, col].notna().all(), col
+    # old phase SSIM (published scale, near 1) is read as phase_ssim_ref, never as the headline phase_ssim
+    old_values = [json_metric(Path(d), "phase_ssim") for d in raw.loc[ok_old, "job_dir"]]
+    assert np.allclose(raw.loc[ok_old, "phase_ssim_ref"], old_values)
+    assert raw.loc[is_old, "phase_ssim"].isna().all() and raw.loc[is_old, "phase_ms_ssim"].isna().all()
+    assert raw.loc[ok_old, "amp_ssim"].notna().all()
+    res = pd.read_csv(out / RESULTS_FILE)
+    ps = res[res["metric"] == "phase_ssim"]
+    # (model x scored_against: recorded / not recorded; the old failed job: what its config asks for)
+    assert len(ps) == 4
+    assert ps.loc[ps["scored_against"].isna(), "n_valid"].eq(0).all()
+    assert ps.loc[ps["scored_against"].isna(), "n_ok"].sum() == 5
+    md = (out / "STUDY_SUMMARY.md").read_text()
+    assert md.count("predate `metrics_version` 2") == 1
+
+
+def json_metric(job_dir: Path, name: str) -> float:
+    import json
+
+    return json.loads((job_dir / "result.json").read_text())["metrics"][name]
+
+
+def test_status_shows_a_running_job_as_running(tmp_path):
+    """A real job (fault=sleep: it sleeps after validation) shows as running while it runs."""
+    import signal
+
+    sweep = tmp_path / "sweep"
+    job = sweep / "0"
+    env = {**os.environ, "PTYCHO_EXP_CACHE": str(tmp_path / "cache"), "CUDA_VISIBLE_DEVICES": "",
+           "TF_CPP_MIN_LOG_LEVEL": "2", "PTYCHO_EXP_FAULT_SLEEP": "300"}
+    proc = subprocess.Popen([sys.executable, "-m", "ptycho_exp", "fault=sleep", f"hydra.run.dir={job}"], cwd=ROOT,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not ((job / ".hydra").is_dir() and (job / "job.log").is_file()):
+            assert proc.poll() is None, "the job ended before it could be seen running"
+            time.sleep(0.5)
+        assert (job / "job.log").is_file(), "the job did not start within 120 s"
+        out = run_cli(["status", str(sweep)], tmp_path, module="ptycho_exp.cli", timeout=120,
+                      env={"COLUMNS": "200"})
+        assert out.returncode == 0, out.stderr
+        assert "done 0  failed 0  running 1  pending 0" in out.stdout, out.stdout
+        assert "1 running, 0 pending" in aggregate([sweep], tmp_path / "agg", plots=False)
+        assert proc.poll() is None and not (job / "result.json").exists()
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    from ptycho_exp.analysis.status import RUNNING_STALE_S, job_is_running
+
+    assert job_is_running(job) and not job_is_running(job, now=time.time() + RUNNING_STALE_S + 60)  # goes stale

@@ -128,3 +128,61 @@ def test_report_screenshot(report, tmp_path):
         Path(keep).mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, Path(keep) / "report.png")
         shutil.copy(report, Path(keep) / "report.html")
+
+
+# ------------------------------------------------------------------ a model no better than a flat image
+_FLAG_PROBE = """<script>
+window.addEventListener('load', function () { setTimeout(function () {
+  var out = {flags: [], firstFigureTop: null, firstTextTop: null, keyFigures: []};
+  document.querySelectorAll('td .null-flag').forEach(function (b) {
+    var td = b.closest('td'), tr = b.closest('tr'), r = b.getBoundingClientRect(), s = getComputedStyle(b);
+    var num = td.firstChild && td.firstChild.nodeType === 3 ? td.firstChild.textContent : '';
+    var range = document.createRange(); range.selectNodeContents(td.firstChild);
+    var nr = range.getBoundingClientRect();
+    out.flags.push({row: Array.prototype.map.call(tr.children, function (c) { return c.textContent; }).slice(0, 2),
+                    number: num, badge: b.textContent, w: r.width, h: r.height, visible: s.visibility,
+                    display: s.display, bg: s.backgroundColor,
+                    dx: Math.max(0, r.left - nr.right, nr.left - r.right),
+                    dy: Math.max(0, r.top - nr.bottom, nr.top - r.bottom)});
+  });
+  var key = document.getElementById('key-figures');
+  if (key) {
+    out.firstFigureTop = key.getBoundingClientRect().top;
+    key.querySelectorAll('img').forEach(function (i) { out.keyFigures.push(i.getAttribute('data-figure')); });
+  }
+  var p = document.querySelector('h2 ~ ul, h2 ~ p');
+  out.firstTextTop = p ? p.getBoundingClientRect().top : null;
+  var pre = document.createElement('pre'); pre.id = 'flag-check'; pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+}, 500); });
+</script>"""
+
+
+def test_a_model_no_better_than_a_flat_image_is_flagged_next_to_its_number(tmp_path):
+    sweep = tmp_path / "sweep"
+    write_synthetic_sweep(sweep, {"model": ["pinn", "baseline", "ptylab"], "data.n_train": [256, 1024],
+                                  "seed": [1, 2, 3]}, recon_shape=(32, 32),
+                          quality=lambda p: 0.04 if (p["model"] == "pinn" and p["data.n_train"] == 256)
+                          else {"pinn": 0.9, "baseline": 0.8, "ptylab": 0.7}[p["model"]])
+    out = tmp_path / "aggregate"
+    aggregate([sweep], out)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    probe = out / "_flag_check.html"
+    probe.write_text(page.replace("</body>", _FLAG_PROBE + "</body>"), encoding="utf-8")
+    proc = _run(["--window-size=1280,2000", "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()], tmp_path)
+    m = re.search(r'<pre id="flag-check">(.*?)</pre>', proc.stdout, re.S)
+    assert m, f"the page did not finish loading in headless Chromium:\n{proc.stderr[-3000:]}"
+    check = json.loads(htmllib.unescape(m.group(1)))
+    flags = check["flags"]
+    # the results table: phase_ssim and amp_ssim cells of (pinn, 256), and only those, carry the badge
+    assert len(flags) == 2 and all(f["row"] == ["pinn", "256"] for f in flags), flags
+    for f in flags:
+        assert re.match(r"^[0-9.]+ ± [0-9.]+ \(3/3\) $", f["number"]), f
+        assert "no better than a flat image" in f["badge"]
+        assert f["visible"] == "visible" and f["display"] != "none" and f["w"] > 50 and f["h"] > 8, f
+        assert f["bg"] not in ("rgba(0, 0, 0, 0)", "transparent"), f  # a coloured badge
+        assert f["dx"] < 40 and f["dy"] < 10, f  # touching the number: after it on its line or just below
+    # the page opens with the key figure and the three-way reconstruction figure, above the text
+    assert check["keyFigures"][0] == "metric_vs_n_train_phase_ssim.png"
+    assert check["keyFigures"][1].startswith("three_way_")
+    assert check["firstFigureTop"] < check["firstTextTop"]

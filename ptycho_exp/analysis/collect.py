@@ -3,6 +3,13 @@
 A job folder is any folder holding ``.hydra/overrides.yaml`` or ``result.json``; folders are found by
 walking the given paths, never by matching directory names. Swept parameters are detected from the
 overrides: a key is a column when its value differs across jobs (``model`` and ``seed`` always are).
+
+Each row also carries what its scores mean: ``scored_against`` (``ground_truth`` or the iterative reference,
+e.g. ``ptylab:ePIE:300``), ``metrics_valid`` and ``invalid_reason``, ``metrics_version``. Folders written before
+``metrics_version`` 2 (no ``metrics_version`` and no ``phase_ssim_ref``) scored phase SSIM / MS-SSIM on the
+reference publication's scale: their values are read into ``phase_ssim_ref`` / ``phase_ms_ssim_ref`` and the
+headline columns stay empty (``df.attrs['legacy_jobs']`` counts them), so numbers of different meaning are
+never averaged together. Columns an old folder lacks (``null_*``, ``ref_*``, ``scored_against``...) are empty.
 """
 from __future__ import annotations
 
@@ -13,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
+from ptycho_exp.analysis.metricinfo import LEGACY_RENAMES, NULL_PREFIX, REF_PREFIX
 from ptycho_exp.models.registry import ITERATIVE_MODELS
 from ptycho_exp.files import (
     HYDRA_CONFIG_FILE,
@@ -35,6 +43,8 @@ FINISHED_STATUSES = ("ok", "skipped", "failed")
 RECORD_PREFIXES = ("timings", "throughput", "resources")
 # Fixed (non-parameter, non-metric) columns, in display order.
 INFO_COLUMNS = ("job_dir", "sweep_dir", "job", "status", "model", "seed")
+# What a job's scores mean (result.json fields; empty for folders written before they existed).
+SCORE_COLUMNS = ("scored_against", "metrics_valid", "invalid_reason", "metrics_version")
 TAIL_COLUMNS = ("error_type", "error", "started_at", "finished_at", "elapsed_s", "config_hash", "attempts",
                 "overrides")
 # Folders never worth descending into when looking for jobs.
@@ -179,10 +189,25 @@ def read_job(job_dir: Path) -> dict[str, Any]:
     rec["_overrides"] = overrides
     rec["_config"] = cfg
     rec["overrides"] = " ".join(overrides_list)
+    rec["_legacy"] = False
+    rec["scored_against"] = None
     if result:
-        metrics = result.get("metrics") or {}
+        metrics = {str(k): v for k, v in (result.get("metrics") or {}).items()}
+        version = result.get("metrics_version")
+        # older versions: no metrics_version and no _ref scores (a record with _ref scores is current)
+        if version is None and status in OK_STATUSES and not any(new in metrics for new in LEGACY_RENAMES.values()):
+            rec["_legacy"] = any(old in metrics for old in LEGACY_RENAMES)
+            for old, new in LEGACY_RENAMES.items():  # the published convention, not the headline scale
+                if old in metrics:
+                    metrics[new] = metrics.pop(old)
         for k, v in metrics.items():
-            rec[str(k)] = _number(v)
+            rec[k] = _number(v)
+        sa = result.get("scored_against")
+        rec["scored_against"] = str(sa) if sa else None
+        mv = result.get("metrics_valid")
+        rec["metrics_valid"] = bool(mv) if isinstance(mv, bool) else None
+        rec["invalid_reason"] = str(result.get("invalid_reason") or "")
+        rec["metrics_version"] = _number(version) if version is not None else float("nan")
         for prefix in RECORD_PREFIXES:
             sub = result.get(prefix) or {}
             if isinstance(sub, dict):
@@ -204,7 +229,29 @@ def read_job(job_dir: Path) -> dict[str, Any]:
         if isinstance(total, (int, float)) and status != "running":
             elapsed = float(total)
         rec["elapsed_s"] = elapsed
+    if rec["scored_against"] is None and status not in OK_STATUSES:
+        rec["scored_against"] = planned_reference(cfg)  # unfinished or failed: what its config asks for
     return rec
+
+
+def planned_reference(cfg: dict) -> str | None:
+    """The ``scored_against`` a job's config asks for (``eval.reference``): ``ground_truth``, or
+    ``ptylab:<algorithm>:<iterations>`` of the iterative reference; None when the config does not say.
+
+    Used for jobs without a recorded ``scored_against`` (unfinished or failed), so that they are counted in
+    the group their finished siblings land in. A finished job's own record always wins.
+    """
+    ref = _dotted(cfg, "eval.reference")
+    if ref == "ground_truth":
+        return "ground_truth"
+    if ref == "iterative":
+        algorithm = _dotted(cfg, "eval.reference_algorithm") or "ePIE"
+        iterations = _dotted(cfg, "eval.reference_iterations") or 300
+        try:
+            return f"ptylab:{algorithm}:{int(iterations)}"
+        except (TypeError, ValueError):
+            return None
+    return None
 
 
 # --------------------------------------------------------------------------------------------- table
@@ -262,14 +309,15 @@ def collect_jobs(paths: Path | str | Iterable[Path | str]) -> "pd.DataFrame":
     df = pd.DataFrame.from_records(rows)
 
     metric_cols = [c for c in df.columns if c not in INFO_COLUMNS and c not in TAIL_COLUMNS
-                   and c not in swept]
+                   and c not in SCORE_COLUMNS and c not in swept]
     base = [c for c in metric_cols if not any(c.startswith(p + ".") for p in RECORD_PREFIXES)]
     recs_cols = [c for c in metric_cols if c not in base]
-    order = (list(INFO_COLUMNS) + swept + sorted(base, key=_metric_order) + sorted(recs_cols)
-             + [c for c in TAIL_COLUMNS if c in df.columns])
+    order = (list(INFO_COLUMNS) + list(SCORE_COLUMNS) + swept + sorted(base, key=_metric_order)
+             + sorted(recs_cols) + [c for c in TAIL_COLUMNS if c in df.columns])
     for c in order:
         if c not in df.columns:
-            df[c] = "" if c in TAIL_COLUMNS or c in ("error", "error_type") else float("nan")
+            df[c] = ("" if c in TAIL_COLUMNS or c in ("error", "error_type", "invalid_reason")
+                     else None if c in ("scored_against", "metrics_valid") else float("nan"))
     df = df[order].copy()
     for c in swept:
         df[c] = _normalise_column(df[c])
@@ -279,8 +327,11 @@ def collect_jobs(paths: Path | str | Iterable[Path | str]) -> "pd.DataFrame":
             df["data.n_train"] = pd.to_numeric(df["data.n_train"], errors="coerce").astype(float)
             df.loc[it, "data.n_train"] = float("nan")
     df["seed"] = _normalise_column(df["seed"])
+    df["scored_against"] = df["scored_against"].astype(object)
+    df["metrics_valid"] = df["metrics_valid"].astype(object)
     df.attrs["param_columns"] = ["model", "seed"] + swept
     df.attrs["paths"] = [str(p) for p in path_list]
+    df.attrs["legacy_jobs"] = int(sum(1 for r in recs if r.get("_legacy")))
     return df
 
 
@@ -301,15 +352,28 @@ _METRIC_ORDER = ("ssim", "ms_ssim", "frc50", "frc_1_7", "psnr", "psnr255", "pear
 
 
 def _metric_order(name: str) -> tuple:
+    prefix = 0
+    for i, pre in enumerate((NULL_PREFIX, REF_PREFIX), start=1):
+        if name.startswith(pre):
+            prefix, name = i, name[len(pre):]
     part, _, m = name.partition("_")
     p = {"amp": 0, "phase": 1}.get(part, 2)
-    return (p, _METRIC_ORDER.index(m) if m in _METRIC_ORDER else 99, name)
+    return (prefix, p, _METRIC_ORDER.index(m) if m in _METRIC_ORDER else 99, name)
 
 
 # --------------------------------------------------------------------------------------------- columns
+_METRIC_PREFIXES = ("amp_", "phase_", "reg_")
+
+
 def is_metric_column(name: str) -> bool:
-    return (name.startswith(("amp_", "phase_", "reg_"))
-            or any(name.startswith(p + ".") for p in RECORD_PREFIXES))
+    """Whether a result column is a metric: ``amp_*``, ``phase_*`` (``*_ref`` too), ``reg_*``, the same with a
+    ``null_`` or ``ref_`` prefix, and ``timings.*``/``throughput.*``/``resources.*``."""
+    name = str(name)
+    for pre in (NULL_PREFIX, REF_PREFIX):
+        if name.startswith(pre):
+            name = name[len(pre):]
+            break
+    return name.startswith(_METRIC_PREFIXES) or any(name.startswith(p + ".") for p in RECORD_PREFIXES)
 
 
 def metric_columns(df: "pd.DataFrame", include_records: bool = True) -> list[str]:
@@ -330,11 +394,16 @@ def quality_metrics(df: "pd.DataFrame") -> list[str]:
     return [c for c in metric_columns(df, include_records=False) if c.startswith(("amp_", "phase_"))]
 
 
+def null_metrics_present(df: "pd.DataFrame") -> bool:
+    """Whether any job recorded null (flat-image) scores."""
+    return any(str(c).startswith(NULL_PREFIX) and df[c].notna().any() for c in df.columns)
+
+
 def param_columns(df: "pd.DataFrame") -> list[str]:
     """Parameter columns (model, seed, swept keys) of a table from :func:`collect_jobs` or its CSV."""
     if "param_columns" in df.attrs:
         return [c for c in df.attrs["param_columns"] if c in df.columns]
-    extra = ("valid", "excluded_by_filter", "min_ms_ssim_phase")
+    extra = ("valid", "excluded_by_filter", "metrics_invalid", "min_ms_ssim_phase", *SCORE_COLUMNS)
     return [c for c in df.columns if c not in INFO_COLUMNS[:4] and c not in TAIL_COLUMNS
             and not is_metric_column(c) and c not in extra]
 

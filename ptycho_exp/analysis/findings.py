@@ -6,7 +6,9 @@ winner with the runner-up: the difference (oriented so that positive means "bett
 bootstrap 95 % interval over seeds, and a two-sided rank test (Wilcoxon signed-rank on seed-paired
 differences, Mann-Whitney U when the seeds do not pair). :func:`win_rates` gives the fraction of seeds in
 which the PINN (or the first model present) beats each other model. Iterative arms have no training set: their
-missing ``data.n_train`` matches every training-set size.
+missing ``data.n_train`` matches every training-set size. ``scored_against`` is part of every stratum and
+matches exactly: models are compared only among jobs scored against the same reference (ground truth or one
+iterative reconstruction), never across references.
 
 The sentences, the summary and its rendering are in :mod:`ptycho_exp.report.summary`.
 """
@@ -77,8 +79,25 @@ def valid_jobs(df: "pd.DataFrame") -> "pd.DataFrame":
     return df[df["status"].isin(OK_STATUSES)]
 
 
+SCORED_AGAINST = "scored_against"
+
+
 def stratum_keys(df: "pd.DataFrame") -> list[str]:
     return [k for k in group_keys(df) if k != "model"]
+
+
+def reference_label(value: Any) -> str:
+    """Readable ``scored_against``: ``ground_truth`` -> "ground truth", ``ptylab:ePIE:300`` -> "ptylab ePIE,
+    300 iterations (iterative reference, not ground truth)", missing -> "not recorded (older result format)"."""
+    if is_nan(value) or value in ("", "nan"):
+        return "not recorded (older result format)"
+    v = str(value)
+    if v == "ground_truth":
+        return "ground truth"
+    parts = v.split(":")
+    if len(parts) == 3:
+        return f"{parts[0]} {parts[1]}, {parts[2]} iterations (iterative reference, not ground truth)"
+    return f"{v} (not ground truth)"
 
 
 def strata(df: "pd.DataFrame") -> list[dict]:
@@ -88,10 +107,14 @@ def strata(df: "pd.DataFrame") -> list[dict]:
     v = valid_jobs(df)
     if not keys:
         return [{}]
-    trained = v[v["model"].map(is_network)]  # iterative and external arms have no training set
-    base = trained if len(trained) else v
-    uniq = base[keys].drop_duplicates()
-    recs = [dict(zip(keys, row)) for row in uniq.itertuples(index=False, name=None)]
+    recs = []
+    by_ref = [v] if SCORED_AGAINST not in keys else [
+        v[_same(v[SCORED_AGAINST], sa)] for sa in v[SCORED_AGAINST].astype(object).drop_duplicates()]
+    for part in by_ref:  # each reference on its own (an arm scored only against one still gets its strata)
+        trained = part[part["model"].map(is_network)]  # iterative and external arms have no training set
+        base = trained if len(trained) else part
+        uniq = base[keys].drop_duplicates()
+        recs += [dict(zip(keys, row)) for row in uniq.itertuples(index=False, name=None)]
     return sorted(recs, key=lambda r: tuple((is_nan(r[k]), str(type(r[k])), r[k] if not is_nan(r[k]) else 0)
                                             for k in keys))
 
@@ -101,17 +124,27 @@ def stratum_mask(df: "pd.DataFrame", stratum: dict) -> np.ndarray:
     mask = np.ones(len(df), bool)
     for k, v in stratum.items():
         col = df[k]
-        if is_nan(v):
+        if k == SCORED_AGAINST:  # exact: never pool references
+            mask &= _same(col, v).to_numpy()
+        elif is_nan(v):
             mask &= col.isna().to_numpy()
         else:
             mask &= ((col == v) | col.isna()).to_numpy()
     return mask
 
 
+def _same(col: "pd.Series", v: Any) -> "pd.Series":
+    """``col == v`` where NaN/None equals NaN/None."""
+    return col.isna() if is_nan(v) else (col == v)
+
+
 def stratum_label(stratum: dict) -> str:
     if not stratum:
         return "all jobs"
-    return ", ".join(f"{k} = {fmt(v)}" for k, v in stratum.items())
+    parts = [f"{k} = {fmt(v)}" for k, v in stratum.items() if k != SCORED_AGAINST]
+    if SCORED_AGAINST in stratum:
+        parts.append(f"scored against {reference_label(stratum[SCORED_AGAINST])}")
+    return ", ".join(parts)
 
 
 def per_seed(df: "pd.DataFrame", metrics: Sequence[str]) -> dict[str, dict[str, dict[Any, float]]]:

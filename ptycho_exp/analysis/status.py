@@ -3,6 +3,9 @@
 The plan comes from the sweep's ``multirun.yaml`` (Hydra's saved sweep config): the basic sweeper's job list
 is the cartesian product of ``hydra.sweeper.params`` and the sweep overrides in ``hydra.overrides.task``
 (job number i = i-th combination, as Hydra numbers them); an Optuna sweep plans ``hydra.sweeper.n_trials``.
+
+A job folder without ``result.json`` is *running* when :func:`job_is_running` says so (the one place that
+decides it), else *pending*.
 """
 from __future__ import annotations
 
@@ -12,13 +15,66 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ptycho_exp.files import MULTIRUN_FILE
+from ptycho_exp import files
+from ptycho_exp.files import HYDRA_DIR, JOB_CONFIG_FILE, JOB_LOG_FILE, MULTIRUN_FILE, RESULT_FILE
 from ptycho_exp.analysis.collect import OK_STATUSES, _load_yaml, _natural_key, find_job_dirs, read_job
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 COUNT_KEYS = ("done", "failed", "running", "pending")
+# A job whose folder shows no activity for this long (and at least STALE_FACTOR x the mean duration of the
+# sweep's done jobs) is taken as dead (killed without a result), not running.
+RUNNING_STALE_S = 30 * 60
+STALE_FACTOR = 2.0
+
+
+def job_is_running(job_dir: Path | str, now: float | None = None, stale_s: float = RUNNING_STALE_S) -> bool:
+    """Whether the job in ``job_dir`` (a folder without ``result.json``) is running now.
+
+    A claim file (``ptycho_exp.files.CLAIM_FILE``, when the package defines one) marks a running job.
+    Otherwise the job's traces are used: Hydra's ``.hydra/`` folder exists and the job's log (``job.log`` of the
+    isolated child, Hydra's ``<job name>.log``) or its ``job_config.json`` was modified within ``stale_s``
+    seconds; Hydra writes ``.hydra/`` and the framework the config and log as a job starts, and a job
+    logs as it goes.
+    """
+    import time
+
+    job_dir = Path(job_dir)
+    if (job_dir / RESULT_FILE).is_file():
+        return False
+    claim = getattr(files, "CLAIM_FILE", None)
+    if claim and (job_dir / claim).is_file():
+        return True
+    if not (job_dir / HYDRA_DIR).is_dir():
+        return False
+    now = time.time() if now is None else now
+    traces = [job_dir / JOB_LOG_FILE, job_dir / JOB_CONFIG_FILE, *job_dir.glob("*.log")]
+    for t in traces:
+        try:
+            if now - t.stat().st_mtime <= stale_s:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def mark_running(df: "pd.DataFrame") -> "pd.DataFrame":
+    """The job table (:func:`~ptycho_exp.analysis.collect.collect_jobs`) with each ``pending`` job that
+    :func:`job_is_running` says is running marked ``running`` (in place; returned for chaining)."""
+    pending = df.index[df["status"] == "pending"]
+    running = [i for i in pending if job_is_running(df.at[i, "job_dir"])]
+    if running:
+        df.loc[running, "status"] = "running"
+    return df
+
+
+def _started_at(job_dir: Path) -> datetime | None:
+    """When a running job started: the modification time of its ``.hydra`` folder."""
+    try:
+        return datetime.fromtimestamp((Path(job_dir) / HYDRA_DIR).stat().st_mtime, tz=timezone.utc)
+    except OSError:
+        return None
 
 
 # ------------------------------------------------------------------------------------ multirun.yaml
@@ -188,11 +244,17 @@ def sweep_records(sweep_dir: Path | str) -> tuple[list[dict], dict]:
                              "elapsed_s": float("nan"), "error": "", "job_dir": str(sweep_dir / str(i)),
                              "record": None})
     rows.sort(key=lambda r: _natural_key(Path(r["job"])))
-    counts = {k: sum(1 for r in rows if r["state"] == k) for k in COUNT_KEYS}
-    par = parallelism(multirun)
     done_t = [float(r["elapsed_s"]) for r in rows if r["state"] == "done"
               and isinstance(r["elapsed_s"], (int, float)) and r["elapsed_s"] == r["elapsed_s"]]
     mean_done = sum(done_t) / len(done_t) if done_t else float("nan")
+    stale = max(RUNNING_STALE_S, STALE_FACTOR * mean_done) if mean_done == mean_done else RUNNING_STALE_S
+    for r in rows:  # a folder without result.json: running or pending, by its traces
+        if r["record"] is not None and r["status"] == "pending" and job_is_running(r["job_dir"], stale_s=stale):
+            r["status"] = r["state"] = r["record"]["status"] = "running"
+            t0 = _started_at(Path(r["job_dir"]))
+            r["elapsed_s"] = max(0.0, (now - t0).total_seconds()) if t0 is not None else float("nan")
+    counts = {k: sum(1 for r in rows if r["state"] == k) for k in COUNT_KEYS}
+    par = parallelism(multirun)
     remaining = counts["pending"] + counts["running"]
     if not remaining:
         eta = 0.0

@@ -31,7 +31,8 @@ COMPARE_FIG = "compare_amp_phase.png"
 LIVE_METRICS = ("phase_ssim", "amp_ssim", "phase_frc50", "amp_frc50")
 JOB_METRICS = ("phase_ssim", "amp_ssim", "phase_frc50")
 # Figure sections of the report, by file-name prefix; anything else is a comparison figure.
-SECTIONS = (("metric_vs_n_train", "Metric vs training-set size"), ("heatmap", "Heatmaps"),
+SECTIONS = (("metric_vs_n_train", "Metric vs training-set size"), ("headline_metrics", "Headline metrics"),
+            ("heatmap", "Heatmaps"),
             ("surface3d", "3-D surfaces"), ("pareto", "Pareto front"), ("sensitivity", "Parameter sensitivity"),
             ("optuna", "Optuna"))
 OTHER_SECTION = "Reconstructions compared"
@@ -49,6 +50,10 @@ figcaption{font-size:.8em;color:#555}.scroll{max-height:40em;overflow:auto;borde
 .ok,.done{color:#1a7f37}.failed{color:#c62828;font-weight:bold}.running{color:#b26a00}.pending{color:#888}
 .caption{font-size:.8em;color:#555;font-style:italic}.plotly-fig{width:100%;height:640px}
 nav a{margin-right:1em}
+.null-flag{display:inline-block;background:#fff3cd;color:#7a4a00;border:1px solid #e0a800;border-radius:3px;
+padding:0 .3em;font-size:.85em;font-weight:bold;white-space:nowrap}
+.key-figures figure{width:calc(50% - 1em)}.key-figures figure.wide{width:calc(100% - 1em)}
+.scored-against{font-size:.85em;color:#333;background:#eef3fb;border-left:3px solid #3b6fb6;padding:.2em .5em}
 """
 
 
@@ -59,11 +64,13 @@ def esc(x: Any) -> str:
 
 _CODE = re.compile(r"`([^`]+)`")
 _BOLD = re.compile(r"\*\*([^*]+)\*\*")
+_FLAG = re.compile(r"\{\{flag:(.*?)\}\}")
 
 
 def inline(text: str) -> str:
-    """Escape, then render the two inline marks the summary uses (`code`, **bold**)."""
+    """Escape, then render the inline marks the summary uses (`code`, **bold**, warning badges)."""
     s = esc(text)
+    s = _FLAG.sub(r'<span class="null-flag" title="does not beat a flat image by a clear margin">&#9888; \1</span>', s)
     s = _CODE.sub(r"<code>\1</code>", s)
     return _BOLD.sub(r"<strong>\1</strong>", s)
 
@@ -134,7 +141,7 @@ def _section_of(name: str) -> str:
     return OTHER_SECTION
 
 
-def _png_figure(path: Path, out_dir: Path) -> str:
+def _png_figure(path: Path, out_dir: Path, label: str | None = None) -> str:
     raw = path.read_bytes()
     data = base64.b64encode(raw).decode("ascii")
     svg = path.with_suffix(".svg")
@@ -145,10 +152,11 @@ def _png_figure(path: Path, out_dir: Path) -> str:
         wide = ' class="wide"' if h and w / h > 2.2 else ""
     return (f'<figure{wide}><img src="data:image/png;base64,{data}" alt="{esc(path.stem)}" '
             f'data-figure="{esc(path.name)}" loading="eager">'
-            f"<figcaption>{esc(path.stem)} · <a href=\"{_rel(path, out_dir)}\">PNG</a>{links}</figcaption></figure>")
+            f"<figcaption>{esc(path.stem)} · <a href=\"{_rel(path, out_dir)}\">PNG</a>{links}"
+            + (f'<br><span class="scored-against">{esc(label)}</span>' if label else "") + "</figcaption></figure>")
 
 
-def _plotly_figure(path: Path, out_dir: Path, idx: int) -> str:
+def _plotly_figure(path: Path, out_dir: Path, idx: int, label: str | None = None) -> str:
     text = path.read_text(encoding="utf-8").replace("</", "<\\/")
     html_file = path.with_name(path.name.replace(".plotly.json", ".html"))
     link = f' · <a href="{_rel(html_file, out_dir)}">standalone HTML</a>' if html_file.is_file() else ""
@@ -156,7 +164,7 @@ def _plotly_figure(path: Path, out_dir: Path, idx: int) -> str:
             f'data-figure="{esc(path.name)}"></div>'
             f'<script type="application/json" id="plotly-data-{idx}">{text}</script>'
             f"<figcaption>{esc(path.name.replace('.plotly.json', ''))} (interactive: drag to rotate){link}"
-            "</figcaption></figure>")
+            + (f'<br><span class="scored-against">{esc(label)}</span>' if label else "") + "</figcaption></figure>")
 
 
 def _plotly_js() -> str:
@@ -174,8 +182,28 @@ document.querySelectorAll('script[id^="plotly-data-"]').forEach(function (el) {
 </script>"""
 
 
-def figures_html(figures: Sequence[Path], out_dir: Path) -> tuple[str, bool, list[str]]:
-    """(HTML of all figures by section, whether plotly is needed, section titles)."""
+KEY_FIGURE_ORDER = ("metric_vs_n_train_phase_ssim", "metric_vs_n_train_amp_ssim", "headline_metrics")
+
+
+def key_figures(figures: Sequence[Path]) -> list[Path]:
+    """The figures the report opens with: the study's key figure (phase SSIM vs training-set size, else the
+    headline bar chart with the null level) and the first three-way reconstruction figure."""
+    pngs = sorted({Path(f) for f in figures if Path(f).suffix == ".png" and Path(f).is_file()},
+                  key=lambda p: (str(p.parent), p.name))
+    out: list[Path] = []
+    for stem in KEY_FIGURE_ORDER:
+        hit = [f for f in pngs if f.stem == stem]
+        if hit:
+            out += hit
+            break
+    out += [f for f in pngs if f.stem.startswith("three_way")][:1]
+    return out
+
+
+def figures_html(figures: Sequence[Path], out_dir: Path,
+                 labels: dict[Path, str] | None = None) -> tuple[str, bool, list[str]]:
+    """(HTML of all figures by section, whether plotly is needed, section titles); ``labels`` adds a line
+    (e.g. what the jobs were scored against) to a figure's caption."""
     sections: dict[str, list[str]] = {}
     needs_plotly = False
     tables: list[Path] = []
@@ -183,11 +211,12 @@ def figures_html(figures: Sequence[Path], out_dir: Path) -> tuple[str, bool, lis
         if not f.is_file():
             continue
         name = f.name
+        label = (labels or {}).get(f)
         if name.endswith(".plotly.json"):
-            sections.setdefault(_section_of(name), []).append(_plotly_figure(f, out_dir, i))
+            sections.setdefault(_section_of(name), []).append(_plotly_figure(f, out_dir, i, label))
             needs_plotly = True
         elif f.suffix == ".png":
-            sections.setdefault(_section_of(name), []).append(_png_figure(f, out_dir))
+            sections.setdefault(_section_of(name), []).append(_png_figure(f, out_dir, label))
         elif f.suffix == ".csv":
             tables.append(f)
     order = [t for _, t in SECTIONS] + [OTHER_SECTION]
@@ -229,7 +258,10 @@ def job_table_html(df: "pd.DataFrame", out_dir: Path, keys: Sequence[str]) -> st
 
     params = [k for k in keys if k != "model"]
     mets = [m for m in JOB_METRICS if m in df.columns]
-    header = ["job", "model", "seed", *params, "status", "elapsed", *mets, "error", "figure"]
+    from ptycho_exp.analysis.findings import reference_label
+
+    params = [k for k in params if k != "scored_against"]
+    header = ["job", "model", "seed", *params, "status", "scored against", "elapsed", *mets, "error", "figure"]
     rows = []
     several = "sweep_dir" in df.columns and df["sweep_dir"].nunique() > 1  # job numbers repeat across sweeps
     for r in df.to_dict("records"):
@@ -243,7 +275,10 @@ def job_table_html(df: "pd.DataFrame", out_dir: Path, keys: Sequence[str]) -> st
         rows.append([f'<a href="{_rel(job_dir, out_dir)}/">{esc(label)}</a>', esc(r["model"]),
                      esc(_fmt(r["seed"])), *[esc(_fmt(r.get(k))) for k in params],
                      f'<span class="{esc(st)}">{esc(st)}</span>'
-                     + (" (filtered)" if r.get("excluded_by_filter") else ""),
+                     + (" (filtered)" if r.get("excluded_by_filter") else "")
+                     + (f' <span class="null-flag" title="{esc(r.get("invalid_reason") or "")}">invalid scores</span>'
+                        if r.get("metrics_invalid") else ""),
+                     esc(reference_label(r.get("scored_against"))) if st in ("ok", "skipped") else "",
                      esc(format_seconds(el) if isinstance(el, (int, float)) and el == el else ""),
                      *[esc(_fmt(r.get(m))) for m in mets], esc(err[0][:160] if err else ""), link])
     return html_table(header, rows, raw=True, scroll=len(rows) > 30)
@@ -252,7 +287,7 @@ def job_table_html(df: "pd.DataFrame", out_dir: Path, keys: Sequence[str]) -> st
 def write_report(out_dir: Path | str, *, df: "pd.DataFrame", results: "pd.DataFrame", blocks: Sequence[tuple],
                  figures: Sequence[Path] = (), ensemble: "pd.DataFrame | None" = None,
                  title: str = "ptycho_exp study", generated_at: datetime | None = None,
-                 plots: bool = True) -> Path:
+                 plots: bool = True, figure_labels: dict[Path, str] | None = None) -> Path:
     """Write the self-contained ``<out_dir>/report.html``; returns its path.
 
     Parameters
@@ -271,15 +306,27 @@ def write_report(out_dir: Path | str, *, df: "pd.DataFrame", results: "pd.DataFr
         Already in ``blocks``; linked when present.
     plots : bool
         Whether figures were asked for (says why there is none).
+    figure_labels : dict, optional
+        Figure path -> what its jobs were scored against (shown under the figure).
+
+    The page opens with the study's key figure and the three-way reconstruction figure (:func:`key_figures`),
+    above the text; the other figures follow the summary.
     """
     from ptycho_exp.analysis.tables import group_keys
 
     out_dir = Path(out_dir)
     generated_at = generated_at or datetime.now(timezone.utc)
-    fig_html, needs_plotly, fig_titles = figures_html(figures, out_dir)
+    labels = {Path(k): v for k, v in (figure_labels or {}).items()}
+    top = key_figures(figures)
+    fig_html, needs_plotly, fig_titles = figures_html([f for f in figures if Path(f) not in top], out_dir, labels)
     nav = [f'<a href="#{_anchor(b[1])}">{esc(b[1])}</a>' for b in blocks if b[0] == "h2"]
     nav += ['<a href="#figures">Figures</a>', '<a href="#jobs">Jobs table</a>', '<a href="#files">Files</a>']
-    body = ["<nav>" + "".join(nav) + "</nav>", blocks_to_html(blocks)]
+    head = [b for b in blocks[:1] if b[0] == "h1"]
+    body = [blocks_to_html(head)]
+    if top:
+        body.append('<div class="key-figures" id="key-figures">'
+                    + "".join(_png_figure(f, out_dir, labels.get(f)) for f in top) + "</div>")
+    body += ["<nav>" + "".join(nav) + "</nav>", blocks_to_html(blocks[len(head):])]
     body.append('<h2 id="figures">Figures</h2>')
     if fig_html:
         body.append("<p>" + ", ".join(esc(t) for t in fig_titles) + ".</p>")
@@ -333,15 +380,18 @@ def _mean_std(vals: list[float]) -> tuple[float, float]:
 
 
 def live_metric_rows(records: Sequence[dict], metrics: Sequence[str] = LIVE_METRICS) -> tuple[list[str], list[list]]:
-    """Per (model, varying overrides) group of done jobs: mean ± std (n) of each metric; no pandas."""
+    """Per (model, scored_against when several, varying overrides) group of done jobs with valid scores:
+    mean ± std (n) of each metric; no pandas."""
     from ptycho_exp.analysis.collect import OK_STATUSES
     from ptycho_exp.models.registry import is_iterative
 
-    done = [r for r in records if r["status"] in OK_STATUSES]
+    done = [r for r in records if r["status"] in OK_STATUSES and r.get("metrics_valid") is not False]
     keys = _varying_keys([r for r in records])
+    refs = {str(r.get("scored_against")) for r in done}
+    by_ref = len(refs) > 1  # jobs scored against different references are never pooled
     groups: dict[tuple, list[dict]] = {}
     for r in done:
-        k = (r["model"],) + tuple(
+        k = (r["model"],) + ((str(r.get("scored_against")),) if by_ref else ()) + tuple(
             "n/a" if (k_ == "data.n_train" and is_iterative(r["model"])) else r["_overrides"].get(k_)
             for k_ in keys)
         groups.setdefault(k, []).append(r)
@@ -354,7 +404,7 @@ def live_metric_rows(records: Sequence[dict], metrics: Sequence[str] = LIVE_METR
             mean, sd = _mean_std(vals)
             line.append(f"{_fmt(mean)} ± {_fmt(sd)} ({len(vals)})" if vals else "n/a")
         rows.append(line)
-    return ["model", *keys, "done", *metrics], rows
+    return ["model", *(["scored against"] if by_ref else []), *keys, "done", *metrics], rows
 
 
 def write_live_report(sweep_dir: Path | str, refresh_s: int = 30) -> Path:

@@ -525,6 +525,46 @@ def _plot_one_study(study: Any, out_dir: Path) -> list[Path]:
     return written
 
 
+# ------------------------------------------------------------------------------------ headline bars
+KEY_FIGURE_BARS = "headline_metrics"
+
+
+def plot_headline_bars(df: "pd.DataFrame", out_dir: Path | str,
+                       metrics: Sequence[str] = ("amp_ssim", "phase_ssim")) -> list[Path]:
+    """Mean ± std over seeds of the headline metrics per model (one bar group per metric), with each model's
+    null (flat-image) score drawn as a black dash on its bar: the key figure of a study with one training-set
+    size. Returns [] when no headline metric has a value."""
+    metrics = [m for m in metrics if m in df.columns and df[m].notna().any()]
+    if not metrics:
+        return []
+    models = _models(df)
+    colours = model_colours(models)
+    fig = _figure(6.4, 4.0)
+    ax = fig.add_subplot()
+    width = 0.8 / max(1, len(models))
+    null_drawn = False
+    for j, model in enumerate(models):
+        dm = df[df["model"] == model]
+        x = np.arange(len(metrics)) + (j - (len(models) - 1) / 2) * width
+        mean = [float(dm[m].astype(float).mean()) for m in metrics]
+        std = [float(dm[m].astype(float).std(ddof=1)) if dm[m].notna().sum() > 1 else 0.0 for m in metrics]
+        ax.bar(x, mean, width * 0.9, yerr=std, color=colours[model], label=model, capsize=3)
+        for xi, m in zip(x, metrics):
+            nc = f"null_{m}"
+            if nc in dm.columns and dm[nc].notna().any():
+                ax.hlines(float(dm[nc].astype(float).mean()), xi - width * 0.45, xi + width * 0.45, colors="k",
+                          linestyles="--", lw=1.5, label=None if null_drawn else "flat image (null)")
+                null_drawn = True
+    ax.set_xticks(np.arange(len(metrics)))
+    ax.set_xticklabels(metrics)
+    ax.set_ylabel("score (headline scale)")
+    ax.set_title("headline metrics per model (mean ± std over seeds;\ndashed: the flat image's score)",
+                 fontsize=10)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    return save_figure(fig, Path(out_dir) / KEY_FIGURE_BARS)
+
+
 # ------------------------------------------------------------------------------------------- all
 def make_all_plots(df: "pd.DataFrame", out_dir: Path | str, *, sweep_dirs: Iterable[Path | str] = (),
                    pareto: bool | None = None, objectives: Sequence[str] | None = None,
@@ -535,6 +575,8 @@ def make_all_plots(df: "pd.DataFrame", out_dir: Path | str, *, sweep_dirs: Itera
     written: list[Path] = []
     jobs: list[tuple[str, Any]] = [
         ("metric vs n_train", lambda: plot_metric_vs_n_train(df, out_dir)),
+        ("headline bars", lambda: plot_headline_bars(df, out_dir)
+         if "data.n_train" not in df.columns or df["data.n_train"].nunique(dropna=True) < 2 else []),
         ("heatmaps", lambda: plot_heatmaps(df, out_dir)),
         ("3-D surface", lambda: plot_surface_3d(df, out_dir)),
         ("sensitivity", lambda: plot_sensitivity(df, out_dir)),

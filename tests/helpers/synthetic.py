@@ -3,6 +3,10 @@
 Writes ``<sweep>/multirun.yaml`` and, per job, ``.hydra/config.yaml``, ``.hydra/overrides.yaml`` and
 ``result.json`` (via :func:`ptycho_exp.results.write_json`) with random but seeded metrics. Nothing here
 trains anything; it only produces the files the aggregator reads.
+
+Results are in the current format (``metrics_version`` 2): headline metrics, ``phase_ssim_ref`` /
+``phase_ms_ssim_ref``, ``null_*`` scores of a flat image (quality ``null_quality``), ``scored_against``,
+``metrics_valid`` / ``invalid_reason``; ``legacy=True`` writes the older format without any of those.
 """
 from __future__ import annotations
 
@@ -56,6 +60,17 @@ def synthetic_metrics(quality: float, rng: np.random.Generator, noise: float = 0
     return out
 
 
+def current_format_metrics(quality: float, rng: np.random.Generator, null_quality: float = 0.03) -> dict[str, float]:
+    """:func:`synthetic_metrics` plus the published-convention phase scores (near 1 for any weak-phase image)
+    and the ``null_*`` scores of a flat image (quality ``null_quality``)."""
+    out = synthetic_metrics(quality, rng)
+    out["phase_ssim_ref"] = float(np.clip(0.95 + 0.04 * quality + rng.normal(0, 0.005), 0.0, 1.0))
+    out["phase_ms_ssim_ref"] = float(np.clip(0.96 + 0.03 * quality + rng.normal(0, 0.005), 0.0, 1.0))
+    null = synthetic_metrics(null_quality, rng, noise=0.005)
+    out.update({f"null_{k}": v for k, v in null.items() if not k.startswith("reg_")})
+    return out
+
+
 def write_multirun_yaml(sweep_dir: Path | str, task_overrides: Sequence[str], *,
                         sweeper: Mapping | None = None, launcher: Mapping | None = None,
                         study_name: str | None = None, objective: Any = None) -> Path:
@@ -92,6 +107,7 @@ def base_config(model: str = "pinn", seed: int = 1) -> dict:
     return {"model": {"name": model, "nll_weight": 1.0, "n_filters_scale": 2},
             "data": {"object": "lines", "N": 64, "gridsize": 1, "nphotons": 1e9, "n_train": 512},
             "train": {"epochs": 50, "batch_size": 16, "learning_rate": 1e-3},
+            "eval": {"reference": "ground_truth", "reference_algorithm": "ePIE", "reference_iterations": 300},
             "seed": seed, "tag": "", "study_name": "synthetic", "objective": None}
 
 
@@ -111,6 +127,10 @@ def write_synthetic_sweep(
     sweeper: Mapping | None = None,
     launcher: Mapping | None = None,
     compare_png: bool = False,
+    legacy: bool = False,
+    null_quality: float = 0.03,
+    scored_against: str | Callable[[dict], str] = "ground_truth",
+    invalid: Mapping[int, str] | None = None,
 ) -> list[Path]:
     """Write a full synthetic sweep; returns the job folders written.
 
@@ -119,6 +139,11 @@ def write_synthetic_sweep(
     ``grid``); metrics are drawn around it. Job indices in ``failed``/``running`` get that status; those in
     ``pending`` get a folder without ``result.json``; those in ``missing`` get no folder at all (planned, not
     started). ``recon_shape`` writes a tiny ``recon.npz`` (recon, gt) per ok job.
+
+    ``legacy`` writes results as older versions did (no ``metrics_version``, null or ``_ref`` scores,
+    ``scored_against``, ``metrics_valid``; ``phase_ssim`` on the published ``(phi+pi)/2pi`` scale, i.e. near 1).
+    ``scored_against`` is the reference label of every job, or a function of the job's parameter dict;
+    ``invalid`` maps job indices to the ``invalid_reason`` of an ok job whose scores are invalid.
     """
     sweep_dir = Path(sweep_dir)
     grid = dict(grid or {"model": ["pinn", "baseline", "ptylab"], "data.n_train": [512, 1024],
@@ -160,7 +185,12 @@ def write_synthetic_sweep(
         n_train = params.get("data.n_train")
         if n_train is not None and model in ("pinn", "baseline"):
             q = q - 0.02 * (np.log2(1024) - np.log2(float(n_train)))
-        metrics = synthetic_metrics(q, rng)
+        if legacy:
+            metrics = synthetic_metrics(q, rng)
+            metrics["phase_ssim"] = float(np.clip(0.95 + 0.04 * q + rng.normal(0, 0.005), 0.0, 1.0))
+            metrics["phase_ms_ssim"] = float(np.clip(0.96 + 0.03 * q + rng.normal(0, 0.005), 0.0, 1.0))
+        else:
+            metrics = current_format_metrics(q, rng, null_quality)
         train_s = float(0.0 if model in ("ptylab", "tike") else 20 + 0.05 * float(n_train or 512)
                         + rng.normal(0, 1))
         total = train_s + float(5 + abs(rng.normal(0, 1)))
@@ -178,6 +208,15 @@ def write_synthetic_sweep(
                            "finished_at": None if status == "running" else "2025-01-01T00:01:00+00:00"},
             "config": cfg, "attempts": 1,
         }
+        sa = scored_against(params) if callable(scored_against) else scored_against
+        if sa != "ground_truth":
+            cfg["eval"]["reference"] = "iterative"
+            algorithm, iterations = (sa.split(":") + ["ePIE", "300"])[1:3]
+            cfg["eval"].update(reference_algorithm=algorithm, reference_iterations=int(iterations))
+        if not legacy and status == "ok":
+            bad = (invalid or {}).get(num)
+            result.update({"scored_against": sa, "metrics_valid": bad is None, "invalid_reason": bad,
+                           "metric_notes": {}, "metrics_version": 2})
         if status == "failed":
             result["error"] = "RuntimeError: synthetic failure\nTraceback (most recent call last): ..."
             result["error_type"] = "RuntimeError"
