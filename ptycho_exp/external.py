@@ -327,6 +327,7 @@ def score_reconstruction(recon_path: str, test_path: str, opts: ScoreOptions) ->
 
 def job_record(recon_path: str, test_path: str, opts: ScoreOptions, ev: Any, parts: dict, started: float) -> dict:
     """``result.json`` of an external arm (the schema of :mod:`ptycho_exp.results`)."""
+    from ptycho_exp.evaluate.metrics import METRICS_VERSION
     from ptycho_exp.results import SCHEMA_VERSION, config_hash, now_iso, provenance
 
     model = EXTERNAL_PREFIX + opts.label
@@ -342,7 +343,7 @@ def job_record(recon_path: str, test_path: str, opts: ScoreOptions, ev: Any, par
                            "conjugate": opts.conjugate}}
     return {"schema": SCHEMA_VERSION, "status": "ok", "error": None, "error_type": None,
             "config_hash": config_hash(config), "model": model, "seed": opts.seed, "tag": "",
-            "metrics": ev.metrics, "scored_against": parts["scored_against"],
+            "metrics": ev.metrics, "metrics_version": METRICS_VERSION, "scored_against": parts["scored_against"],
             "timings": {"eval_s": parts["eval_s"], "total_s": time.time() - started},
             "throughput": {}, "resources": {"n_params": None},
             "data": {"reference": parts["scored_against"], "test": {"n_positions": parts["n_positions"]}},

@@ -30,11 +30,11 @@ from typing import Any
 
 import numpy as np
 
+from ptycho_exp.evaluate.metrics import METRICS_VERSION
 from ptycho_exp.files import FRC_FILE, RECON_FILE
 from ptycho_exp.models.registry import NETWORK_MODELS
 
 log = logging.getLogger("ptycho_exp.workflow")
-METRICS_VERSION = 2
 
 
 class ReferenceFailed(RuntimeError):

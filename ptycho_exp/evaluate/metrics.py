@@ -85,6 +85,9 @@ METRICS: dict[str, bool] = {
     "phase_ssim_ref": True,
     "phase_ms_ssim_ref": True,
 }
+#: What the metric names mean in a result.json: 2 = headline phase SSIM / MS-SSIM / PSNR on the ground truth's own
+#: range, the published convention as ``*_ref`` (records without it used the published convention for phase_ssim).
+METRICS_VERSION = 2
 _DARK_FRACTION = 1e-9  # |recon| at or below this fraction of its maximum has no defined phase
 _PSNR_MSE_FLOOR = 1e-20  # relative to data_range**2 -> PSNR <= 200 dB
 
