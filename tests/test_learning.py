@@ -118,6 +118,26 @@ PINN = ["data=diagonals", "data.N=32", "data.object_size=128", "data.object_phas
         "train.save_model=false", "eval.upsample_factor=10", "eval.figures=false"]
 
 
+def test_an_ideal_disk_probe_cannot_tell_a_patch_from_its_twin():
+    """Why the PINN's case uses a defocused probe: with the real, centro-symmetric ideal disk a patch
+    O(r) and its twin conj(O(-r)) give the same diffraction amplitude; with the defocused probe they do not."""
+    from ptycho_exp.physics.forward import diffract, exit_wave
+    from ptycho_exp.physics.probe import make_probe
+
+    N = 32
+    rng = np.random.default_rng(0)
+    obj = (0.6 + 0.3 * gaussian_filter(rng.normal(size=(N, N)), 2)) * np.exp(3j * gaussian_filter(
+        rng.normal(size=(N, N)), 2))
+    twin = np.conj(np.roll(obj[::-1, ::-1], 1, axis=(0, 1)))  # r -> -r about the probe centre (N/2, N/2)
+
+    def twin_difference(probe):
+        x, xt = diffract(exit_wave(probe, obj)), diffract(exit_wave(probe, twin))
+        return np.linalg.norm(x - xt) / np.linalg.norm(x)
+
+    assert twin_difference(make_probe("ideal_disk", N)) < 1e-5
+    assert twin_difference(make_probe("defocused", N, defocus=6.0)) > 0.05
+
+
 def test_pinn_beats_null(tmp_path):
     out = tmp_path / "pinn"
     proc = run_cli(["model=pinn", *PINN, f"hydra.run.dir={out}"], tmp_path, timeout=600)
