@@ -253,7 +253,8 @@ def _npz_headers(path: str) -> dict:
 
 
 def contract_header(path) -> dict:
-    """Check an NPZ file's path and contract from its array headers, without reading the data.
+    """Check an NPZ (or HDF5, :mod:`ptycho_exp.data.h5`) file's path and contract from its array headers,
+    without reading the data.
 
     Catches a missing/unreadable path, a non-zip or truncated file, object arrays (pickle), sizes the
     header declares but the file does not hold, missing keys, and wrong shapes or dtypes. Value checks
@@ -271,8 +272,10 @@ def contract_header(path) -> dict:
     """
     path = os.fspath(path)
     _check_path(path)
+    from ptycho_exp.data.h5 import h5_headers, is_h5
+
     try:
-        arrays = _npz_headers(path)
+        arrays = h5_headers(path) if is_h5(path) else _npz_headers(path)
     except PermissionError as exc:
         raise DataPathError(f"data file {path!r} is not readable ({exc}). Fix: chmod +r it", path=path) from None
     diff_key = next((k for k in DIFFRACTION_KEYS if k in arrays), None)
@@ -319,7 +322,8 @@ def contract_header(path) -> dict:
 
 
 def load_contract_npz(path, check_intensity: bool = True, check_values: bool = True) -> ScanData:
-    """Load and validate a contract NPZ file.
+    """Load and validate a contract NPZ file (a ``.h5`` path: :func:`ptycho_exp.data.h5.load_contract_h5`,
+    the patterns left in the file).
 
     Parameters
     ----------
@@ -343,6 +347,10 @@ def load_contract_npz(path, check_intensity: bool = True, check_values: bool = T
         Any breach of the contract (one message naming the key and the fix).
     """
     path = os.fspath(path)
+    from ptycho_exp.data.h5 import is_h5, load_contract_h5
+
+    if is_h5(path):  # the HDF5 layout: patterns stay in the file
+        return load_contract_h5(path, check_intensity=check_intensity, check_values=check_values)
     contract_header(path)  # path, archive, pickle, declared sizes, keys and shapes: before reading any data
     check_finite = _check_finite if check_values else (lambda *_: None)
     with _open_archive(path) as archive:
