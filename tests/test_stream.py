@@ -162,3 +162,28 @@ def test_reading_batches_of_a_4x_larger_file_needs_no_more_memory(tmp_path):
     assert peaks[2048] < 1.25 * peaks[512] + batch_bytes, peaks
     assert peaks[2048] < 12 * batch_bytes, peaks  # a few batches, not the 32 MiB of the file
     assert loaded[2048] > 3.5 * loaded[512]  # the same patterns held in memory do grow with the file
+
+
+def test_streamed_pipeline_gives_the_in_memory_batches_for_gridsize_2(scans):
+    """The training pipeline on patterns read from the file yields, batch for batch and epoch for epoch,
+    what it yields on the same samples in memory (groups of 4, offsets, shuffled with the seed)."""
+    from ptycho_exp.data.datasets import make_samples, training_groups
+    from ptycho_exp.models.fit import _datasets, _split
+
+    streamed_scan, memory_scan = load_contract_npz(scans / "train.h5"), load_contract_npz(scans / "train.npz")
+    groups = training_groups(memory_scan, 48, gridsize=2, k=7, seed=3)
+    streamed, memory = make_samples(streamed_scan, groups), make_samples(memory_scan, groups)
+    assert isinstance(streamed.diffraction, GroupedPatterns) and streamed.patches is None
+    assert np.array_equal(streamed.offsets, memory.offsets)
+    train_idx, val_idx = _split(48, 0.25, seed=3)
+    pipelines = [_datasets({"diffraction": s.diffraction, "offsets": s.offsets}, None, train_idx, val_idx, 8, 3,
+                           scale=0.5) for s in (streamed, memory)]
+    for epoch in range(2):  # reshuffled each epoch, identically
+        for split in (0, 1):
+            got = list(pipelines[0][split].as_numpy_iterator())
+            want = list(pipelines[1][split].as_numpy_iterator())
+            assert len(got) == len(want) > 1
+            for (a,), (b,) in zip(got, want):
+                assert a["diffraction"].shape[1:] == (N, N, 4)
+                assert np.array_equal(a["diffraction"], b["diffraction"])
+                assert np.array_equal(a["offsets"], b["offsets"])
