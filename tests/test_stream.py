@@ -55,6 +55,12 @@ def test_h5_holds_the_npz_arrays_and_reads_any_index_order(scans):
     grouped = GroupedPatterns(a.diffraction, groups)
     assert grouped.shape == (2, N, N, 4)
     assert np.array_equal(grouped[np.array([1, 0])], np.moveaxis(b.diffraction[groups[[1, 0]]], 1, -1))
+    from ptycho_exp.data.tools import inspect_npz  # `data inspect` reads either layout, the same summary
+
+    def summary(path):  # the .npz also holds the simulator's patches Y, which the HDF5 layout leaves out
+        return [line for line in inspect_npz(path).splitlines()[1:] if not line.lstrip().startswith("Y")]
+
+    assert summary(scans / "test.h5") == summary(scans / "test.npz")
 
 
 def test_h5_header_is_checked_like_the_npz(scans, tmp_path):

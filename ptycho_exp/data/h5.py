@@ -128,6 +128,14 @@ class H5Patterns:
         for start in range(0, self.shape[0], size):
             yield start, self[start:start + size]
 
+    def min(self) -> np.float32:
+        """Smallest value, read in chunks."""
+        return min(block.min() for _, block in self.chunks())
+
+    def max(self) -> np.float32:
+        """Largest value, read in chunks."""
+        return max(block.max() for _, block in self.chunks())
+
     def pattern_energies(self) -> np.ndarray:
         """Per-pattern ``sum X**2`` (M,) float64, read in chunks once and kept (as :func:`pattern_energy`)."""
         if self._energies is None:
