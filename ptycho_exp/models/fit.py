@@ -72,6 +72,8 @@ def compute_norm_factor(diffraction: np.ndarray) -> float:
         Amplitudes (n, N, N, C) (or (n, N, N)); every (sample, channel) is one pattern. Any object with
         ``shape`` and row slicing (:class:`ptycho_exp.data.h5.GroupedPatterns`) is read in chunks of rows.
     """
+    if not hasattr(diffraction, "shape"):
+        diffraction = np.asarray(diffraction)
     n_px = diffraction.shape[1]
     per_pattern = []
     for start in range(0, diffraction.shape[0], _NORM_CHUNK):  # rows at a time: patterns may be read from a file
