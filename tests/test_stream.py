@@ -184,7 +184,7 @@ def test_streamed_pipeline_gives_the_in_memory_batches_for_gridsize_2(scans):
     train_idx, val_idx = _split(48, 0.25, seed=3)
     pipelines = [_datasets({"diffraction": s.diffraction, "offsets": s.offsets}, None, train_idx, val_idx, 8, 3,
                            scale=0.5) for s in (streamed, memory)]
-    for epoch in range(2):  # reshuffled each epoch, identically
+    for _epoch in range(2):  # reshuffled each epoch, identically
         for split in (0, 1):
             got = list(pipelines[0][split].as_numpy_iterator())
             want = list(pipelines[1][split].as_numpy_iterator())
