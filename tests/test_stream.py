@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from ptycho_exp.data.h5 import GroupedPatterns, H5Patterns, load_contract_h5, save_contract_h5
+from ptycho_exp.data.h5 import GroupedPatterns, H5Patterns, save_contract_h5
 from ptycho_exp.data.npz import DataContractError, contract_header, load_contract_npz, save_contract_npz
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -85,7 +85,7 @@ def test_h5_header_is_checked_like_the_npz(scans, tmp_path):
         f["ycoords"] = np.zeros(f["xcoords"].shape)
         f["diffraction"][0, 0, 0] = -1.0
     with pytest.raises(DataContractError, match="key 'diffraction' has negative values"):
-        load_contract_h5(bad)
+        load_contract_npz(bad)
 
 
 def test_import_writes_the_patterns_through_to_h5(scans, tmp_path):

@@ -8,14 +8,14 @@ Layout (same keys and meaning as the contract NPZ, :mod:`ptycho_exp.data.npz`)
 
 A path ending in ``.h5`` or ``.hdf5`` is read as this layout wherever a contract NPZ is accepted
 (``data=npz``, ``data.train_path`` / ``data.test_path``) and written by ``ptycho-exp data import ... --out
-scan.h5``. Only the positions, the probe and the object are read into memory; the patterns stay in the file
+scan.h5`` and loaded by :func:`ptycho_exp.data.npz.load_contract_npz`, which checks it like an NPZ.
+Only the positions, the probe and the object are read into memory; the patterns stay in the file
 (:class:`H5Patterns`) and are read in batches: by the training pipeline, by inference and by the chunked
 value checks. HDF5 groups, links and attributes other than these are ignored; nothing is unpickled.
 """
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 
@@ -23,7 +23,6 @@ import numpy as np
 
 from ptycho_exp.data.container import ScanData
 
-log = logging.getLogger("ptycho_exp.data")
 
 H5_SUFFIXES = (".h5", ".hdf5")
 READ_CHUNK = 1024  # patterns per read in the chunked passes over a file
@@ -35,32 +34,28 @@ def is_h5(path) -> bool:
 
 
 def _open(path: str):
+    """The file opened read-only; ``OSError`` (``PermissionError`` included) for a missing, unreadable or
+    non-HDF5 file (:func:`ptycho_exp.data.npz.contract_header` turns it into the contract's message)."""
     import h5py
 
-    from ptycho_exp.data.npz import DataPathError, _fail
-
-    try:
-        return h5py.File(path, "r")
-    except PermissionError as exc:
-        raise DataPathError(f"data file {path!r} is not readable ({exc}). Fix: chmod +r it", path=path) from None
-    except OSError as exc:
-        raise _fail(path, None, f"is not a readable HDF5 file (truncated, or not HDF5: {exc})",
-                    "re-copy the file, or write it again with `ptycho-exp data import ... --out FILE.h5`") from None
+    return h5py.File(path, "r")
 
 
 def h5_headers(path: str) -> dict:
-    """``{key: (shape, dtype)}`` of the top-level datasets of an HDF5 file (no data read)."""
-    import h5py
+    """``{key: (shape, dtype)}`` of the top-level datasets of an HDF5 file (no data read).
 
-    from ptycho_exp.data.npz import _fail
+    Raises ``OSError`` for a file that cannot be opened or an object that cannot be read (a dangling
+    external link, a damaged object header), naming the key.
+    """
+    import h5py
 
     with _open(path) as f:
         arrays = {}
         for key in f:
             try:
                 item = f[key]
-            except (KeyError, OSError) as exc:  # a dangling external link, a damaged object header
-                raise _fail(path, key, f"cannot be read ({exc})", "re-copy or re-write the file") from None
+            except (KeyError, OSError) as exc:
+                raise OSError(f"key '{key}' cannot be read ({exc})") from None
             if isinstance(item, h5py.Dataset):
                 arrays[key] = (tuple(int(s) for s in item.shape), np.dtype(item.dtype))
     return arrays
@@ -182,67 +177,6 @@ def read_positions(path: str) -> np.ndarray:
         return np.stack([np.asarray(f["ycoords"], np.float64), np.asarray(f["xcoords"], np.float64)], axis=1)
 
 
-def load_contract_h5(path, check_intensity: bool = True, check_values: bool = True) -> ScanData:
-    """Load an HDF5 contract file with its patterns left in the file (see the module docstring).
-
-    The header (keys, shapes, dtypes) is checked first (:func:`ptycho_exp.data.npz.contract_header`); with
-    ``check_values`` one chunked pass checks the patterns for NaN/Inf and negative values and records
-    ``normalisation_factor``; the intensity-vs-amplitude test runs on up to 512 patterns spread over the scan.
-
-    Returns
-    -------
-    ScanData whose ``diffraction`` is an :class:`H5Patterns`; positions, probe and object in memory.
-    """
-    from ptycho_exp.data.npz import (
-        _check_finite,
-        _fail,
-        _warn_intensity,
-        contract_header,
-        intensity_suspicion,
-    )
-
-    path = os.fspath(path)
-    head = contract_header(path)
-    key = head["diffraction_key"]
-    with _open(path) as f:
-        arrays = {k: np.asarray(f[k]) for k in ("xcoords", "ycoords", "probeGuess")}
-        obj = np.asarray(f["objectGuess"]) if "objectGuess" in head["arrays"] else None
-        meta_text = f.attrs.get("meta_json")
-    for k, arr in arrays.items():
-        _check_finite(path, k, arr)
-    if obj is not None:
-        _check_finite(path, "objectGuess", obj)
-        obj = obj.astype(np.complex64, copy=False)
-    patterns = H5Patterns(path, key)
-    meta: dict = {}
-    if meta_text is not None:
-        try:
-            meta.update(json.loads(meta_text.decode() if isinstance(meta_text, bytes) else str(meta_text)))
-        except (json.JSONDecodeError, TypeError, UnicodeDecodeError):
-            log.warning("%s: attribute 'meta_json' is not valid JSON; ignored", path)
-    meta.update({"source": path, "diffraction_key": key, "streamed": True})
-    if check_values:
-        for start, block in patterns.chunks():
-            if not np.all(np.isfinite(block)):
-                bad = int(block.size - np.count_nonzero(np.isfinite(block)))
-                raise _fail(path, key, f"contains {bad} NaN/Inf values in patterns {start}..{start + len(block) - 1}",
-                            "remove or repair those entries before saving")
-            if float(block.min()) < 0:
-                raise _fail(path, key, f"has negative values (min {float(block.min()):g}): an amplitude is >= 0",
-                            "clip background-subtracted data at 0 (np.clip(x, 0, None)) and store sqrt(intensity)")
-        energy = patterns.pattern_energies()
-        if np.any(energy > 0):
-            meta["normalisation_factor"] = float((head["N"] / 2.0) / np.sqrt(energy.mean()))
-    if check_intensity:
-        pick = np.unique(np.linspace(0, head["M"] - 1, num=min(head["M"], 512)).round().astype(np.int64))
-        reason = intensity_suspicion(patterns[pick], arrays["probeGuess"])
-        if reason:
-            _warn_intensity(path, key, reason)
-    positions = np.stack([arrays["ycoords"].astype(np.float64), arrays["xcoords"].astype(np.float64)], axis=1)
-    return ScanData(diffraction=patterns, positions=positions, probe=arrays["probeGuess"].astype(np.complex64),
-                    object=obj, patches=None, meta=meta)
-
-
 class ContractH5Writer:
     """Write an HDF5 contract file atomically, the patterns block by block.
 
@@ -291,9 +225,8 @@ class ContractH5Writer:
         if scan.object is not None:
             f.create_dataset("objectGuess", data=np.asarray(scan.object, np.complex64))
         if scan.meta:
-            from ptycho_exp.data.npz import _json_safe
-
-            f.attrs["meta_json"] = _json_safe(scan.meta)
+            f.attrs["meta_json"] = json.dumps(scan.meta, sort_keys=True, default=lambda v: v.tolist()
+                                              if hasattr(v, "tolist") else str(v))
         self._finished = True
 
     def __exit__(self, exc_type, exc, tb) -> bool:
