@@ -446,10 +446,15 @@ def check_npz_scan_on_object(path: str, header: dict, key: str = "data.test_path
 
     import numpy as np
 
+    from ptycho_exp.data.h5 import is_h5, read_positions
+
     try:
-        with np.load(path, allow_pickle=False) as z:
-            positions = np.stack([np.asarray(z["ycoords"], np.float64), np.asarray(z["xcoords"], np.float64)],
-                                 axis=1)
+        if is_h5(path):
+            positions = read_positions(path)
+        else:
+            with np.load(path, allow_pickle=False) as z:
+                positions = np.stack([np.asarray(z["ycoords"], np.float64), np.asarray(z["xcoords"], np.float64)],
+                                     axis=1)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile):
         return  # a damaged member: the loader names it when the job reads the data
     check_scan_on_object(positions, int(header["N"]), arrays["objectGuess"][0], f"{key}={str(path)!r}")

@@ -103,8 +103,18 @@ def side_by_side(scans: list[ScanData], gap: int) -> ScanData:
 
 
 def make_samples(scan: ScanData, groups: np.ndarray) -> Samples:
-    """Samples (channels last) for ``groups`` (n, C) of indices into ``scan``."""
+    """Samples (channels last) for ``groups`` (n, C) of indices into ``scan``.
+
+    A scan whose patterns stay in a file (``.h5``) gives samples whose ``diffraction`` is a
+    :class:`ptycho_exp.data.h5.GroupedPatterns`, read per batch, and no ground-truth patches.
+    """
     groups = np.asarray(groups, dtype=np.int64)
+    if not isinstance(scan.diffraction, np.ndarray):  # patterns in a file (data/h5.py): read per batch
+        from ptycho_exp.data.h5 import GroupedPatterns
+
+        return Samples(diffraction=GroupedPatterns(scan.diffraction, groups),  # type: ignore[arg-type]
+                       offsets=relative_offsets(scan.positions, groups),
+                       positions=np.asarray(scan.positions, dtype=np.float64)[groups], groups=groups)
     diffraction = np.ascontiguousarray(np.moveaxis(scan.diffraction[groups], 1, -1), dtype=np.float32)
     patches = None
     if scan.patches is not None:
@@ -233,6 +243,8 @@ def _load_npz_scan(path: str, N: int, key: str) -> ScanData:
     if scan.N != N:
         raise ConfigError(f"data.N={N} is invalid: {key}={path!r} holds {scan.N}×{scan.N} patterns; "
                           f"set data.N={scan.N}")
+    if not isinstance(scan.diffraction, np.ndarray):
+        return scan  # streamed from HDF5: ground-truth patches (M x N x N complex) are not built in memory
     return ensure_ground_truth_patches(scan)
 
 

@@ -253,7 +253,8 @@ def _npz_headers(path: str) -> dict:
 
 
 def contract_header(path) -> dict:
-    """Check an NPZ file's path and contract from its array headers, without reading the data.
+    """Check an NPZ (or HDF5, :mod:`ptycho_exp.data.h5`) file's path and contract from its array headers,
+    without reading the data.
 
     Catches a missing/unreadable path, a non-zip or truncated file, object arrays (pickle), sizes the
     header declares but the file does not hold, missing keys, and wrong shapes or dtypes. Value checks
@@ -271,10 +272,15 @@ def contract_header(path) -> dict:
     """
     path = os.fspath(path)
     _check_path(path)
+    from ptycho_exp.data.h5 import h5_headers, is_h5
+
     try:
-        arrays = _npz_headers(path)
+        arrays = h5_headers(path) if is_h5(path) else _npz_headers(path)
     except PermissionError as exc:
         raise DataPathError(f"data file {path!r} is not readable ({exc}). Fix: chmod +r it", path=path) from None
+    except OSError as exc:  # HDF5 (the NPZ reader raises its own messages)
+        raise _fail(path, None, f"is not a readable HDF5 file (truncated, or not HDF5: {exc})",
+                    "re-copy the file, or write it again with `ptycho-exp data import ... --out FILE.h5`") from None
     diff_key = next((k for k in DIFFRACTION_KEYS if k in arrays), None)
     missing = [k for k in REQUIRED_KEYS if k not in arrays] + ([] if diff_key else ["diffraction"])
     if missing:
@@ -319,7 +325,8 @@ def contract_header(path) -> dict:
 
 
 def load_contract_npz(path, check_intensity: bool = True, check_values: bool = True) -> ScanData:
-    """Load and validate a contract NPZ file.
+    """Load and validate a contract NPZ file (a ``.h5`` path: :func:`_load_contract_h5`,
+    the patterns left in the file).
 
     Parameters
     ----------
@@ -343,6 +350,10 @@ def load_contract_npz(path, check_intensity: bool = True, check_values: bool = T
         Any breach of the contract (one message naming the key and the fix).
     """
     path = os.fspath(path)
+    from ptycho_exp.data.h5 import is_h5
+
+    if is_h5(path):  # the HDF5 layout: patterns stay in the file
+        return _load_contract_h5(path, check_intensity=check_intensity, check_values=check_values)
     contract_header(path)  # path, archive, pickle, declared sizes, keys and shapes: before reading any data
     check_finite = _check_finite if check_values else (lambda *_: None)
     with _open_archive(path) as archive:
@@ -433,6 +444,63 @@ def load_contract_npz(path, check_intensity: bool = True, check_values: bool = T
     positions = np.stack([coords["ycoords"], coords["xcoords"]], axis=1)
     return ScanData(diffraction=diffraction, positions=positions, probe=probe.astype(np.complex64, copy=False),
                     object=obj, patches=patches, meta=meta)
+
+
+def _load_contract_h5(path, check_intensity: bool = True, check_values: bool = True) -> ScanData:
+    """Load an HDF5 contract file with its patterns left in the file (layout: :mod:`ptycho_exp.data.h5`).
+
+    The header (keys, shapes, dtypes) is checked first (:func:`contract_header`); with
+    ``check_values`` one chunked pass checks the patterns for NaN/Inf and negative values and records
+    ``normalisation_factor``; the intensity-vs-amplitude test runs on up to 512 patterns spread over the scan.
+
+    Returns
+    -------
+    ScanData whose ``diffraction`` is a :class:`ptycho_exp.data.h5.H5Patterns`; positions, probe, object in memory.
+    """
+    from ptycho_exp.data.h5 import H5Patterns
+
+    path = os.fspath(path)
+    head = contract_header(path)
+    key = head["diffraction_key"]
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        arrays = {k: np.asarray(f[k]) for k in ("xcoords", "ycoords", "probeGuess")}
+        obj = np.asarray(f["objectGuess"]) if "objectGuess" in head["arrays"] else None
+        meta_text = f.attrs.get("meta_json")
+    for k, arr in arrays.items():
+        _check_finite(path, k, arr)
+    if obj is not None:
+        _check_finite(path, "objectGuess", obj)
+        obj = obj.astype(np.complex64, copy=False)
+    patterns = H5Patterns(path, key)
+    meta: dict = {}
+    if meta_text is not None:
+        try:
+            meta.update(json.loads(meta_text.decode() if isinstance(meta_text, bytes) else str(meta_text)))
+        except (json.JSONDecodeError, TypeError, UnicodeDecodeError):
+            logger.warning("%s: attribute 'meta_json' is not valid JSON; ignored", path)
+    meta.update({"source": path, "diffraction_key": key, "streamed": True})
+    if check_values:
+        for start, block in patterns.chunks():
+            if not np.all(np.isfinite(block)):
+                bad = int(block.size - np.count_nonzero(np.isfinite(block)))
+                raise _fail(path, key, f"contains {bad} NaN/Inf values in patterns {start}..{start + len(block) - 1}",
+                            "remove or repair those entries before saving")
+            if float(block.min()) < 0:
+                raise _fail(path, key, f"has negative values (min {float(block.min()):g}): an amplitude is >= 0",
+                            "clip background-subtracted data at 0 (np.clip(x, 0, None)) and store sqrt(intensity)")
+        energy = patterns.pattern_energies()
+        if np.any(energy > 0):
+            meta["normalisation_factor"] = float((head["N"] / 2.0) / np.sqrt(energy.mean()))
+    if check_intensity:
+        pick = np.unique(np.linspace(0, head["M"] - 1, num=min(head["M"], 512)).round().astype(np.int64))
+        reason = intensity_suspicion(patterns[pick], arrays["probeGuess"])
+        if reason:
+            _warn_intensity(path, key, reason)
+    positions = np.stack([arrays["ycoords"].astype(np.float64), arrays["xcoords"].astype(np.float64)], axis=1)
+    return ScanData(diffraction=patterns, positions=positions, probe=arrays["probeGuess"].astype(np.complex64),
+                    object=obj, patches=None, meta=meta)
 
 
 def _json_safe(meta: dict) -> str:

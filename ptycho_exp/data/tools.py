@@ -6,7 +6,7 @@ import os
 import numpy as np
 
 from ptycho_exp.data.container import ScanData
-from ptycho_exp.data.npz import intensity_suspicion, load_contract_npz, save_contract_npz
+from ptycho_exp.data.npz import contract_header, intensity_suspicion, load_contract_npz, save_contract_npz
 from ptycho_exp.physics.forward import pattern_energy
 from ptycho_exp.physics.probe import probe_diameter
 from ptycho_exp.physics.scan import scan_summary
@@ -28,8 +28,7 @@ def inspect_npz(path) -> str:
     """
     path = os.fspath(path)
     scan = load_contract_npz(path, check_intensity=False)  # the contract's clear errors come first
-    with np.load(path, allow_pickle=False) as archive:
-        raw = {k: (archive[k].shape, archive[k].dtype) for k in archive.files if k != "meta_json"}
+    raw = {k: v for k, v in contract_header(path)["arrays"].items() if k != "meta_json"}  # .npz or .h5
     totals = pattern_energy(scan.diffraction)
     summary = scan_summary(scan.positions, scan.N, beam_diameter=probe_diameter(scan.probe))
     lines = [f"{path}", "keys:"]

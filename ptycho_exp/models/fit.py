@@ -31,6 +31,7 @@ from ptycho_exp.files import NORM_FILE as META_FILE
 
 log = logging.getLogger(__name__)
 
+_NORM_CHUNK = 1024  # rows per chunk of the float64 normalisation sums
 
 
 @dataclass
@@ -68,14 +69,19 @@ def compute_norm_factor(diffraction: np.ndarray) -> float:
     Parameters
     ----------
     diffraction : np.ndarray
-        Amplitudes (n, N, N, C) (or (n, N, N)); every (sample, channel) is one pattern.
+        Amplitudes (n, N, N, C) (or (n, N, N)); every (sample, channel) is one pattern. Any object with
+        ``shape`` and row slicing (:class:`ptycho_exp.data.h5.GroupedPatterns`) is read in chunks of rows.
     """
-    x = np.asarray(diffraction)
-    if x.ndim == 3:
-        x = x[..., None]
-    n_px = x.shape[1]
-    per_pattern = np.sum(np.square(x, dtype=np.float64), axis=(1, 2))
-    mean = float(np.mean(per_pattern))
+    if not hasattr(diffraction, "shape"):
+        diffraction = np.asarray(diffraction)
+    n_px = diffraction.shape[1]
+    per_pattern = []
+    for start in range(0, diffraction.shape[0], _NORM_CHUNK):  # rows at a time: patterns may be read from a file
+        x = np.asarray(diffraction[start:start + _NORM_CHUNK])
+        if x.ndim == 3:
+            x = x[..., None]
+        per_pattern.append(np.sum(np.square(x, dtype=np.float64), axis=(1, 2)))
+    mean = float(np.mean(np.concatenate(per_pattern))) if per_pattern else 0.0
     if not mean > 0 or not math.isfinite(mean):
         raise ValueError(f"cannot normalise diffraction: mean total intensity per pattern is {mean}")
     return math.sqrt((n_px / 2) ** 2 / mean)
@@ -153,6 +159,9 @@ def _datasets(x: dict, y: Any, train_idx, val_idx, batch_size: int, seed: int, s
 
     The arrays are converted to tensors once; the pipelines shuffle and batch only indices and gather
     each batch with one op (no per-sample slicing, no shuffle buffer of samples, no per-split copies).
+    A ``diffraction`` that is not an ndarray (:class:`ptycho_exp.data.h5.GroupedPatterns`, patterns in an
+    HDF5 file) is read batch by batch (``tf.numpy_function``) instead: the same indices in the same order,
+    so the same batches, with only the prefetched batches in memory.
 
     Parameters
     ----------
@@ -169,8 +178,10 @@ def _datasets(x: dict, y: Any, train_idx, val_idx, batch_size: int, seed: int, s
     """
     import tensorflow as tf
 
+    streamed = x["diffraction"] if not isinstance(x["diffraction"], np.ndarray) else None
     with tf.device("/CPU:0"):  # the input pipeline runs on the host; batches go to the device
-        xt = {k: tf.convert_to_tensor(np.asarray(v, np.float32)) for k, v in x.items()}
+        xt = {k: tf.convert_to_tensor(np.asarray(v, np.float32)) for k, v in x.items()
+              if not (streamed is not None and k == "diffraction")}
         if y is None:
             yt = None
         elif isinstance(y, tuple):
@@ -179,8 +190,15 @@ def _datasets(x: dict, y: Any, train_idx, val_idx, batch_size: int, seed: int, s
             yt = tf.convert_to_tensor(np.asarray(y, np.float32))
         factor = tf.constant(float(scale), tf.float32)
 
+    def read(i):  # a batch of patterns from the file, rows in the shuffled order
+        return streamed[np.asarray(i)]
+
     def gather(i):
         xs = {k: tf.gather(v, i) for k, v in xt.items()}
+        if streamed is not None:
+            batch = tf.numpy_function(read, [i], tf.float32, stateful=False)
+            batch.set_shape((None, *streamed.shape[1:]))
+            xs["diffraction"] = batch
         xs["diffraction"] = xs["diffraction"] * factor
         if yt is None:
             return (xs,)
@@ -410,7 +428,9 @@ def fit_network(model_cfg: Any, train_cfg: Any, samples: Any, probe: np.ndarray,
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(seed, bool(train_cfg.deterministic))
 
-    diffraction = np.asarray(samples.diffraction)
+    diffraction = samples.diffraction  # an ndarray, or patterns read from a file per batch
+    if isinstance(diffraction, np.ndarray) or not hasattr(diffraction, "shape"):
+        diffraction = np.asarray(diffraction)
     n, N, C = diffraction.shape[0], diffraction.shape[1], diffraction.shape[-1]
     gridsize = round(math.sqrt(C))
     if gridsize ** 2 != C:
@@ -553,7 +573,8 @@ def predict_patches(model: Any, diffraction: np.ndarray, norm_factor: float, bat
     model : keras.Model
         An inference model (``FitResult.model`` or :func:`load_network`).
     diffraction : np.ndarray
-        (n, N, N, C) amplitude as stored (normalised here by ``norm_factor``).
+        (n, N, N, C) amplitude as stored (normalised here by ``norm_factor``), or an object with ``shape``
+        and row slicing (patterns read from a file one chunk at a time).
     norm_factor : float
         The training set's factor (``FitResult.norm_factor`` / ``norm.json``).
     batch_size : int
@@ -568,9 +589,9 @@ def predict_patches(model: Any, diffraction: np.ndarray, norm_factor: float, bat
     np.ndarray
         complex64 (n, N, N, C).
     """
-    diffraction = np.asarray(diffraction)
-    if diffraction.ndim == 3:
-        diffraction = diffraction[..., None]
+    if not hasattr(diffraction, "shape"):
+        diffraction = np.asarray(diffraction)
+    single = len(diffraction.shape) == 3  # (n, N, N): one channel
     needs_offsets = len(model.inputs) > 1
     if needs_offsets and offsets is None:
         raise ValueError("this model (a PINN with gridsize>1) needs the samples' offsets (offsets=...)")
@@ -580,7 +601,9 @@ def predict_patches(model: Any, diffraction: np.ndarray, norm_factor: float, bat
     size = chunk_size(n, int(batch_size))
     for start in range(0, n, size):
         stop = min(start + size, n)
-        chunk = _pad_to((diffraction[start:stop].astype(np.float64) * norm_factor).astype(np.float32), size)
+        rows = np.asarray(diffraction[start:stop])  # read per chunk: patterns may stay in a file
+        rows = rows[..., None] if single else rows
+        chunk = _pad_to((rows.astype(np.float64) * norm_factor).astype(np.float32), size)
         inputs = [chunk, _pad_to(np.asarray(offsets[start:stop], np.float32), size)] if needs_offsets else chunk
         out[start:stop] = np.asarray(model.predict_on_batch(inputs))[:stop - start]
     return out

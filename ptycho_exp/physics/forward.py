@@ -63,6 +63,8 @@ def pattern_energy(amplitudes: np.ndarray) -> np.ndarray:
     -------
     (M,) float64 (a 0-d array for a single pattern)
     """
+    if hasattr(amplitudes, "pattern_energies"):  # patterns read from a file on demand (data/h5.py)
+        return amplitudes.pattern_energies()
     x = np.asarray(amplitudes)
     if x.ndim == 2:
         return np.asarray(np.sum(np.square(x, dtype=np.float64)))

@@ -24,7 +24,7 @@ def add_import_command(dsub: argparse._SubParsersAction) -> None:
     p = dsub.add_parser("import", help="convert a CXI / PtyLab HDF5 / Tike NPZ / contract NPZ scan to the contract")
     p.add_argument("path")
     p.add_argument("--format", required=True, choices=FORMATS, dest="fmt")
-    p.add_argument("--out", required=True, help="output contract .npz")
+    p.add_argument("--out", required=True, help="output contract .npz, or .h5 (HDF5, patterns streamed to disk)")
     p.add_argument("--N", type=int, default=64, help="output pattern side (default 64)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--crop", action="store_true", help="crop N detector pixels around the zero frequency (default)")

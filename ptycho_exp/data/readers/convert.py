@@ -104,7 +104,7 @@ def _bad_pixels(src: Source, opts: ImportOptions, shape: tuple[int, int]) -> np.
     return bad
 
 
-def import_scan(path, fmt: str, opts: ImportOptions) -> tuple[ScanData, dict]:
+def import_scan(path, fmt: str, opts: ImportOptions, sink=None) -> tuple[ScanData, dict]:
     """Read a measured scan and convert it to a contract :class:`ScanData` (nothing is written).
 
     Parameters
@@ -112,6 +112,8 @@ def import_scan(path, fmt: str, opts: ImportOptions) -> tuple[ScanData, dict]:
     path : file to read
     fmt : ``cxi`` | ``ptylab`` | ``tike`` | ``npz``
     opts : options (output N, binning, frames, geometry overrides)
+    sink : a :class:`ptycho_exp.data.h5.ContractH5Writer`: the patterns are written into its file chunk by
+        chunk (the scan's ``diffraction`` is then that HDF5 dataset), never held in memory
 
     Returns
     -------
@@ -137,11 +139,11 @@ def import_scan(path, fmt: str, opts: ImportOptions) -> tuple[ScanData, dict]:
                                 path=path)
         with open_h5(path) as f:
             src = open_cxi(f, path) if fmt == "cxi" else open_ptylab(f, path)
-            return _convert(src, opts)
-    return _convert(open_tike(path) if fmt == "tike" else open_contract(path), opts)
+            return _convert(src, opts, sink)
+    return _convert(open_tike(path) if fmt == "tike" else open_contract(path), opts, sink)
 
 
-def _convert(src: Source, opts: ImportOptions) -> tuple[ScanData, dict]:
+def _convert(src: Source, opts: ImportOptions, sink=None) -> tuple[ScanData, dict]:
     N, b = int(opts.N), int(opts.bin)
     frames = src.frames
     if len(frames.shape) != 3:
@@ -179,7 +181,9 @@ def _convert(src: Source, opts: ImportOptions) -> tuple[ScanData, dict]:
         bad = None if bad is None else np.fft.fftshift(bad)
     expected = (0, 0) if src.zero_at == CORNER else (H // 2, W // 2)
 
-    out = np.empty((len(idx), N, N), dtype=np.float32)
+    positions = _positions(src, np.asarray(src.positions)[list(idx)], dx, N)
+    probe, probe_note = _probe(src, opts, geometry, dx, N, b)  # every check before anything is written
+    out = sink.diffraction(len(idx), N) if sink is not None else np.empty((len(idx), N, N), dtype=np.float32)
     counts = np.empty(len(idx), dtype=np.float64)
     clipped = saturated = 0
     outside = 0
@@ -195,8 +199,6 @@ def _convert(src: Source, opts: ImportOptions) -> tuple[ScanData, dict]:
         out[k:k + len(sel)] = np.sqrt(binned)
         counts[k:k + len(sel)] = binned.sum(axis=(1, 2))
 
-    positions = _positions(src, np.asarray(src.positions)[list(idx)], dx, N)
-    probe, probe_note = _probe(src, opts, geometry, dx, N, b)
     report = {
         "source": src.path, "format": src.fmt, "frames": [idx.start, idx.stop], "n_frames_in_file": n_all,
         "detector_shape": [H, W], "N": N, "bin": b, **geometry,
@@ -285,9 +287,18 @@ def format_report(report: dict, out: str | None = None) -> str:
 
 
 def import_file(path, fmt: str, out, opts: ImportOptions) -> str:
-    """Import ``path`` and write the contract NPZ ``out`` atomically; returns the summary text."""
+    """Import ``path`` and write the contract NPZ ``out`` atomically; returns the summary text.
+
+    An ``out`` ending in ``.h5``/``.hdf5`` gets the HDF5 layout (:mod:`ptycho_exp.data.h5`), its patterns
+    written chunk by chunk as they are converted (a scan larger than memory can be imported)."""
+    from ptycho_exp.data.h5 import ContractH5Writer, is_h5
     from ptycho_exp.data.npz import save_contract_npz
 
+    if is_h5(out):
+        with ContractH5Writer(out) as writer:
+            scan, report = import_scan(path, fmt, opts, sink=writer)
+            writer.finish(scan)
+        return format_report(report, os.fspath(out))
     scan, report = import_scan(path, fmt, opts)
     save_contract_npz(out, scan)
     return format_report(report, os.fspath(out))
