@@ -306,7 +306,7 @@ def test_redact_url_hides_only_the_password(url, expected):
 def test_a_job_record_never_holds_a_storage_password(cli, tmp_path):
     """The password of a storage URL on the command line reaches neither result.json nor stderr."""
     job = tmp_path / "job"
-    res = cli([*TINY_JOB, "data.N=48", "+hydra.sweeper.storage=postgresql://alice:S3cretPw@127.0.0.1:1/optuna",
+    res = cli([*TINY_JOB, "fault=raise", "+hydra.sweeper.storage=postgresql://alice:S3cretPw@127.0.0.1:1/optuna",
                f"hydra.run.dir={job}"])
     assert res.returncode != 0
     text = (job / "result.json").read_text()
@@ -379,7 +379,7 @@ def test_a_storage_password_from_the_environment_reaches_no_file(cli, tmp_path):
     Hydra's own ``.hydra/hydra.yaml`` records the raw override; hence this advice.)
     """
     job = tmp_path / "job"
-    res = cli([*TINY_JOB, "data.N=48", "+hydra.sweeper.storage=postgresql://alice:${oc.env:PTYCHO_TEST_PW}@h:1/db",
+    res = cli([*TINY_JOB, "fault=raise", "+hydra.sweeper.storage=postgresql://alice:${oc.env:PTYCHO_TEST_PW}@h:1/db",
                f"hydra.run.dir={job}"], env={"PTYCHO_TEST_PW": "S3cretPw"})
     assert res.returncode != 0 and (job / "result.json").exists()
     leaks = [p for p in _files(job) if "S3cretPw" in p.read_text(errors="replace")]
