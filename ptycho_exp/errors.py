@@ -260,7 +260,8 @@ def check_job_configs(cfgs, hydra_cfg=None) -> None:
     ptycho_exp.config.ConfigError
         The first problem, naming the key and the fix.
     """
-    from ptycho_exp.compose import job_config_dict
+    from omegaconf import OmegaConf
+
     from ptycho_exp.config import validate
     from ptycho_exp.results import config_hash
 
@@ -268,7 +269,8 @@ def check_job_configs(cfgs, hydra_cfg=None) -> None:
         check_hydra_targets(hydra_cfg)
     seen_cfg, seen_data = set(), set()
     for cfg in cfgs:
-        job = job_config_dict(cfg)
+        job = OmegaConf.to_container(cfg, resolve=True)
+        job.pop("hydra", None)
         h = config_hash(job)
         if h in seen_cfg:
             continue
