@@ -16,8 +16,9 @@ def check_before_run(argv: list[str]) -> str | None:
     expansion) composed with Hydra's compose API and checked as the job would check itself
     (:func:`ptycho_exp.sweep.plan.check_overrides`), before Hydra makes any folder.
 
-    Overrides that do not compose are left to Hydra, whose error becomes one line below; so are
-    command lines that name another config or only ask for information.
+    A sweep whose overrides do not compose is refused here too (Hydra would make the sweep folder
+    first); a single run's are left to Hydra, whose error becomes one line below, as are command
+    lines that name another config or only ask for information.
     """
     if any(a in _NO_RUN_FLAGS or a.startswith(tuple(f + "=" for f in _NO_RUN_FLAGS if f.startswith("--")))
            for a in argv):
@@ -30,8 +31,15 @@ def check_before_run(argv: list[str]) -> str | None:
         check_overrides([a for a in argv if not a.startswith("-")], multirun)
     except ConfigError as exc:
         return str(exc)
-    except Exception:  # noqa: BLE001 - overrides that do not compose: Hydra reports them, in one line
-        return None
+    except Exception as exc:  # noqa: BLE001 - overrides that do not compose
+        from omegaconf.errors import InterpolationResolutionError
+
+        from ptycho_exp.errors import one_line_error
+
+        if multirun and not isinstance(exc, InterpolationResolutionError):
+            return one_line_error(exc)  # Hydra's sweep would make its folder before composing a job
+        return None  # a single run's Hydra reports it in one line before making a folder (or needs a
+        #              ${hydra:...} value that only exists inside the run)
     return None
 
 

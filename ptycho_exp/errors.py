@@ -219,7 +219,9 @@ def check_data_values(cfg) -> None:
                                                                    "'probeGuess'")
             probe = load_probe(str(d.probe_path))
         except (DataPathError, FileNotFoundError, ValueError) as exc:
-            raise _config_error("data.probe_path", d.probe_path, exc) from None
+            fix = "" if "fix" in str(exc).lower() else ("; fix: point data.probe_path to an NPZ whose probeGuess is "
+                                                       f"a finite ({d.N}, {d.N}) array")
+            raise _config_error("data.probe_path", d.probe_path, f"{exc}{fix}") from None
         if probe.shape != (d.N, d.N):
             raise ConfigError(f"data.probe_path={str(d.probe_path)!r} is invalid: its probeGuess is "
                               f"{probe.shape[0]}x{probe.shape[1]} but data.N={d.N}; fix: set "
