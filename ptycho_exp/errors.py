@@ -236,21 +236,19 @@ def check_data_values(cfg) -> None:
 
 
 def _simulated_train_positions(d) -> int | None:
-    """Positions of the simulated training scan (all objects), without simulating it; None if unknown."""
-    import numpy as np
+    """Positions of the simulated training scan (all objects), counted as
+    :func:`ptycho_exp.physics.scan.grid_positions` lays them out (jitter moves them, it adds none);
+    None when the values are out of range (config validation names those)."""
+    import math
 
-    from ptycho_exp.data.simulate import resolve_data_fields, simulate_positions
-
-    fields = resolve_data_fields(d)
-    if fields["scan"] == "grid":
-        side = (float(fields["object_size"]) - float(fields["N"])) / float(fields["train_stride"]) + 1
-        if not 0 < side < 3000:
-            return None  # out of range: config validation reports data.train_stride
-    try:
-        per_object = len(simulate_positions(fields, "train", np.random.default_rng(0)))
-    except ValueError:
-        return None
-    return per_object * int(fields["n_train_objects"])
+    if d.scan == "random":
+        per_object = int(d.n_random_positions)
+    else:
+        span, stride = float(d.object_size) - float(d.N), float(d.train_stride)
+        if not (span >= 0 and stride > 0 and math.isfinite(span / stride)):
+            return None
+        per_object = (math.floor(span / stride + 1e-9) + 1) ** 2
+    return per_object * int(d.n_train_objects)
 
 
 def check_job_configs(cfgs, hydra_cfg=None) -> None:
