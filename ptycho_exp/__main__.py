@@ -7,7 +7,7 @@ from ptycho_exp.errors import EXECUTION_WHITELIST  # targets this app's configs 
 
 
 _NO_RUN_FLAGS = ("-c", "--cfg", "-i", "--info", "-h", "--help", "--hydra-help", "-sc", "--shell-completion",
-                 "-p", "--package", "-r", "--run", "--experimental-rerun", "-cp", "--config-path", "-cn",
+                 "-p", "--package", "--experimental-rerun", "-cp", "--config-path", "-cn",
                  "--config-name", "-cd", "--config-dir")
 
 

@@ -4,6 +4,11 @@ Used by ``python -m ptycho_exp`` (:mod:`ptycho_exp.__main__`): Hydra's own compo
 (typo'd key, wrong type, unknown group option, override syntax) are multi-line by default; here they
 become one ``ptycho_exp: configuration error: <key>...: <problem>; fix: <fix>`` line. With
 ``hydra.verbose=true`` (or ``HYDRA_FULL_ERROR=1``) the full traceback is shown instead.
+
+It also holds what is checked before a run or sweep makes any folder (:func:`check_job_configs`, called
+on every composed job by :func:`ptycho_exp.sweep.plan.check_overrides`): the config's ranges, the
+data files' headers and values, the probe file, the number of training positions and the Hydra
+``_target_`` s. Bad input therefore exits 2 with nothing written.
 """
 from __future__ import annotations
 
@@ -262,7 +267,7 @@ def check_job_configs(cfgs, hydra_cfg=None) -> None:
     """
     from omegaconf import OmegaConf
 
-    from ptycho_exp.config import validate
+    from ptycho_exp.config import NETWORK_MODELS, validate
     from ptycho_exp.results import config_hash
 
     if hydra_cfg is not None:
@@ -276,7 +281,7 @@ def check_job_configs(cfgs, hydra_cfg=None) -> None:
             continue
         seen_cfg.add(h)
         validate(cfg)
-        data_key = config_hash({"data": job["data"], "model": job["model"]["name"]})
+        data_key = config_hash({"data": job["data"], "trains": job["model"]["name"] in NETWORK_MODELS})
         if data_key not in seen_data:
             seen_data.add(data_key)
             check_data_values(cfg)
