@@ -27,7 +27,7 @@ def expand_sweep(overrides: list[str], sample: bool | None = None) -> tuple[list
     fixed, _ = split_overrides(overrides)
     base = compose_job_config(fixed, return_hydra=True)
     if sample is None:
-        sample = "optuna" in str(base.hydra.sweeper.get("_target_", "")).lower()
+        sample = _is_optuna(base)
     params = dict(base.hydra.sweeper.get("params") or {})
     args = [f"{k}={v}" for k, v in params.items()] + list(overrides)
     parsed = OverridesParser.create().parse_overrides(args)
@@ -103,7 +103,7 @@ def plan(overrides: list[str]) -> tuple[list[dict], Path | None]:
     from ptycho_exp.errors import check_job_configs, one_line_error
 
     try:
-        jobs, base = expand_sweep(overrides, sample=False)
+        jobs, base = expand_sweep(overrides)
         job_overrides = job_overrides_of(jobs)
         cfgs = compose_jobs(job_overrides)
         check_job_configs(cfgs, base.hydra)
@@ -126,8 +126,12 @@ def plan(overrides: list[str]) -> tuple[list[dict], Path | None]:
                 seconds = (prev.get("timings") or {}).get("total_s")
         rows.append({"job": num, "overrides": " ".join(o for o in job_over if o in _swept(jobs)),
                      "model": OmegaConf.select(cfg, "model.name"), "hash": h, "status": status,
-                     "seconds": seconds})
+                     "seconds": seconds, "sampled": _is_optuna(base)})
     return rows, sweep_dir
+
+
+def _is_optuna(base: Any) -> bool:
+    return "optuna" in str(base.hydra.sweeper.get("_target_", "")).lower()
 
 
 def _is_structural(override: str, groups: set[str]) -> bool:
@@ -174,12 +178,16 @@ def print_plan(overrides: list[str]) -> int:
     from rich.table import Table
 
     rows, sweep_dir = plan(overrides)
+    console = Console(file=sys.stdout, width=160)
+    if rows and rows[0]["sampled"]:
+        console.print(f"An Optuna search chooses its trials as it runs (`ptycho-exp status` shows them); "
+                      f"each value of its search space was checked in {len(rows)} configs: all valid.")
+        return 0
     table = Table(title=f"{len(rows)} jobs" + (f" in {sweep_dir}" if sweep_dir else ""))
     for col in ("job", "overrides", "hash", "status"):
         table.add_column(col)
     for r in rows:
         table.add_row(str(r["job"]), r["overrides"], r["hash"], r["status"])
-    console = Console(file=sys.stdout, width=160)
     console.print(table)
     done = [r for r in rows if r["status"] == "ok"]
     todo = len(rows) - len(done)
