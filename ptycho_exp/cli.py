@@ -170,11 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "data":
             return _data(args)
         if args.cmd == "predict":
-            from ptycho_exp.data.npz import contract_header
+            from ptycho_exp.data.npz import load_contract_npz
             from ptycho_exp.isolation import use_tensorflow_env
             from ptycho_exp.predict import predict_file
 
-            contract_header(args.data)  # a broken file fails before TensorFlow loads
+            load_contract_npz(args.data, check_intensity=False)  # a bad file fails before TensorFlow loads
             use_tensorflow_env()
 
             print(predict_file(args.model_dir, args.data, args.out))

@@ -169,7 +169,8 @@ def config_cases() -> list[Case]:
         c("unknown_device", ["hardware.device=tpu"], ["hardware.device"]),
         # inconsistent overrides
         c("probe_file_without_path", ["data.probe=file"], ["data.probe_path"]),
-        c("probe_file_missing", ["data.probe=file", "data.probe_path={dir}/no_probe.npz"], ["data.probe_path", "no_probe.npz"]),
+        c("probe_file_missing", ["data.probe=file", "data.probe_path={dir}/no_probe.npz"],
+          ["data.probe_path", "no_probe.npz"]),
         c("npz_without_paths", ["data=npz"], ["data.train_path"]),
         c("override_syntax", ["data.N=("], ["overrides"]),
         # code execution through _target_
@@ -422,6 +423,8 @@ def cli_cases() -> list[Case]:
             ["pipe.npz", "FIFO"], fifo, quick=True),
         cli("predict_nan_data", ["predict", "{dir}", "{dir}/bad.npz", "--out", "{dir}/o.npz"],
             ["bad.npz", "probeGuess"], {"bad.npz": _npz(probeGuess=None)}),
+        cli("predict_nan_values", ["predict", "{dir}", "{dir}/nan.npz", "--out", "{dir}/o.npz"],
+            ["nan.npz", "NaN"], nan),
         cli("predict_model_dir_missing", ["predict", "{dir}/nomodel", "{dir}/good.npz", "--out", "{dir}/o.npz"],
             ["nomodel", "does not exist"], good),
         cli("predict_out_is_a_folder", ["predict", "{dir}", "{dir}/good.npz", "--out", "{dir}/emptydir"],
