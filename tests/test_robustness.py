@@ -121,11 +121,12 @@ def test_bad_input_fails_with_one_clear_line_and_writes_nothing(corpus_runs, nam
     new = sorted(set(after) - set(before))
     changed = sorted(k for k in before if after.get(k) != before[k])
     assert not new and not changed, f"{name}: wrote {new}, changed {changed}"
-    # A FIFO, a device or an absurd header ends as fast as any bad input: 5 s beyond what starting the
-    # entry point costs on this machine now (the median case), which is the part a busy machine stretches.
-    others = sorted(r[3] for r in corpus_runs.values() if not r[0].quick) or sorted(r[3] for r in corpus_runs.values())
+    # A FIFO, a device or an absurd header ends as fast as any bad input: 5 s beyond what starting the same
+    # entry point costs on this machine now (its median case, with room for a busy machine's jitter).
+    same = [r for r in corpus_runs.values() if r[0].entry == case.entry]
+    others = sorted(r[3] for r in same if not r[0].quick) or sorted(r[3] for r in same)
     typical = others[len(others) // 2]
-    assert seconds < (5 + typical if case.quick else 20 + 2 * typical), f"{name} took {seconds:.1f} s"
+    assert seconds < (5 + 1.5 * typical if case.quick else 20 + 2 * typical), f"{name} took {seconds:.1f} s"
 
 
 def _ends_within(seconds: float, fn, *args):
