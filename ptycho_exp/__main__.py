@@ -3,9 +3,44 @@ from __future__ import annotations
 
 from ptycho_exp.compose import CONF_DIR, CONFIG_NAME  # the config tree ships inside the package
 
-# Targets this app's configs may instantiate (Hydra 1.4 warns about any other): our callbacks and
-# sweeper, Optuna's samplers, and the logging handlers of conf/hydra/job_logging.
-EXECUTION_WHITELIST = ["ptycho_exp.*", "optuna.samplers.*", "logging.*"]
+from ptycho_exp.errors import EXECUTION_WHITELIST  # targets this app's configs may instantiate
+
+
+_NO_RUN_FLAGS = ("-c", "--cfg", "-i", "--info", "-h", "--help", "--hydra-help", "-sc", "--shell-completion",
+                 "-p", "--package", "--experimental-rerun", "-cp", "--config-path", "-cn",
+                 "--config-name", "-cd", "--config-dir")
+
+
+def check_before_run(argv: list[str]) -> str | None:
+    """Why the run these arguments ask for would be refused, or None: every job of it (a sweep's
+    expansion) composed with Hydra's compose API and checked as the job would check itself
+    (:func:`ptycho_exp.sweep.plan.check_overrides`), before Hydra makes any folder.
+
+    A sweep whose overrides do not compose is refused here too (Hydra would make the sweep folder
+    first); a single run's are left to Hydra, whose error becomes one line below, as are command
+    lines that name another config or only ask for information.
+    """
+    if any(a in _NO_RUN_FLAGS or a.startswith(tuple(f + "=" for f in _NO_RUN_FLAGS if f.startswith("--")))
+           for a in argv):
+        return None
+    from ptycho_exp.config import ConfigError
+    from ptycho_exp.sweep.plan import check_overrides
+
+    multirun = any(a in ("-m", "--multirun") or a.replace(" ", "") == "hydra.mode=MULTIRUN" for a in argv)
+    try:
+        check_overrides([a for a in argv if not a.startswith("-")], multirun)
+    except ConfigError as exc:
+        return str(exc)
+    except Exception as exc:  # noqa: BLE001 - overrides that do not compose
+        from omegaconf.errors import InterpolationResolutionError
+
+        from ptycho_exp.errors import one_line_error
+
+        if multirun and not isinstance(exc, InterpolationResolutionError):
+            return one_line_error(exc)  # Hydra's sweep would make its folder before composing a job
+        return None  # a single run's Hydra reports it in one line before making a folder (or needs a
+        #              ${hydra:...} value that only exists inside the run)
+    return None
 
 
 def main() -> None:
@@ -31,6 +66,10 @@ def main() -> None:
 
     verbose = wants_traceback(sys.argv[1:], bool(os.environ.get("HYDRA_FULL_ERROR")))
     problem = check_output_dirs(sys.argv[1:])
+    if problem:
+        print(f"ptycho_exp: configuration error: {problem}", file=sys.stderr)
+        sys.exit(2)
+    problem = check_before_run(sys.argv[1:])
     if problem:
         print(f"ptycho_exp: configuration error: {problem}", file=sys.stderr)
         sys.exit(2)

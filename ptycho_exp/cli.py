@@ -10,6 +10,13 @@ import sys
 from pathlib import Path
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line naming the problem and the fix (exit 2)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message}; fix: see `{self.prog} --help`\n")
+
+
 def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="inspect, simulate, split or import contract NPZ files")
     dsub = data.add_subparsers(dest="data_cmd", required=True)
@@ -34,7 +41,7 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ptycho-exp",
         description="Post-hoc tools for ptycho_exp studies. Run jobs and sweeps with "
                     "`python -m ptycho_exp [-m] overrides...`.")
@@ -61,12 +68,99 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _need_folder(path: str, what: str, fix: str) -> None:
+    p = Path(path)
+    if not p.exists():
+        raise ValueError(f"{what} {path!r} does not exist; fix: {fix}")
+    if not p.is_dir():
+        raise ValueError(f"{what} {path!r} is a file, not a folder; fix: {fix}")
+
+
+def _need_file(path: str | None, option: str) -> None:
+    if path is not None:
+        from ptycho_exp.data.npz import require_regular_file
+
+        require_regular_file(path, f"{option}", "check the path")
+
+
+def _new_file(path: str | None, option: str, inputs: tuple = ()) -> None:
+    """An output file: not an existing folder, not one of the command's input files."""
+    if path is None:
+        return
+    if Path(path).is_dir():
+        raise ValueError(f"{option} {path!r} is a folder, not a file name; fix: name the output file, "
+                         f"e.g. {option} {Path(path) / 'out.npz'}")
+    for other in inputs:
+        if other and Path(other).exists() and Path(path).exists() and Path(path).samefile(other):
+            raise ValueError(f"{option} {path!r} is also an input; fix: write to a new file")
+
+
+def _new_folder(path: str | None, option: str) -> None:
+    """An output folder: a folder or nothing yet, never an existing file."""
+    if path is not None and Path(path).exists() and not Path(path).is_dir():
+        raise ValueError(f"{option} {path!r} is an existing file, not a folder; fix: choose a new folder "
+                         f"name (e.g. {option} {path}_out)")
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """Refuse bad paths on the command line before a command reads or writes anything.
+
+    Inputs must be regular files (a FIFO or a device would block or never end) or existing folders,
+    outputs must not be an existing folder (for a file) or an existing file (for a folder).
+
+    Raises
+    ------
+    ValueError
+        One line naming the argument, the path and the fix.
+    """
+    cmd = args.cmd
+    if cmd == "status":
+        _need_folder(args.sweep_dir, "sweep folder", "pass a sweep folder (multirun/<date>/<time>, the one "
+                                                     "holding multirun.yaml)")
+    elif cmd == "aggregate":
+        for folder in args.sweep_dirs:
+            _need_folder(folder, "sweep folder", "pass sweep folders (multirun/...) or job folders")
+        _new_folder(args.out or str(Path(args.sweep_dirs[0]) / "aggregate"), "--out")
+    elif cmd == "predict":
+        _need_folder(args.model_dir, "model folder", "pass a job folder or its model/ folder")
+        _need_file(args.data, "data file")
+        _new_file(args.out, "--out", (args.data,))
+    elif cmd == "rerun":
+        _need_folder(args.job_dir, "job folder", "pass a job folder (one that holds result.json)")
+        _new_folder(args.out, "--out")
+    elif cmd == "score":
+        _need_file(args.recon, "reconstruction file")
+        _need_file(args.test, "--test file")
+        _need_file(args.reference, "--reference file")
+        _new_folder(args.out, "--out")
+    elif cmd == "data":
+        sub = args.data_cmd
+        if sub in ("inspect", "split", "import"):
+            _need_file(args.path, "input file")
+        if sub == "split":
+            _new_file(args.train_out, "--train-out", (args.path,))
+            _new_file(args.test_out, "--test-out", (args.path,))
+            if Path(args.train_out).absolute() == Path(args.test_out).absolute():
+                raise ValueError(f"--train-out and --test-out are the same file {args.train_out!r}; "
+                                 "fix: name two different files")
+        elif sub == "import":
+            _need_file(args.probe, "--probe file")
+            _new_file(args.out, "--out", (args.path,))
+        elif sub == "simulate":
+            _new_file(args.out, "--out")
+        elif sub == "export":
+            _need_folder(args.job_dir, "job folder", "pass a job folder (one that holds result.json)")
+            _new_folder(args.out, "--out")
+
+
 def main(argv: list[str] | None = None) -> int:
     args, rest = build_parser().parse_known_args(argv)
     if rest and args.cmd != "plan":
-        print(f"ptycho-exp: unrecognised arguments: {' '.join(rest)}", file=sys.stderr)
+        print(f"ptycho-exp: unrecognised arguments: {' '.join(rest)}; fix: see ptycho-exp {args.cmd} --help",
+              file=sys.stderr)
         return 2
     try:
+        check_paths(args)
         if args.cmd == "plan":
             from ptycho_exp.sweep.plan import print_plan
 
@@ -76,9 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "data":
             return _data(args)
         if args.cmd == "predict":
-            from ptycho_exp.predict import predict_file
+            from ptycho_exp.data.npz import load_contract_npz
             from ptycho_exp.isolation import use_tensorflow_env
+            from ptycho_exp.predict import predict_file
 
+            load_contract_npz(args.data, check_intensity=False)  # a bad file fails before TensorFlow loads
             use_tensorflow_env()
 
             print(predict_file(args.model_dir, args.data, args.out))
@@ -95,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_aggregate_command(args)
     except (ValueError, OSError) as exc:  # bad input: one clear line, no traceback
-        print(f"ptycho-exp {args.cmd}: {exc}", file=sys.stderr)
+        cmd = f"{args.cmd} {args.data_cmd}" if args.cmd == "data" else args.cmd
+        print(f"ptycho-exp {cmd}: {exc}", file=sys.stderr)
         return 2
 
 

@@ -83,8 +83,9 @@ def compose_validated(overrides: list[str]) -> Any:
     try:
         cfg = compose_job_config(overrides)
     except (HydraException, OmegaConfBaseException) as exc:  # typo'd key, wrong type: one line
-        cause = f" ({str(exc.__cause__).splitlines()[0]})" if exc.__cause__ else ""
-        raise ValueError(f"bad override: {exc}{cause}".replace("\n", "; ")) from None
+        from ptycho_exp.errors import one_line_error
+
+        raise ValueError(one_line_error(exc)) from None
     validate(cfg)
     return cfg
 

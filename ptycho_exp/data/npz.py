@@ -54,16 +54,43 @@ def _fail(path: str, key: str | None, problem: str, fix: str) -> DataContractErr
     return DataContractError(f"{where} {problem}. Fix: {fix}", path=path, key=key)
 
 
-def _check_path(path: str) -> None:
-    if not os.path.exists(path):
-        raise DataPathError(f"data file {path!r} does not exist. Fix: check the path "
-                            "(data.train_path / data.test_path) and that the file was copied", path=path)
-    if os.path.isdir(path):
-        raise DataPathError(f"data path {path!r} is a directory, not an NPZ file. Fix: point to the .npz file "
-                            "inside it", path=path)
+def require_regular_file(path, what: str = "data file", fix: str = "check the path (data.train_path / "
+                         "data.test_path) and that the file was copied") -> None:
+    """Refuse a path that is not an existing, readable regular file, before anything opens it.
+
+    A FIFO would block the reader forever and a device such as ``/dev/zero`` never ends, so only
+    regular files (``stat.S_ISREG``, after following symbolic links) are accepted.
+
+    Raises
+    ------
+    DataPathError
+        Naming the path, what it is instead and the fix (``what`` names the file's role).
+    """
+    import stat
+
+    path = os.fspath(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise DataPathError(f"{what} {path!r} does not exist. Fix: {fix}", path=path) from None
+    except OSError as exc:  # a path through a regular file, a name too long, a loop of links
+        raise DataPathError(f"{what} {path!r} cannot be reached ({exc.strerror}). Fix: {fix}", path=path) from None
+    if stat.S_ISDIR(mode):
+        raise DataPathError(f"{what} path {path!r} is a directory, not a file. Fix: point to the file inside it",
+                            path=path)
+    if not stat.S_ISREG(mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
+                else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "not a regular file")
+        raise DataPathError(f"{what} {path!r} is {kind}, not a regular file. Fix: save the data to a regular "
+                            "file and point to it", path=path)
     if not os.access(path, os.R_OK):
-        raise DataPathError(f"data file {path!r} is not readable (permission denied). Fix: chmod +r it or "
+        raise DataPathError(f"{what} {path!r} is not readable (permission denied). Fix: chmod +r it or "
                             "copy it somewhere readable", path=path)
+
+
+def _check_path(path: str) -> None:
+    require_regular_file(path)
 
 
 def _read_key(archive, path: str, key: str) -> np.ndarray:
@@ -213,6 +240,23 @@ def _read_npy_header(fh, path: str, key: str) -> tuple[tuple, np.dtype]:
     return tuple(int(v) for v in shape), dtype
 
 
+# Deflate cannot shrink data more than about 1032:1; a member claiming more is a crafted header.
+_MAX_DEFLATE_RATIO = 1032
+
+
+def _check_member_size(path: str, key: str, info: zipfile.ZipInfo, file_size: int) -> None:
+    """Refuse a zip member whose declared sizes the file cannot hold (read nothing of its data)."""
+    stored_end = info.header_offset + info.compress_size
+    if info.compress_type == zipfile.ZIP_STORED:
+        limit = info.compress_size
+    else:
+        limit = _MAX_DEFLATE_RATIO * info.compress_size + 1024
+    if stored_end > file_size or info.file_size > limit:
+        raise _fail(path, key, f"declares {info.file_size:,} bytes ({info.compress_size:,} stored) but the file "
+                    f"holds {file_size:,} bytes: its header is corrupt or the file is truncated",
+                    "re-copy the file, or re-save it with numpy.savez")
+
+
 def _npz_headers(path: str) -> dict:
     """``{key: (shape, dtype)}`` of every array in an NPZ, read from the headers only (no data)."""
     with open(path, "rb") as fh:
@@ -226,11 +270,13 @@ def _npz_headers(path: str) -> dict:
         raise _fail(path, None, f"is not a readable NPZ archive (truncated, or not a zip file: {exc})",
                     "re-copy the file, or re-save it with numpy.savez") from None
     headers = {}
+    file_size = os.path.getsize(path)
     with zf:
         for info in zf.infolist():
             if not info.filename.endswith(".npy"):
                 continue
             key = info.filename[:-4]
+            _check_member_size(path, key, info, file_size)
             try:
                 with zf.open(info) as member:
                     shape, dtype = _read_npy_header(member, path, key)
@@ -435,8 +481,10 @@ def load_contract_npz(path, check_intensity: bool = True, check_values: bool = T
     diffraction = diff.astype(np.float32, copy=False)
     if check_values:
         energy = pattern_energy(diff)  # float64 sums: uint16 data does not overflow
-        if np.any(energy > 0):
-            meta["normalisation_factor"] = float((n / 2.0) / np.sqrt(energy.mean()))
+        if not np.any(energy > 0):
+            raise _fail(path, diff_key, f"is zero in all {m} patterns: there is nothing to reconstruct",
+                        "check that the detector frames were saved (not an empty or masked-out array)")
+        meta["normalisation_factor"] = float((n / 2.0) / np.sqrt(energy.mean()))
     if check_intensity:
         reason = intensity_suspicion(diff, probe)
         if reason:

@@ -14,35 +14,108 @@ from ptycho_exp import results
 from ptycho_exp.compose import compose_job_config, compose_many, conf_dir, job_config_dict, split_overrides
 
 
-def expand_sweep(overrides: list[str]) -> tuple[list[list[str]], Any]:
-    """Job override lists in Hydra's basic-sweeper order, and the composed (hydra) config."""
+def expand_sweep(overrides: list[str], sample: bool | None = None) -> tuple[list[list[str]], Any]:
+    """Job override lists in Hydra's basic-sweeper order, and the composed (hydra) config.
+
+    ``sample`` (default: when the sweeper is Optuna's): instead of every combination, one job with the
+    first value of each search dimension (an interval's low end) plus, for each dimension, one job per
+    other value (an interval's high end) with the rest at their first: the values a search can reach,
+    checked one at a time.
+    """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     fixed, _ = split_overrides(overrides)
     base = compose_job_config(fixed, return_hydra=True)
+    if sample is None:
+        sample = _is_optuna(base)
     params = dict(base.hydra.sweeper.get("params") or {})
     args = [f"{k}={v}" for k, v in params.items()] + list(overrides)
     parsed = OverridesParser.create().parse_overrides(args)
     keyed: dict[str, list[str]] = {}
     for ov in parsed:  # later values of a key win, as in Hydra
         key = ov.get_key_element()
-        keyed[key] = [f"{key}={v}" for v in ov.sweep_string_iterator()] if ov.is_sweep_override() \
+        keyed[key] = [f"{key}={v}" for v in _sweep_values(ov)] if ov.is_sweep_override() \
             else [f"{key}={ov.get_value_element_as_str()}"]
-    jobs = [list(combo) for combo in itertools.product(*keyed.values())]
+    if not sample:
+        return [list(combo) for combo in itertools.product(*keyed.values())], base
+    first = [values[0] for values in keyed.values()]
+    jobs = [first]
+    for i, values in enumerate(keyed.values()):
+        jobs += [first[:i] + [v] + first[i + 1:] for v in values[1:]]
     return jobs, base
 
 
+def _sweep_values(ov: Any) -> list[str]:
+    """The values of a sweep override as strings; an interval gives its two ends."""
+    from hydra.core.override_parser.types import IntervalSweep
+
+    value = ov.value()
+    if isinstance(value, IntervalSweep):
+        ends = [value.start, value.end]
+        return [str(int(v)) if float(v).is_integer() else repr(float(v)) for v in ends]
+    return list(ov.sweep_string_iterator())
+
+
+def job_overrides_of(jobs: list[list[str]]) -> list[list[str]]:
+    """Each job's overrides without Hydra's own (``hydra.*``, ``hydra/...``): what its config depends on."""
+    return [[o for o in job if not o.lstrip("+~").startswith(("hydra.", "hydra/"))] for job in jobs]
+
+
+def check_overrides(overrides: list[str], multirun: bool) -> list:
+    """Compose every job a run (``multirun``: a sweep) of these overrides would start and check it as the
+    run would, before anything is written: the config ranges, the data files (headers and values) and
+    Hydra's ``_target_`` s (:func:`ptycho_exp.errors.check_job_configs`). An Optuna sweep is checked on
+    a sample of its search space (:func:`expand_sweep`); identical configs are checked once.
+
+    Returns
+    -------
+    The composed job configs.
+
+    Raises
+    ------
+    ptycho_exp.config.ConfigError
+        A value the run would refuse, naming the key and the fix.
+    hydra.errors.HydraException, omegaconf.errors.OmegaConfBaseException
+        Overrides that do not compose (unknown key, wrong type, unknown group option).
+    """
+    from ptycho_exp.errors import check_job_configs
+
+    if multirun:
+        jobs, base = expand_sweep(overrides)
+    else:
+        jobs, base = [list(overrides)], compose_job_config(list(overrides), return_hydra=True)
+    cfgs = compose_jobs(job_overrides_of(jobs))
+    check_job_configs(cfgs, base.hydra)
+    return cfgs
+
+
 def plan(overrides: list[str]) -> tuple[list[dict], Path | None]:
-    """One row per job: number, overrides, config hash, status in the sweep folder."""
+    """One row per job: number, overrides, config hash, status in the sweep folder.
+
+    Raises
+    ------
+    ValueError
+        In one line, for overrides a run would refuse (the same checks, :func:`check_overrides`).
+    """
     from omegaconf import OmegaConf
 
-    jobs, _ = expand_sweep(overrides)
+    from ptycho_exp.config import ConfigError
+    from ptycho_exp.errors import check_job_configs, one_line_error
+
+    try:
+        jobs, base = expand_sweep(overrides)
+        job_overrides = job_overrides_of(jobs)
+        cfgs = compose_jobs(job_overrides)
+        check_job_configs(cfgs, base.hydra)
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever Hydra or OmegaConf refuses: one line
+        raise ValueError(one_line_error(exc)) from None
     sweep_dir = None
     if any(o.startswith("hydra.sweep.dir=") for o in overrides):
         sweep_dir = Path(next(o for o in overrides if o.startswith("hydra.sweep.dir=")).split("=", 1)[1])
     rows = []
-    job_overrides = [[o for o in job if not o.startswith("hydra.")] for job in jobs]
-    for num, (job_over, cfg) in enumerate(zip(job_overrides, compose_jobs(job_overrides))):
+    for num, (job_over, cfg) in enumerate(zip(job_overrides, cfgs)):
         h = results.config_hash(job_config_dict(cfg))
         status, seconds = "pending", None
         if sweep_dir is not None:
@@ -53,8 +126,12 @@ def plan(overrides: list[str]) -> tuple[list[dict], Path | None]:
                 seconds = (prev.get("timings") or {}).get("total_s")
         rows.append({"job": num, "overrides": " ".join(o for o in job_over if o in _swept(jobs)),
                      "model": OmegaConf.select(cfg, "model.name"), "hash": h, "status": status,
-                     "seconds": seconds})
+                     "seconds": seconds, "sampled": _is_optuna(base)})
     return rows, sweep_dir
+
+
+def _is_optuna(base: Any) -> bool:
+    return "optuna" in str(base.hydra.sweeper.get("_target_", "")).lower()
 
 
 def _is_structural(override: str, groups: set[str]) -> bool:
@@ -101,12 +178,16 @@ def print_plan(overrides: list[str]) -> int:
     from rich.table import Table
 
     rows, sweep_dir = plan(overrides)
+    console = Console(file=sys.stdout, width=160)
+    if rows and rows[0]["sampled"]:
+        console.print(f"An Optuna search chooses its trials as it runs (`ptycho-exp status` shows them); "
+                      f"each value of its search space was checked in {len(rows)} configs: all valid.")
+        return 0
     table = Table(title=f"{len(rows)} jobs" + (f" in {sweep_dir}" if sweep_dir else ""))
     for col in ("job", "overrides", "hash", "status"):
         table.add_column(col)
     for r in rows:
         table.add_row(str(r["job"]), r["overrides"], r["hash"], r["status"])
-    console = Console(file=sys.stdout, width=160)
     console.print(table)
     done = [r for r in rows if r["status"] == "ok"]
     todo = len(rows) - len(done)

@@ -1,13 +1,15 @@
-"""The bad-input corpus: configs, NPZ files and paths that every entry point must refuse cleanly.
+"""The bad-input corpus: configs, NPZ files, paths and command lines that every entry point must refuse cleanly.
 
-:func:`build_corpus` writes the files of every case into a folder and returns the cases; each case
-is the overrides of one ``python -m ptycho_exp`` run and the words its single error line must hold
-(the field it names). Nothing here is committed as a binary: the NPZ files are generated from a
-small valid contract file (M=64 patterns of 32×32) by one change each.
+:func:`build_corpus` writes the files of every case into a folder and returns the cases; each case is
+one command line of ``python -m ptycho_exp`` (``entry="run"``) or ``ptycho-exp`` (``entry="cli"``)
+and the words its single error line must hold (the key, the file or the option it names). Nothing
+here is committed as a binary: the NPZ files are generated from a small valid contract file (M=64
+patterns of 32x32) by one change each; FIFOs and device links are made when the case is built.
 """
 from __future__ import annotations
 
 import io
+import os
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,14 +26,15 @@ BASE = ["data.N=32", "data.object_size=64", "data.n_train=16", "train.epochs=1",
 
 @dataclass
 class Case:
-    """One bad input: the overrides (``{dir}`` is the case folder) and what the error must name."""
+    """One bad input: the arguments (``{dir}`` is the case folder) and what the error must name."""
 
     name: str
     overrides: list[str]
     needles: list[str]                       # substrings of the one error line (the field, the file ...)
-    kind: str = "config"                     # config | npz | path
+    kind: str = "config"                     # config | npz | path | message | cli
     files: dict[str, Callable[[Path], None]] = field(default_factory=dict)  # file name -> writer
-    job_runs: bool = False                   # True: caught when the job loads data (still before TF)
+    entry: str = "run"                       # run: python -m ptycho_exp; cli: python -m ptycho_exp.cli
+    quick: bool = False                      # must end within 5 s (FIFOs, devices, absurd headers)
 
 
 def valid_arrays(seed: int = 0) -> dict[str, np.ndarray]:
@@ -111,12 +114,12 @@ def _object_array(arrays: dict) -> np.ndarray:
     return out
 
 
-def _npz_case(name: str, writer: Callable[[Path], None], needles: list[str], job_runs: bool = False,
-              role: str = "train") -> Case:
+def _npz_case(name: str, writer: Callable[[Path], None], needles: list[str], role: str = "train",
+              quick: bool = False) -> Case:
     bad, good = "{dir}/bad.npz", "{dir}/good.npz"
     train, test = (bad, good) if role == "train" else (good, bad)
     return Case(name, ["data=npz", f"data.train_path={train}", f"data.test_path={test}", "data.n_train=16"],
-                needles, kind="npz", files={"bad.npz": writer, "good.npz": _npz()}, job_runs=job_runs)
+                needles, kind="npz", files={"bad.npz": writer, "good.npz": _npz()}, quick=quick)
 
 
 def config_cases() -> list[Case]:
@@ -144,7 +147,7 @@ def config_cases() -> list[Case]:
         c("n_train_zero", ["data.n_train=0"], ["data.n_train"]),
         c("n_train_negative", ["data.n_train=-5"], ["data.n_train"]),
         c("n_train_more_than_scan", ["data.n_train=100000", "data.N=16", "data.object_size=64"],
-          ["data.n_train", "100000"], job_runs=True),
+          ["data.n_train", "100000"]),
         c("n_test_negative", ["data.n_test=-1"], ["data.n_test"]),
         c("batch_size_zero", ["train.batch_size=0"], ["train.batch_size"]),
         c("learning_rate_negative", ["train.learning_rate=-1"], ["train.learning_rate"]),
@@ -166,8 +169,8 @@ def config_cases() -> list[Case]:
         c("unknown_device", ["hardware.device=tpu"], ["hardware.device"]),
         # inconsistent overrides
         c("probe_file_without_path", ["data.probe=file"], ["data.probe_path"]),
-        c("probe_file_missing", ["data.probe=file", "data.probe_path={dir}/no_probe.npz"], ["no_probe.npz"],
-          job_runs=True),
+        c("probe_file_missing", ["data.probe=file", "data.probe_path={dir}/no_probe.npz"],
+          ["data.probe_path", "no_probe.npz"]),
         c("npz_without_paths", ["data=npz"], ["data.train_path"]),
         c("override_syntax", ["data.N=("], ["overrides"]),
         # code execution through _target_
@@ -201,24 +204,117 @@ def npz_cases() -> list[Case]:
         _npz_case("npz_not_a_zip", _not_zip, ["bad.npz", "not a readable NPZ"]),
         _npz_case("npz_empty_file", _empty_file, ["bad.npz", "not a readable NPZ"]),
         _npz_case("npz_single_npy", _single_npy, ["bad.npz", "single .npy"]),
-        _npz_case("npz_absurd_declared_size", _absurd_header, ["diffraction", "declares shape"]),
+        _npz_case("npz_absurd_declared_size", _absurd_header, ["diffraction", "declares shape"], quick=True),
         _npz_case("npz_bad_test_file", _npz(probeGuess=None), ["data.test_path", "probeGuess"], role="test"),
         _npz_case("npz_N_mismatch", _npz(diffraction=a["diffraction"][:, :16, :16],
                                          probeGuess=a["probeGuess"][:16, :16]), ["data.N", "16"]),
         _npz_case("npz_n_train_more_than_file", _npz(diffraction=a["diffraction"][:8], xcoords=a["xcoords"][:8],
                                                      ycoords=a["ycoords"][:8]), ["data.n_train", "8 patterns"]),
-        # value checks need the data: the job loads it (a second or two, still no TensorFlow)
+        # value checks read the (small) arrays before the run makes a folder
         _npz_case("npz_nan_amplitude", _npz(diffraction=_set("diffraction", (3, 5, 5), np.nan)),
-                  ["diffraction", "NaN"], job_runs=True),
+                  ["diffraction", "NaN"]),
         _npz_case("npz_inf_amplitude", _npz(diffraction=_set("diffraction", (0, 0, 0), np.inf)),
-                  ["diffraction", "NaN/Inf"], job_runs=True),
+                  ["diffraction", "NaN/Inf"]),
         _npz_case("npz_negative_amplitude", _npz(diffraction=_set("diffraction", (1, 2, 3), -1.0)),
-                  ["diffraction", "negative"], job_runs=True),
-        _npz_case("npz_nan_position", _npz(xcoords=_set("xcoords", 7, np.nan)), ["xcoords", "NaN"],
-                  job_runs=True),
-        _npz_case("npz_nan_probe", _npz(probeGuess=_set("probeGuess", (0, 0), np.nan)), ["probeGuess", "NaN"],
-                  job_runs=True),
+                  ["diffraction", "negative"]),
+        _npz_case("npz_nan_position", _npz(xcoords=_set("xcoords", 7, np.nan)), ["xcoords", "NaN"]),
+        _npz_case("npz_nan_probe", _npz(probeGuess=_set("probeGuess", (0, 0), np.nan)), ["probeGuess", "NaN"]),
+        _npz_case("npz_nan_ycoords", _npz(ycoords=_set("ycoords", 0, np.nan)), ["ycoords", "NaN"]),
+        _npz_case("npz_inf_probe", _npz(probeGuess=_set("probeGuess", (3, 3), np.inf)), ["probeGuess", "NaN/Inf"]),
+        _npz_case("npz_nan_object", _npz(objectGuess=_set("objectGuess", (0, 0), np.nan)),
+                  ["objectGuess", "NaN"]),
+        _npz_case("npz_all_zero_diffraction", _npz(diffraction=np.zeros((M, N, N), np.float32)),
+                  ["diffraction", "zero"]),
+        _npz_case("npz_Y_wrong_length", _npz(Y=np.ones((M - 1, N, N), np.complex64)), ["'Y'", "(63, 32, 32)"]),
+        _npz_case("npz_nan_in_test_file", _npz(diffraction=_set("diffraction", (9, 1, 1), np.nan)),
+                  ["data.test_path", "NaN"], role="test"),
+        _npz_case("npz_negative_in_test_file", _npz(diffraction=_set("diffraction", (2, 2, 2), -3.0)),
+                  ["data.test_path", "negative"], role="test"),
+        _npz_case("npz_absurd_header_test_file", _absurd_header, ["data.test_path", "declares shape"], role="test",
+                  quick=True),
+        _npz_case("npz_zip_member_larger_than_file", _lying_zip_directory, ["diffraction", "holds"], quick=True),
+        _npz_case("npz_no_object_n_train_above_file", _npz(diffraction=a["diffraction"][:8],
+                                                                  xcoords=a["xcoords"][:8], ycoords=a["ycoords"][:8],
+                                                                  objectGuess=None), ["data.n_train", "8"]),
+        Case("npz_n_test_more_than_file", ["data=npz", "data.train_path={dir}/good.npz",
+                                           "data.test_path={dir}/good.npz", "data.n_train=16", "data.n_test=500"],
+             ["data.n_test", "500"], kind="npz", files={"good.npz": _npz()}),
+        Case("npz_in_a_sweep_job", ["-m", "data=npz", "data.train_path={dir}/good.npz,{dir}/bad.npz",
+                                    "data.test_path={dir}/good.npz", "data.n_train=16"],
+             ["bad.npz", "NaN"], kind="npz",
+             files={"good.npz": _npz(), "bad.npz": _npz(diffraction=_set("diffraction", (0, 1, 1), np.nan))}),
     ]
+
+
+def _lying_zip_directory(path: Path) -> None:
+    """A stored archive whose central directory claims a 'diffraction' member of 2**40 bytes."""
+    _npz()(path)
+    data = bytearray(path.read_bytes())
+    name = b"diffraction.npy"
+    at = data.find(b"PK\x01\x02")  # central directory entries: sizes at +20 (compressed) and +24
+    while at >= 0:
+        n = int.from_bytes(data[at + 28:at + 30], "little")
+        if data[at + 46:at + 46 + n] == name:
+            data[at + 20:at + 24] = (0xFFFFFFF0).to_bytes(4, "little")
+            data[at + 24:at + 28] = (0xFFFFFFF0).to_bytes(4, "little")
+        at = data.find(b"PK\x01\x02", at + 4)
+    path.write_bytes(bytes(data))
+
+
+def _fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+def _dev_zero(path: Path) -> None:
+    os.symlink("/dev/zero", path)
+
+
+def _probe_file(**changes) -> Callable[[Path], None]:
+    """An NPZ holding only a probe (``probeGuess``) or what ``changes`` make of it."""
+    def write(path: Path) -> None:
+        arrays = {"probeGuess": valid_arrays()["probeGuess"]}
+        arrays.update({k: v for k, v in changes.items() if v is not None})
+        for k in [k for k, v in changes.items() if v is None]:
+            arrays.pop(k, None)
+        with open(path, "wb") as fh:
+            np.savez(fh, **arrays)
+    return write
+
+
+def special_file_cases() -> list[Case]:
+    """Paths that are not regular files (a FIFO would block a reader, /dev/zero never ends)."""
+    good = {"good.npz": _npz()}
+    runs = [
+        ("fifo_train_path", "data.train_path={dir}/pipe.npz", "data.test_path={dir}/good.npz", "pipe.npz", _fifo,
+         ["data.train_path", "FIFO"]),
+        ("fifo_test_path", "data.train_path={dir}/good.npz", "data.test_path={dir}/pipe.npz", "pipe.npz", _fifo,
+         ["data.test_path", "FIFO"]),
+        ("dev_zero_train_path", "data.train_path={dir}/zero.npz", "data.test_path={dir}/good.npz", "zero.npz",
+         _dev_zero, ["data.train_path", "character device"]),
+    ]
+    cases = [Case(name, ["data=npz", train, test, "data.n_train=16"], needles, kind="path",
+                  files={**good, fname: writer}, quick=True) for name, train, test, fname, writer, needles in runs]
+    cases += [
+        Case("dev_zero_directly", ["data=npz", "data.train_path=/dev/zero", "data.test_path={dir}/good.npz",
+                                   "data.n_train=16"], ["data.train_path", "/dev/zero"], kind="path", files=good,
+             quick=True),
+        Case("fifo_probe_path", ["data.probe=file", "data.probe_path={dir}/probe.npz"],
+             ["data.probe_path", "FIFO"], kind="path", files={"probe.npz": _fifo}, quick=True),
+        Case("probe_path_is_directory", ["data.probe=file", "data.probe_path={dir}/probes"],
+             ["data.probe_path", "directory"], kind="path", files={"probes": lambda p: p.mkdir()}),
+        Case("probe_file_without_probe", ["data.probe=file", "data.probe_path={dir}/probe.npz"],
+             ["data.probe_path", "probeGuess"], kind="npz",
+             files={"probe.npz": _probe_file(probeGuess=None, other=np.ones(3))}),
+        Case("probe_file_wrong_size", ["data.probe=file", "data.probe_path={dir}/probe.npz"],
+             ["data.probe_path", "data.N"], kind="npz",
+             files={"probe.npz": _probe_file(probeGuess=np.ones((16, 16), np.complex64))}),
+        Case("probe_file_nan", ["data.probe=file", "data.probe_path={dir}/probe.npz"],
+             ["data.probe_path", "NaN"], kind="npz",
+             files={"probe.npz": _probe_file(probeGuess=_set("probeGuess", (1, 1), np.nan)(valid_arrays()))}),
+        Case("probe_file_not_a_zip", ["data.probe=file", "data.probe_path={dir}/probe.npz"],
+             ["data.probe_path", "probe.npz"], kind="npz", files={"probe.npz": _not_zip}),
+    ]
+    return cases
 
 
 def path_cases() -> list[Case]:
@@ -244,8 +340,183 @@ def path_cases() -> list[Case]:
     ]
 
 
+def more_config_cases() -> list[Case]:
+    """Ranges and names the schema's types cannot express, single runs and sweeps."""
+    c = Case
+    return [
+        c("scan_unknown", ["data.scan=spiral"], ["data.scan"]),
+        c("precision_unknown", ["train.precision=half"], ["train.precision"]),
+        c("lr_schedule_unknown", ["train.lr_schedule=step"], ["train.lr_schedule"]),
+        c("patience_unit_unknown", ["train.patience_unit=minutes"], ["train.patience_unit"]),
+        c("reference_unknown", ["eval.reference=oracle"], ["eval.reference"]),
+        c("object_phase_unknown", ["data.object_phase=wild"], ["data.object_phase"]),
+        c("verbose_unknown", ["train.verbose=loud"], ["train.verbose"]),
+        c("probe_scale_zero", ["data.probe_scale=0"], ["data.probe_scale"]),
+        c("jitter_negative", ["data.jitter=-1"], ["data.jitter"]),
+        c("n_random_positions_zero", ["data.scan=random", "data.n_random_positions=0"], ["data.n_random_positions"]),
+        c("n_filters_scale_zero", ["model.n_filters_scale=0"], ["model.n_filters_scale"]),
+        c("nll_weight_negative", ["model.nll_weight=-1"], ["model.nll_weight"]),
+        c("pinn_without_data_term", ["model.nll_weight=0", "model.mae_weight=0"], ["model.nll_weight"]),
+        c("iterations_zero", ["model=ptylab", "model.iterative.iterations=0"], ["model.iterative.iterations"]),
+        c("min_lr_negative", ["train.min_lr=-1"], ["train.min_lr"]),
+        c("retries_negative", ["hardware.retries=-1"], ["hardware.retries"]),
+        c("n_train_objects_zero", ["data.n_train_objects=0"], ["data.n_train_objects"]),
+        c("lr_patience_zero", ["train.lr_patience=0"], ["train.lr_patience"]),
+        c("train_stride_zero", ["data.train_stride=0"], ["data.train_stride"]),
+        c("epochs_zero", ["train.epochs=0"], ["train.epochs"]),
+        c("learning_rate_zero", ["train.learning_rate=0"], ["train.learning_rate"]),
+        c("npz_with_two_objects", ["data=npz", "data.train_path={dir}/good.npz", "data.test_path={dir}/good.npz",
+                                   "data.n_train_objects=2"], ["data.n_train_objects"], files={"good.npz": _npz()}),
+        c("unknown_study", ["study=quik"], ["study=quik", "quick"]),
+        c("unknown_launcher", ["hydra/launcher=nope"], ["launcher=nope", "basic"]),
+        # sweeps: every job is checked before the sweep folder exists
+        c("sweep_second_value_bad", ["-m", "seed=1,2", "data.N=16,48"], ["data.N=48"]),
+        c("sweep_bad_fixed_value", ["-m", "seed=1,2", "data.nphotons=-1"], ["data.nphotons"]),
+        c("sweep_models_bad_gridsize", ["-m", "model=pinn,baseline", "data.gridsize=0"], ["data.gridsize"]),
+        c("study_with_bad_value", ["study=quick", "data.nphotons=-1"], ["data.nphotons"]),
+        c("optuna_with_bad_fixed_value", ["study=optuna", "train.batch_size=0"], ["train.batch_size"]),
+        c("sweep_range_bad_value", ["-m", "train.epochs=range(-1,2)"], ["train.epochs"]),
+        c("sweep_unknown_key", ["-m", "data.NN=1,2"], ["data.NN"]),
+        # code execution through _target_, wherever it is set
+        c("target_in_callback_os_system", ["+hydra.callbacks.x._target_=os.system"],
+          ["hydra.callbacks.x._target_", "os.system", "remove"]),
+        c("target_in_callback_eval", ["+hydra.callbacks.y._target_=builtins.eval"],
+          ["hydra.callbacks.y._target_", "builtins.eval"]),
+        c("target_in_callback_in_sweep", ["-m", "seed=1,2", "+hydra.callbacks.z._target_=subprocess.Popen"],
+          ["hydra.callbacks.z._target_", "subprocess.Popen"]),
+        c("target_nested_in_job", ["+model.extra={_target_: shutil.rmtree}"], ["model.extra"]),
+    ]
+
+
+def cli_cases() -> list[Case]:
+    """Every ``ptycho-exp`` subcommand, fed a path or value it must refuse."""
+    def cli(name, args, needles, files=None, quick=False):
+        return Case(name, args, needles, kind="cli", files=files or {}, entry="cli", quick=quick)
+
+    good = {"good.npz": _npz()}
+    fifo = {"pipe.npz": _fifo}
+    nan = {"nan.npz": _npz(diffraction=_set("diffraction", (0, 0, 0), np.nan))}
+    plain = {"plain.txt": lambda p: p.write_text("not a folder\n")}
+    empty_dir = {"emptydir": lambda p: p.mkdir()}
+    return [
+        # status / aggregate
+        cli("status_on_a_file", ["status", "{dir}/plain.txt"], ["plain.txt", "is a file, not a folder"], plain),
+        cli("status_missing", ["status", "{dir}/nowhere"], ["nowhere", "does not exist"]),
+        cli("status_bad_max_rows", ["status", "{dir}", "--max-rows", "many"], ["--max-rows"]),
+        cli("aggregate_on_a_file", ["aggregate", "{dir}/plain.txt"], ["plain.txt", "is a file"], plain),
+        cli("aggregate_missing", ["aggregate", "{dir}/nowhere"], ["nowhere", "does not exist"]),
+        cli("aggregate_out_is_a_file", ["aggregate", "{dir}/emptydir", "--out", "{dir}/plain.txt"],
+            ["--out", "plain.txt", "existing file"], {**plain, **empty_dir}),
+        cli("aggregate_bad_threshold", ["aggregate", "{dir}", "--min-ms-ssim-phase", "high"],
+            ["--min-ms-ssim-phase"]),
+        # plan validates like the run
+        cli("plan_unknown_study", ["plan", "study=quik"], ["study=quik", "quick"]),
+        cli("plan_bad_N", ["plan", "data.N=63"], ["data.N=63"]),
+        cli("plan_unknown_key", ["plan", "data.NN=3"], ["data.NN"]),
+        cli("plan_bad_sweep_value", ["plan", "seed=1,2", "train.epochs=0"], ["train.epochs"]),
+        cli("plan_npz_nan", ["plan", "data=npz", "data.train_path={dir}/nan.npz", "data.test_path={dir}/nan.npz",
+                             "data.n_train=16", "data.N=32"], ["nan.npz", "NaN"], nan),
+        cli("plan_target", ["plan", "+hydra.callbacks.x._target_=os.system"], ["hydra.callbacks.x._target_"]),
+        cli("plan_syntax", ["plan", "data.N=("], ["overrides"]),
+        # predict / rerun
+        cli("predict_fifo_data", ["predict", "{dir}", "{dir}/pipe.npz", "--out", "{dir}/o.npz"],
+            ["pipe.npz", "FIFO"], fifo, quick=True),
+        cli("predict_nan_data", ["predict", "{dir}", "{dir}/bad.npz", "--out", "{dir}/o.npz"],
+            ["bad.npz", "probeGuess"], {"bad.npz": _npz(probeGuess=None)}),
+        cli("predict_nan_values", ["predict", "{dir}", "{dir}/nan.npz", "--out", "{dir}/o.npz"],
+            ["nan.npz", "NaN"], nan),
+        cli("predict_model_dir_missing", ["predict", "{dir}/nomodel", "{dir}/good.npz", "--out", "{dir}/o.npz"],
+            ["nomodel", "does not exist"], good),
+        cli("predict_out_is_a_folder", ["predict", "{dir}", "{dir}/good.npz", "--out", "{dir}/emptydir"],
+            ["--out", "emptydir", "folder"], {**good, **empty_dir}),
+        cli("rerun_on_a_file", ["rerun", "{dir}/plain.txt"], ["plain.txt", "is a file"], plain),
+        cli("rerun_missing", ["rerun", "{dir}/nojob"], ["nojob", "does not exist"]),
+        cli("rerun_not_a_job", ["rerun", "{dir}/emptydir"], ["emptydir", "result.json"], empty_dir),
+        cli("rerun_out_is_a_file", ["rerun", "{dir}/emptydir", "--out", "{dir}/plain.txt"],
+            ["--out", "plain.txt"], {**plain, **empty_dir}),
+        # data inspect
+        cli("inspect_fifo", ["data", "inspect", "{dir}/pipe.npz"], ["pipe.npz", "FIFO"], fifo, quick=True),
+        cli("inspect_dev_zero", ["data", "inspect", "/dev/zero"], ["/dev/zero", "character device"], quick=True),
+        cli("inspect_missing", ["data", "inspect", "{dir}/gone.npz"], ["gone.npz", "does not exist"]),
+        cli("inspect_directory", ["data", "inspect", "{dir}/emptydir"], ["emptydir", "directory"], empty_dir),
+        cli("inspect_nan", ["data", "inspect", "{dir}/nan.npz"], ["nan.npz", "NaN"], nan),
+        cli("inspect_absurd_header", ["data", "inspect", "{dir}/big.npz"], ["big.npz", "declares shape"],
+            {"big.npz": _absurd_header}, quick=True),
+        cli("inspect_lying_zip", ["data", "inspect", "{dir}/big.npz"], ["big.npz", "holds"],
+            {"big.npz": _lying_zip_directory}, quick=True),
+        cli("inspect_truncated", ["data", "inspect", "{dir}/half.npz"], ["half.npz", "truncated"],
+            {"half.npz": _truncated}),
+        cli("inspect_all_zero", ["data", "inspect", "{dir}/zero.npz"], ["zero.npz", "zero"],
+            {"zero.npz": _npz(diffraction=np.zeros((M, N, N), np.float32))}),
+        # data split
+        cli("split_fifo", ["data", "split", "{dir}/pipe.npz", "--train-out", "{dir}/a.npz", "--test-out",
+                           "{dir}/b.npz"], ["pipe.npz", "FIFO"], fifo, quick=True),
+        cli("split_nan", ["data", "split", "{dir}/nan.npz", "--train-out", "{dir}/a.npz", "--test-out",
+                          "{dir}/b.npz"], ["nan.npz", "NaN"], nan),
+        cli("split_same_outputs", ["data", "split", "{dir}/good.npz", "--train-out", "{dir}/a.npz", "--test-out",
+                                   "{dir}/a.npz"], ["--train-out", "--test-out"], good),
+        cli("split_out_is_a_folder", ["data", "split", "{dir}/good.npz", "--train-out", "{dir}/emptydir",
+                                      "--test-out", "{dir}/b.npz"], ["--train-out", "emptydir"],
+            {**good, **empty_dir}),
+        cli("split_missing_option", ["data", "split", "{dir}/good.npz", "--train-out", "{dir}/a.npz"],
+            ["--test-out"], good),
+        cli("split_negative_gap", ["data", "split", "{dir}/good.npz", "--train-out", "{dir}/a.npz", "--test-out",
+                                   "{dir}/b.npz", "--gap", "-4"], ["gap"], good),
+        cli("split_output_over_input", ["data", "split", "{dir}/good.npz", "--train-out", "{dir}/good.npz",
+                                        "--test-out", "{dir}/b.npz"], ["--train-out", "input"], good),
+        # data simulate
+        cli("simulate_bad_N", ["data", "simulate", "--out", "{dir}/s.npz", "data.N=63"], ["data.N"]),
+        cli("simulate_unknown_key", ["data", "simulate", "--out", "{dir}/s.npz", "data.NN=1"], ["data.NN"]),
+        cli("simulate_unknown_study", ["data", "simulate", "--out", "{dir}/s.npz", "study=quik"], ["study=quik"]),
+        cli("simulate_out_is_a_folder", ["data", "simulate", "--out", "{dir}/emptydir"], ["--out", "emptydir"],
+            empty_dir),
+        cli("simulate_fifo_probe", ["data", "simulate", "--out", "{dir}/s.npz", "data.probe=file",
+                                    "data.probe_path={dir}/pipe.npz"], ["pipe.npz"], fifo, quick=True),
+        cli("simulate_bad_which", ["data", "simulate", "--out", "{dir}/s.npz", "--which", "val"], ["--which"]),
+        # data import
+        cli("import_fifo", ["data", "import", "{dir}/pipe.npz", "--format", "cxi", "--out", "{dir}/o.npz"],
+            ["pipe.npz", "FIFO"], fifo, quick=True),
+        cli("import_dev_zero", ["data", "import", "/dev/zero", "--format", "tike", "--out", "{dir}/o.npz"],
+            ["/dev/zero"], quick=True),
+        cli("import_fifo_probe", ["data", "import", "{dir}/good.npz", "--format", "npz", "--probe",
+                                  "{dir}/pipe.npz", "--out", "{dir}/o.npz"], ["--probe", "pipe.npz"],
+            {**good, **fifo}, quick=True),
+        cli("import_missing", ["data", "import", "{dir}/gone.h5", "--format", "cxi", "--out", "{dir}/o.npz"],
+            ["gone.h5", "does not exist"]),
+        cli("import_not_hdf5", ["data", "import", "{dir}/plain.txt", "--format", "cxi", "--out", "{dir}/o.npz"],
+            ["plain.txt", "HDF5"], plain),
+        cli("import_bad_format", ["data", "import", "{dir}/good.npz", "--format", "tiff", "--out", "{dir}/o.npz"],
+            ["--format"], good),
+        cli("import_odd_N", ["data", "import", "{dir}/good.npz", "--format", "npz", "--N", "3", "--out",
+                             "{dir}/o.npz"], ["--N"], good),
+        cli("import_bad_frames", ["data", "import", "{dir}/good.npz", "--format", "npz", "--frames", "x",
+                                  "--out", "{dir}/o.npz"], ["--frames"], good),
+        # data export
+        cli("export_on_a_file", ["data", "export", "{dir}/plain.txt", "--out", "{dir}/ex"], ["plain.txt"], plain),
+        cli("export_not_a_job", ["data", "export", "{dir}/emptydir", "--out", "{dir}/ex"], ["emptydir"], empty_dir),
+        cli("export_out_is_a_file", ["data", "export", "{dir}/emptydir", "--out", "{dir}/plain.txt"],
+            ["--out", "plain.txt"], {**plain, **empty_dir}),
+        # score
+        cli("score_fifo_recon", ["score", "{dir}/pipe.npz", "--test", "{dir}/good.npz", "--out", "{dir}/sc"],
+            ["pipe.npz", "FIFO"], {**good, **fifo}, quick=True),
+        cli("score_fifo_test", ["score", "{dir}/good.npz", "--test", "{dir}/pipe.npz", "--out", "{dir}/sc"],
+            ["--test", "pipe.npz"], {**good, **fifo}, quick=True),
+        cli("score_dev_zero_reference", ["score", "{dir}/good.npz", "--test", "{dir}/good.npz", "--reference",
+                                         "/dev/zero", "--out", "{dir}/sc"], ["--reference", "/dev/zero"], good,
+            quick=True),
+        cli("score_missing_recon", ["score", "{dir}/gone.npz", "--test", "{dir}/good.npz", "--out", "{dir}/sc"],
+            ["gone.npz", "does not exist"], good),
+        cli("score_out_is_a_file", ["score", "{dir}/good.npz", "--test", "{dir}/good.npz", "--out",
+                                    "{dir}/plain.txt"], ["--out", "plain.txt"], {**good, **plain}),
+        # the top level
+        cli("unknown_command", ["frobnicate"], ["frobnicate"]),
+        cli("unknown_option", ["status", "{dir}", "--colour"], ["--colour"]),
+    ]
+
+
 def all_cases() -> list[Case]:
-    return config_cases() + npz_cases() + path_cases()
+    return (config_cases() + more_config_cases() + npz_cases() + special_file_cases() + path_cases()
+            + cli_cases())
 
 
 def build_case(case: Case, folder: Path) -> list[str]:
@@ -254,6 +525,8 @@ def build_case(case: Case, folder: Path) -> list[str]:
     for name, writer in case.files.items():
         writer(folder / name)
     args = [a.replace("{dir}", str(folder)) for a in case.overrides]
+    if case.entry == "cli":
+        return args
     if not any(a.startswith(("hydra.run.dir=", "hydra.sweep.dir=")) for a in args):
-        args.append(f"hydra.run.dir={folder}/run")
+        args += [f"hydra.run.dir={folder}/run", f"hydra.sweep.dir={folder}/sweep"]
     return BASE + args

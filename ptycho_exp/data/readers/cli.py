@@ -16,7 +16,7 @@ def parse_frames(text: str | None) -> tuple[int | None, int | None] | None:
             raise ValueError
         return tuple(int(p) if p.strip() else None for p in parts)  # type: ignore[return-value]
     except ValueError:
-        raise ValueError(f"--frames {text!r}: expected START:STOP (e.g. 0:500, 100:, :200)") from None
+        raise ValueError(f"--frames {text!r}: expected START:STOP; fix: e.g. --frames 0:500, 100: or :200") from None
 
 
 def add_import_command(dsub: argparse._SubParsersAction) -> None:

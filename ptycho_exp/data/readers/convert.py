@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ptycho_exp.data.container import ScanData
-from ptycho_exp.data.npz import DataPathError
 from ptycho_exp.data.readers.formats import (
     CORNER,
     Source,
@@ -134,9 +133,6 @@ def import_scan(path, fmt: str, opts: ImportOptions, sink=None) -> tuple[ScanDat
         if value is not None and not (np.isfinite(value) and value > 0):
             raise ValueError(f"{option} {value}: must be a positive number")
     if fmt in ("cxi", "ptylab"):
-        if not os.path.isfile(path):
-            raise DataPathError(f"data file {path!r} does not exist or is not a file; fix: check the path",
-                                path=path)
         with open_h5(path) as f:
             src = open_cxi(f, path) if fmt == "cxi" else open_ptylab(f, path)
             return _convert(src, opts, sink)

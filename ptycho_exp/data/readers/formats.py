@@ -2,13 +2,12 @@
 geometry, mask and probe (see :mod:`ptycho_exp.data.readers` for the conventions)."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ptycho_exp.data.npz import DataContractError, DataPathError
+from ptycho_exp.data.npz import DataContractError, require_regular_file
 from ptycho_exp.data.readers.patterns import energy_to_wavelength
 
 CORNER = "corner"
@@ -78,6 +77,7 @@ def _h5_scalar(f, key: str) -> float | None:
 def open_h5(path: str):
     import h5py
 
+    require_regular_file(path, "input file", "check the path given to `data import`")
     try:
         return h5py.File(path, "r")
     except OSError as exc:
@@ -145,8 +145,7 @@ def open_ptylab(f, path: str) -> Source:
 
 
 def _load_npz(path: str):
-    if not os.path.isfile(path):
-        raise DataPathError(f"data file {path!r} does not exist or is not a file; fix: check the path", path=path)
+    require_regular_file(path, "input file", "check the path given to `data import`")
     try:
         archive = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
