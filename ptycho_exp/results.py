@@ -169,7 +169,7 @@ def load_result(job_dir: Path | str) -> dict | None:
     except UnicodeDecodeError:
         raise UnreadableResult(path, "is not text (binary data)") from None
     except json.JSONDecodeError as exc:
-        what = "is empty" if not data.strip() else f"is not valid JSON (truncated?): {exc.msg} at byte {exc.pos}"
+        what = "is empty" if not data.strip() else f"is not valid JSON (truncated?): {exc.msg} (byte {exc.pos})"
         raise UnreadableResult(path, what) from None
     problem = result_problem(record)
     if problem is not None:

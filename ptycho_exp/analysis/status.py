@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ptycho_exp.files import MULTIRUN_FILE
-from ptycho_exp.analysis.collect import OK_STATUSES, _load_yaml, _natural_key, find_job_dirs, read_job
+from ptycho_exp.analysis.collect import (OK_STATUSES, _load_yaml, _natural_key, find_job_dirs, read_jobs,
+                                        unreadable_note)
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -162,12 +163,12 @@ def sweep_records(sweep_dir: Path | str) -> tuple[list[dict], dict]:
     now = datetime.now(timezone.utc)
     rows: list[dict] = []
     seen_nums: set[str] = set()
-    for job_dir in find_job_dirs(sweep_dir) if sweep_dir.is_dir() else []:
-        rec = read_job(job_dir)
-        try:
-            rel = str(job_dir.relative_to(sweep_dir.resolve()))
-        except ValueError:
-            rel = job_dir.name
+    recs, unreadable = read_jobs(find_job_dirs(sweep_dir) if sweep_dir.is_dir() else [])
+    for problem in unreadable:  # skipped, but not listed again as "not started"
+        seen_nums.add(_rel(problem.path.parent, sweep_dir))
+    for rec in recs:
+        job_dir = Path(rec["job_dir"])
+        rel = _rel(job_dir, sweep_dir)
         seen_nums.add(rel)
         rows.append({"job": rel, "overrides": rec["overrides"], "status": rec["status"],
                      "state": _state(rec["status"]), "elapsed_s": _elapsed(rec, now),
@@ -199,8 +200,16 @@ def sweep_records(sweep_dir: Path | str) -> tuple[list[dict], dict]:
     else:
         eta = mean_done * remaining / par if mean_done == mean_done else float("nan")
     attrs = {"counts": counts, "planned": planned, "parallelism": par, "mean_done_s": mean_done,
-             "eta_s": eta, "sweep_dir": str(sweep_dir), "total": len(rows)}
+             "eta_s": eta, "sweep_dir": str(sweep_dir), "total": len(rows),
+             "unreadable": [str(p) for p in unreadable]}
     return rows, attrs
+
+
+def _rel(job_dir: Path, sweep_dir: Path) -> str:
+    try:
+        return str(job_dir.relative_to(sweep_dir.resolve()))
+    except ValueError:
+        return job_dir.name
 
 
 def sweep_status(sweep_dir: Path | str) -> "pd.DataFrame":
@@ -251,6 +260,8 @@ def print_status(sweep_dir: Path | str, console: Any = None, max_rows: int = 200
     planned = a["planned"] if a["planned"] is not None else "unknown"
     console.print(f"done {c['done']}  failed {c['failed']}  running {c['running']}  pending {c['pending']}  "
                   f"(planned {planned}, parallelism {a['parallelism']})")
+    if a.get("unreadable"):
+        console.print(unreadable_note(a["unreadable"]))  # each named by a warning line as it was read
     if c["pending"] + c["running"]:
         console.print(f"ETA {format_seconds(a['eta_s'])} (mean done job {format_seconds(a['mean_done_s'])})")
     else:
