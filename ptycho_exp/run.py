@@ -1,4 +1,8 @@
-"""One job's lifecycle: validate, skip-if-done, run (isolated), always record the outcome.
+"""One job's lifecycle: validate, claim the folder, skip-if-done, run (isolated), always record the outcome.
+
+A job folder is run by one process at a time: the job claims it first (:func:`ptycho_exp.results.claim_job`)
+and a job whose folder a live process holds is skipped ("running in another process"). A job that fails
+leaves no temp files and no training backup; one killed by a full disk is recorded as ``DiskFull``.
 
 ``hydra_task`` is the Hydra task function (parent side, light: no TensorFlow). With
 ``hardware.isolate`` (the default) the science runs in a child process
@@ -77,7 +81,7 @@ def check_writable(job_dir: Path) -> None:
     try:
         job_dir.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"ok")
-        probe.unlink()
+        probe.unlink(missing_ok=True)  # a process running the job may have removed it as debris
     except OSError as exc:
         raise ConfigError(f"paths.output_dir={str(job_dir)!r} is not writable ({exc.strerror}): "
                           "choose a writable folder with hydra.run.dir=... or hydra.sweep.dir=...") from None

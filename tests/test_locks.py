@@ -305,3 +305,20 @@ def test_rerun_names_an_unreadable_result(tmp_path):
     sweep, (bad,) = _sweep_with_bad(tmp_path, ["metrics_as_text"])
     with pytest.raises(ValueError, match=re.escape(str(bad)) + ".*'metrics' is a str"):
         rerun_job(bad.parent)
+
+
+def test_the_parent_beats_while_its_child_runs_and_keeps_the_childs_stderr_tail(tmp_path, monkeypatch):
+    """A stand-in child (a module that writes a line to stderr and sleeps) instead of a real job."""
+    from ptycho_exp import isolation
+
+    (tmp_path / "sleeper_child.py").write_text(
+        "import sys, time\nsys.stderr.write('OSError: [Errno 28] No space left on device\\n')\n"
+        "sys.stderr.flush()\ntime.sleep(2.0)\nsys.exit(1)\n")
+    monkeypatch.setattr(isolation, "CHILD_MODULE", "sleeper_child")
+    beats = []
+    child = isolation.run_child(tmp_path, {"PYTHONPATH": str(tmp_path)}, heartbeat=lambda: beats.append(1),
+                                interval=0.3)
+    assert child.exit_code == 1 and "No space left on device" in child.stderr_tail
+    assert len(beats) >= 3, beats
+    assert "is full (No space left on device" in isolation.disk_full(tmp_path, [child.stderr_tail])
+    assert isolation.disk_full(tmp_path, ["exited with status 1"]) is None  # tmp_path has room

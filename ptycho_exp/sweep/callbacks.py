@@ -2,7 +2,9 @@
 
 * :class:`FailureSummaryCallback`: at the end of a multirun, one line with the counts of ok / failed
   jobs (naming the failed ones) and a non-zero exit status when any job failed. The jobs themselves
-  never raise (failures are recorded in ``result.json``), so the sweep always reaches this point.
+  never raise (failures are recorded in ``result.json``), so the sweep always reaches this point. Only
+  this sweep's own outcomes are counted: jobs another process ran or runs in the same folder (the same
+  command started twice) are listed apart, after waiting for those still running.
 * :class:`ReportCallback`: after each job, refresh ``<sweep dir>/report.html`` (a light page: counts,
   the status table and a metric table, auto-refreshing), so a browser tab on it is a live monitor;
   at the end of the multirun, write the full aggregate (tables, plots, summary, report) into
