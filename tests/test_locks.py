@@ -322,3 +322,26 @@ def test_the_parent_beats_while_its_child_runs_and_keeps_the_childs_stderr_tail(
     assert len(beats) >= 3, beats
     assert "is full (No space left on device" in isolation.disk_full(tmp_path, [child.stderr_tail])
     assert isolation.disk_full(tmp_path, ["exited with status 1"]) is None  # tmp_path has room
+
+
+def test_the_sweep_summary_counts_only_its_own_outcomes(tmp_path):
+    """Results written during this sweep by another run are listed apart, never counted as this sweep's; a
+    failure of the other run does not fail this sweep; results from before it started count as done."""
+    from ptycho_exp.sweep.callbacks import summary_line, sweep_outcomes
+
+    sweep = tmp_path / "sweep"
+    jobs = write_synthetic_sweep(sweep, {"model": ["pinn"], "seed": [1, 2, 3, 4, 5]}, failed=[2])
+    started = time.time() + 100
+    for job, run in zip(jobs, ["me", "other-host:4321:ab", "other-host:4321:ab", "me", None]):
+        rec = json.loads((job / RESULT_FILE).read_text())
+        (job / RESULT_FILE).write_text(json.dumps({**rec, "run": run}))
+        os.utime(job / RESULT_FILE, (started + 1, started + 1))
+    os.utime(jobs[3] / RESULT_FILE, (started - 50, started - 50))  # done before this sweep started
+    _write_claim(jobs[4], pid=1, host="elsewhere.example", run="other-host:4321:ab")  # runs now elsewhere
+    out = sweep_outcomes(sweep, "me", started)
+    assert [n for n, _ in out["ok"]] == ["0", "3"] and not out["failed"], out
+    assert [n for n, _ in out["other_ok"]] == ["1"] and [n for n, _ in out["other_failed"]] == ["2"]
+    line = summary_line(sweep, out)
+    assert line == (f"ptycho_exp: sweep {sweep}: 2/2 jobs ok; jobs 1, 2 run by another process (pid 4321 on host "
+                    "other-host): 1 ok, 1 failed; job 4 is running in another process (pid 1 on host "
+                    "elsewhere.example); skipped"), line

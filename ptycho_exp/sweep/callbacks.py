@@ -172,7 +172,7 @@ def sweep_outcomes(sweep: Path, run: str | None, started: float) -> dict[str, li
             out["failed"].append((job.name, f"no {RESULT_FILE}"))
             continue
         ok = res.get("status") in ("ok", "skipped")
-        mine = run is not None and res.get("run") == run
+        mine = res.get("run") in (None, run)  # a job that records no run (its environment lost it) counts as ours
         try:
             earlier = (job / RESULT_FILE).stat().st_mtime < started
         except OSError:
