@@ -202,7 +202,7 @@ def test_two_identical_sweeps_into_one_folder_train_each_job_once(tmp_path):
     # each summary counts its own jobs as its own and names the other process for the rest
     runs = {n: r["run"] for n, r in recs.items()}
     own_counts = []
-    for name, text in logs.items():
+    for text in logs.values():
         line = _summary(text)
         m = re.search(r": (\d+)/(\d+) jobs ok", line)
         assert m and m.group(1) == m.group(2), line
