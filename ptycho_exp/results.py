@@ -245,11 +245,11 @@ def now_iso() -> str:
 
 
 # ----------------------------------------------------------------------------------------- job claims
-# A job folder is run by one process at a time. The process that runs it holds CLAIM_FILE, created with
-# O_CREAT|O_EXCL (atomic also on NFSv3+, where flock is often refused), holding its PID, host, start time and
-# sweep run; while the job runs it refreshes the file's mtime (the heartbeat). A claim is stale when its
-# owner is gone: on the same host, its PID is dead (or is a different, newer process); on another host, its
-# heartbeat is older than CLAIM_STALE_S.
+# A job folder is run by one process at a time. The process that runs it holds CLAIM_FILE, created exclusively
+# (link(2) of a written temp file, or O_CREAT|O_EXCL; both atomic also on NFSv3+, where flock is often
+# refused), holding its PID, host, start time and sweep run; while the job runs it refreshes the file's mtime
+# (the heartbeat). A claim is stale when its owner is gone: on the same host, its PID is dead (or is a
+# different, newer process); on another host, its heartbeat is older than CLAIM_STALE_S.
 RUN_ENV = "PTYCHO_EXP_SWEEP_RUN"
 HEARTBEAT_S = 10.0
 CLAIM_STALE_S = 120.0
@@ -376,6 +376,8 @@ def claim_is_stale(claim: Claim, *, now: float | None = None, host: str | None =
     host = socket.gethostname() if host is None else host
     if claim.host == host and claim.pid is not None:
         return not pid_alive(claim.pid, claim.pid_start)
+    if claim.pid is None and claim.host is None:  # empty or unreadable: its writer died while writing it
+        stale_after = min(stale_after, _TAKEOVER_STALE_S)
     return now - claim.heartbeat > stale_after
 
 
@@ -420,16 +422,7 @@ def claim_job(job_dir: Path | str, *, stale_after: float = CLAIM_STALE_S) -> Cla
     mine = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": now_iso(), "run": current_run(),
             "token": secrets.token_hex(8), "pid_start": process_start(os.getpid()), "slurm_job": _slurm_job()}
     for _ in range(50):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            pass
-        else:
-            try:
-                os.write(fd, json.dumps(mine).encode())
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        if _create_exclusive(path, json.dumps(mine).encode()):
             return Claim(path, mine["pid"], mine["host"], mine["started_at"], mine["run"], mine["token"],
                          mine["pid_start"], mine["slurm_job"], heartbeat=time.time())
         owner = read_claim(job_dir)
@@ -439,6 +432,45 @@ def claim_job(job_dir: Path | str, *, stale_after: float = CLAIM_STALE_S) -> Cla
             raise JobClaimed(owner)
         _take_over(job_dir, owner)
     raise JobClaimed(read_claim(job_dir) or Claim(path, None, None, None, None, None))
+
+
+def _create_exclusive(path: Path, data: bytes) -> bool:
+    """Create ``path`` holding ``data`` unless it exists (False then); never visible empty or half-written.
+
+    The content goes to a temp file first, which is then hard-linked to ``path`` (``link`` fails when the name
+    exists, atomically, also over NFS). Where hard links are refused, ``O_CREAT|O_EXCL`` creates it (then a
+    reader may briefly see it empty; :func:`claim_is_stale` gives such a claim :data:`_TAKEOVER_STALE_S`).
+    """
+    import errno
+
+    from ptycho_exp.files import temp_name
+
+    tmp = path.with_name(temp_name(path.name))
+    try:
+        with open(tmp, "xb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+            return True
+        except FileExistsError:  # over NFS a lost reply to a link that worked reads as EEXIST: count the links
+            return os.stat(tmp).st_nlink == 2
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
+                raise
+    finally:
+        tmp.unlink(missing_ok=True)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return True
 
 
 def _take_over(job_dir: Path, owner: Claim) -> None:

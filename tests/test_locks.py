@@ -345,3 +345,15 @@ def test_the_sweep_summary_counts_only_its_own_outcomes(tmp_path):
     assert line == (f"ptycho_exp: sweep {sweep}: 2/2 jobs ok; jobs 1, 2 run by another process (pid 4321 on host "
                     "other-host): 1 ok, 1 failed; job 4 is running in another process (pid 1 on host "
                     "elsewhere.example); skipped"), line
+
+
+def test_a_claim_left_empty_by_a_writer_that_died_goes_stale_soon(tmp_path):
+    job = tmp_path / "job"
+    job.mkdir()
+    (job / CLAIM_FILE).write_bytes(b"")
+    assert results.is_running(job)  # it may be being written right now
+    old = time.time() - results._TAKEOVER_STALE_S - 1
+    os.utime(job / CLAIM_FILE, (old, old))
+    assert not results.is_running(job)
+    assert results.claim_job(job).pid == os.getpid()
+    assert [p.name for p in job.iterdir()] == [CLAIM_FILE]  # the claim's temp file is gone
