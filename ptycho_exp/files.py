@@ -8,7 +8,11 @@ A job folder (``hydra.run.dir`` or one ``hydra.sweep.dir/<n>``) holds:
 * :data:`HISTORY_FILE`, :data:`FRC_FILE` - the training history and the Fourier ring correlation curves,
 * :data:`JOB_LOG_FILE` - the child's log,
 * :data:`MODEL_DIR` / :data:`MODEL_FILE` (+ :data:`NORM_FILE`) - a trained network,
-* :data:`HYDRA_DIR` - Hydra's record of the composed config and overrides.
+* :data:`HYDRA_DIR` - Hydra's record of the composed config and overrides,
+* :data:`CLAIM_FILE` - present while a process runs the job (owner PID, host, start time; its mtime is the
+  owner's heartbeat); see :func:`ptycho_exp.results.claim_job`,
+* ``.train_backup-<config hash>/`` (:data:`TRAIN_BACKUP_PREFIX`) - a training checkpoint that lets a killed or
+  requeued job resume; removed when training ends and when a job is recorded as failed.
 
 Every file the framework writes is written atomically here: to a temp file ``.tmp-<random>-<name>`` in the same
 folder (the name keeps its suffix, which some writers need, e.g. Keras's ``.keras``), flushed and fsynced,
@@ -45,6 +49,8 @@ MODEL_FILE = "model.keras"
 NORM_FILE = "norm.json"
 TENSORBOARD_DIR = "tensorboard"
 HYDRA_DIR = ".hydra"
+CLAIM_FILE = ".claim.json"
+TRAIN_BACKUP_PREFIX = ".train_backup-"
 OVERRIDES_FILE = Path(HYDRA_DIR) / "overrides.yaml"
 HYDRA_CONFIG_FILE = Path(HYDRA_DIR) / "config.yaml"
 
@@ -133,6 +139,14 @@ def atomic_write_json(path: Path | str, obj: Any, *, indent: int | None = 2, sor
     """``obj`` as JSON (strict: NaN is refused), with a final newline, written atomically."""
     atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=sort_keys, default=default,
                                        allow_nan=False) + "\n")
+
+
+def training_backups(folder: Path | str) -> list[Path]:
+    """The training backup folders (``.train_backup-*``) in ``folder``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.name.startswith(TRAIN_BACKUP_PREFIX) and p.is_dir())
 
 
 def remove_stale_temp_files(folder: Path | str, names: Iterable[str] | None = None) -> list[Path]:

@@ -12,11 +12,14 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TENSORFLOW_ENV", "ChildExit", "child_env", "describe_exit", "parallel_jobs", "run_child",
+__all__ = ["TENSORFLOW_ENV", "ChildExit", "child_env", "describe_exit", "disk_full", "log_tail", "parallel_jobs",
+           "run_child",
            "tensorflow_env", "use_tensorflow_env"]
 
 CHILD_MODULE = "ptycho_exp.run"
@@ -58,29 +61,116 @@ def _set_pdeathsig() -> None:  # pragma: no cover - runs in the child
 
 @dataclass(frozen=True)
 class ChildExit:
-    """How a job's child process ended: ``exit_code`` (negative: killed by that signal) and its peak resident
-    memory in MB."""
+    """How a job's child process ended: ``exit_code`` (negative: killed by that signal), its peak resident
+    memory in MB, and the last part of what it wrote to stderr."""
 
     exit_code: int
     peak_rss_mb: float
+    stderr_tail: str = ""
 
 
-def run_child(job_dir: Path, env: dict | None = None) -> ChildExit:
+STDERR_TAIL_BYTES = 16384
+
+
+def run_child(job_dir: Path, env: dict | None = None, heartbeat: Callable[[], None] | None = None,
+              interval: float = 10.0) -> ChildExit:
     """Run ``python -m ptycho_exp.run <job_dir>`` with ``env`` added to this environment; wait for it.
 
-    The child dies with this process (``PR_SET_PDEATHSIG``); an interrupt here kills the child first.
+    The child's stderr passes through this process (to its stderr), keeping the last
+    :data:`STDERR_TAIL_BYTES` for :func:`disk_full`. While waiting, ``heartbeat()`` is called every ``interval``
+    seconds. The child dies with this process (``PR_SET_PDEATHSIG``); an interrupt here kills the child first.
     """
+    import select
+
     cmd = [sys.executable, "-m", CHILD_MODULE, str(job_dir)]
-    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})},
+    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stderr=subprocess.PIPE,
                             preexec_fn=_set_pdeathsig)  # noqa: PLW1509 - the parent runs no threads
+    assert proc.stderr is not None
+    fd = proc.stderr.fileno()
+    tail = bytearray()
+    out = getattr(sys.stderr, "buffer", None)
+
+    def take(chunk: bytes) -> None:
+        if out is not None:
+            try:
+                out.write(chunk)
+                out.flush()
+            except (OSError, ValueError):
+                pass
+        tail.extend(chunk)
+        del tail[:-STDERR_TAIL_BYTES]
+
     try:
-        _, status, usage = os.wait4(proc.pid, 0)
+        next_beat = time.monotonic() + interval
+        open_pipe = True
+        while True:
+            if open_pipe:
+                ready, _, _ = select.select([fd], [], [], min(interval, 1.0))
+                if ready:
+                    chunk = os.read(fd, 65536)
+                    if chunk:
+                        take(chunk)
+                    else:
+                        open_pipe = False
+            else:
+                time.sleep(0.2)
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if heartbeat is not None and time.monotonic() >= next_beat:
+                heartbeat()
+                next_beat = time.monotonic() + interval
+        while open_pipe and select.select([fd], [], [], 0)[0]:  # what is left (a grandchild may hold the pipe)
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            take(chunk)
     except BaseException:
         proc.kill()
         proc.wait()
         raise
+    finally:
+        proc.stderr.close()
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return ChildExit(exit_code=proc.returncode, peak_rss_mb=usage.ru_maxrss / 1024.0)
+    return ChildExit(exit_code=proc.returncode, peak_rss_mb=usage.ru_maxrss / 1024.0,
+                     stderr_tail=tail.decode("utf-8", "replace"))
+
+
+# What a full disk says, in Python (OSError errno 28), libc/HDF5 messages and logs.
+DISK_FULL_MARKERS = ("No space left on device", "[Errno 28]", "errno = 28", "ENOSPC", "Disk quota exceeded",
+                     "[Errno 122]")
+
+
+def disk_full(job_dir: Path | str, texts: Iterable[str], min_free_mb: float = 1.0) -> str | None:
+    """The words for a job that ran out of disk, or None.
+
+    The disk counts as full when one of ``texts`` (the child's stderr tail, the job log's tail, the recorded
+    error) carries a :data:`DISK_FULL_MARKERS` message, or when the job folder's file system has less than
+    ``min_free_mb`` MiB free now.
+    """
+    import shutil
+
+    said = next((m for m in DISK_FULL_MARKERS for t in texts if t and m in t), None)
+    try:
+        free_mb = shutil.disk_usage(job_dir).free / 2**20
+    except OSError:
+        free_mb = float("nan")
+    if said is None and not free_mb < min_free_mb:
+        return None
+    what = "No space left on device" if said in (None, "[Errno 28]", "errno = 28", "ENOSPC") else said
+    return (f"the disk holding {job_dir} is full ({what}; {free_mb:.1f} MiB free now): free space there or "
+            "choose another output folder (hydra.run.dir / hydra.sweep.dir), then run the job again")
+
+
+def log_tail(path: Path | str, n_bytes: int = STDERR_TAIL_BYTES) -> str:
+    """The last ``n_bytes`` of a text file ("" when it cannot be read)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - n_bytes))
+            return fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
 
 
 def describe_exit(code: int) -> tuple[str, str]:

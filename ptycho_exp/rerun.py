@@ -95,7 +95,10 @@ def rerun_job(job_dir: Path, out: Path | None = None) -> int:
     from ptycho_exp.run import check_writable, run_isolated
 
     job_dir = Path(job_dir)
-    old = results.read_result(job_dir)
+    try:
+        old = results.load_result(job_dir)
+    except results.UnreadableResult as exc:
+        raise ValueError(f"{exc}; fix: pass a finished job folder") from None
     if old is None or "config" not in old:
         raise ValueError(f"{job_dir}: no readable result.json with a recorded config; fix: pass a job folder "
                          "(one that holds result.json)")

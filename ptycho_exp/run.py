@@ -1,4 +1,8 @@
-"""One job's lifecycle: validate, skip-if-done, run (isolated), always record the outcome.
+"""One job's lifecycle: validate, claim the folder, skip-if-done, run (isolated), always record the outcome.
+
+A job folder is run by one process at a time: the job claims it first (:func:`ptycho_exp.results.claim_job`)
+and a job whose folder a live process holds is skipped ("running in another process"). A job that fails
+leaves no temp files and no training backup; one killed by a full disk is recorded as ``DiskFull``.
 
 ``hydra_task`` is the Hydra task function (parent side, light: no TensorFlow). With
 ``hardware.isolate`` (the default) the science runs in a child process
@@ -12,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -47,7 +52,7 @@ def failed_result(job_cfg: dict, error: str, error_type: str, started: float, **
     return {"schema": results.SCHEMA_VERSION, "status": "failed", "error": error, "error_type": error_type,
             "config_hash": results.config_hash(job_cfg), "model": job_cfg["model"]["name"],
             "seed": job_cfg.get("seed"), "tag": job_cfg.get("tag", ""), "metrics": {},  # a lost job's stub has neither
-            "timings": {"total_s": time.time() - started}, "config": job_cfg,
+            "timings": {"total_s": time.time() - started}, "config": job_cfg, "run": results.current_run(),
             "provenance": {**results.provenance(), "started_at": _iso(started),
                            "finished_at": results.now_iso()}, **extra}
 
@@ -60,7 +65,11 @@ def _iso(t: float) -> str:
 
 def done_result(job_dir: Path, job_cfg: dict) -> dict | None:
     """The job's ok result for this exact config, if it already exists (skip-if-done)."""
-    prev = results.read_result(job_dir)
+    try:
+        prev = results.load_result(job_dir)
+    except results.UnreadableResult as exc:
+        log.warning("%s; the job runs again and replaces it", exc)
+        return None
     if prev and prev.get("status") == "ok" and prev.get("config_hash") == results.config_hash(job_cfg):
         return prev
     return None
@@ -72,7 +81,7 @@ def check_writable(job_dir: Path) -> None:
     try:
         job_dir.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"ok")
-        probe.unlink()
+        probe.unlink(missing_ok=True)  # a process running the job may have removed it as debris
     except OSError as exc:
         raise ConfigError(f"paths.output_dir={str(job_dir)!r} is not writable ({exc.strerror}): "
                           "choose a writable folder with hydra.run.dir=... or hydra.sweep.dir=...") from None
@@ -100,7 +109,7 @@ def train_and_evaluate(job_cfg: dict, job_dir: Path | str) -> dict:
     res = {"schema": results.SCHEMA_VERSION, "status": "ok", "error": None, "error_type": None,
            "config_hash": results.config_hash(job_cfg), "model": job_cfg["model"]["name"],
            "seed": job_cfg["seed"], "tag": job_cfg["tag"], **outcome, "config": job_cfg,
-           "provenance": {**results.provenance(), "started_at": _iso(started),
+           "run": results.current_run(), "provenance": {**results.provenance(), "started_at": _iso(started),
                           "finished_at": results.now_iso()}}
     res.setdefault("timings", {})["total_s"] = time.time() - started
     results.write_json(job_dir / RESULT_FILE, res)
@@ -124,20 +133,67 @@ def _inject_fault(fault: str) -> None:
 
 
 # --------------------------------------------------------------------------- isolation (ptycho_exp.isolation)
-def run_isolated(job_cfg: dict, job_dir: Path, env: dict | None = None) -> dict:
-    """Run the job in a child process; record a failure if the child dies without a result."""
+def run_isolated(job_cfg: dict, job_dir: Path, env: dict | None = None,
+                 claim: results.Claim | None = None) -> dict:
+    """Run the job in a child process; record a failure if the child dies without a result.
+
+    While the child runs, ``claim``'s heartbeat is refreshed. A child that dies without a result is
+    described by its exit status, or by the full disk that killed it (:func:`ptycho_exp.isolation.disk_full`).
+    """
     started = time.time()
     results.write_json(job_dir / JOB_CONFIG_FILE, job_cfg)
-    child = isolation.run_child(job_dir, env)
+    child = isolation.run_child(job_dir, env, heartbeat=None if claim is None else lambda: results.beat(claim),
+                                interval=results.HEARTBEAT_S)
     res = results.read_result(job_dir)
     if res is not None and res.get("config_hash") == results.config_hash(job_cfg) \
-            and res.get("status") in ("ok", "failed") and _iso(started) <= res["provenance"]["finished_at"]:
+            and res.get("status") in ("ok", "failed") \
+            and _iso(started) <= str((res.get("provenance") or {}).get("finished_at") or ""):
         return res
     why, hint = isolation.describe_exit(child.exit_code)
-    res = failed_result(job_cfg, f"job process {why} without writing a result{hint}", "ProcessDied", started,
-                        resources={"peak_rss_mb": child.peak_rss_mb}, exit_code=child.exit_code)
-    results.write_json(job_dir / RESULT_FILE, res)
+    error = f"job process {why} without writing a result{hint}"
+    full = isolation.disk_full(job_dir, [child.stderr_tail, isolation.log_tail(job_dir / JOB_LOG_FILE)])
+    extra: dict = {}
+    if full is not None:
+        error, extra = f"{full} (the job process {why} without writing a result)", {"process_exit": why}
+    res = failed_result(job_cfg, error, "DiskFull" if full else "ProcessDied", started,
+                        resources={"peak_rss_mb": child.peak_rss_mb}, exit_code=child.exit_code, **extra)
+    if full is not None:
+        clean_failed_job(job_dir, res)  # first: what it frees may be what the record needs
+    _record(job_dir, res)
     return res
+
+
+def _disk_full_error(job_dir: Path, res: dict) -> dict:
+    """A failed record whose error is a full disk gets ``error_type`` DiskFull and says so first."""
+    if res.get("status") != "failed" or res.get("error_type") == "DiskFull":
+        return res
+    full = isolation.disk_full(job_dir, [str(res.get("error") or "")], min_free_mb=0.0)
+    if full is None:
+        return res
+    return {**res, "error": f"{full} ({res.get('error')})", "error_type": "DiskFull"}
+
+
+def clean_failed_job(job_dir: Path, res: dict) -> list[Path]:
+    """Delete what a failed job leaves that is of no use and may fill the disk: temp files of atomic writes
+    and the training backup (kept when the job was stopped from outside, SIGTERM/SIGINT, so that a requeued
+    job resumes from it)."""
+    found = files.remove_stale_temp_files(job_dir)
+    if res.get("exit_code") in (-signal.SIGTERM, -signal.SIGINT, -signal.SIGHUP):
+        return found
+    for backup in files.training_backups(job_dir):
+        shutil.rmtree(backup, ignore_errors=True)
+        log.info("removed the training backup %s of the failed job", backup)
+        found.append(backup)
+    return found
+
+
+def _record(job_dir: Path, res: dict) -> None:
+    """Write ``res`` as the job's result; a full disk is logged, not raised (the outcome is still returned)."""
+    try:
+        results.write_json(job_dir / RESULT_FILE, res)
+    except OSError as exc:
+        log.error("could not record the job's result in %s: %s", job_dir / RESULT_FILE, exc)
+        files.remove_stale_temp_files(job_dir)
 
 
 # --------------------------------------------------------------------------- CLI mode
@@ -213,7 +269,23 @@ def remove_job_debris(job_dir: Path) -> list[Path]:
 
 
 def run_job(job_cfg: dict, job_dir: Path, isolate: bool, retries: int = 0, env: dict | None = None) -> dict:
-    """Skip if done, else run (isolated or in-process), re-running a failure up to ``retries`` times."""
+    """Claim the job folder, skip if done, else run (isolated or in-process), re-running a failure up to
+    ``retries`` times; the claim is released at the end.
+
+    Raises
+    ------
+    ptycho_exp.results.JobClaimed
+        Another live process runs this job (its folder's claim, :func:`ptycho_exp.results.claim_job`).
+    """
+    claim = results.claim_job(job_dir)
+    try:
+        return _run_claimed(job_cfg, job_dir, isolate, retries, env, claim)
+    finally:
+        results.release_claim(claim)
+
+
+def _run_claimed(job_cfg: dict, job_dir: Path, isolate: bool, retries: int, env: dict | None,
+                 claim: results.Claim) -> dict:
     remove_job_debris(job_dir)
     prev = done_result(job_dir, job_cfg)
     if prev is not None:
@@ -223,16 +295,28 @@ def run_job(job_cfg: dict, job_dir: Path, isolate: bool, retries: int = 0, env: 
     for attempt in range(retries + 1):
         if attempt:
             log.warning("retry %d/%d of %s after: %s", attempt, retries, job_dir, res.get("error"))
-        if isolate:
-            res = run_isolated(job_cfg, job_dir, env)
-        else:  # in this process: the TensorFlow settings count only if TensorFlow is not imported yet
-            isolation.use_tensorflow_env()
-            res = train_and_evaluate(job_cfg, job_dir)
+        recorded, started = True, time.time()
+        try:
+            if isolate:
+                res = run_isolated(job_cfg, job_dir, env, claim)
+            else:  # in this process: the TensorFlow settings count only if TensorFlow is not imported yet
+                isolation.use_tensorflow_env()
+                with results.heartbeat_thread(claim):
+                    res = train_and_evaluate(job_cfg, job_dir)
+        except OSError as exc:  # writing the job's config or its outcome failed (a full disk)
+            res, recorded = failed_result(job_cfg, f"{type(exc).__name__}: {exc}", type(exc).__name__,
+                                          started), False
         if res.get("status") == "ok":
             break
+        described = _disk_full_error(job_dir, res)
+        if described is not res or attempt == retries:
+            clean_failed_job(job_dir, described)  # before writing: what it frees may be what the record needs
+        if described is not res or not recorded:
+            _record(job_dir, described)
+        res = described
     if retries and res.get("status") != "ok":
         res["attempts"] = retries + 1
-        results.write_json(job_dir / RESULT_FILE, res)
+        _record(job_dir, res)
     return res
 
 
@@ -264,7 +348,17 @@ def hydra_task(cfg: Any) -> Any:
     n_parallel = isolation.parallel_jobs(hc.launcher.get("n_jobs")) if "n_jobs" in hc.launcher else 1
     job_num = int(hc.job.get("num", 0) or 0) if multirun else 0
     env = isolation.child_env(cfg, job_num, n_parallel)
-    res = run_job(job_cfg, job_dir, cfg.hardware.isolate, cfg.hardware.retries, env)
+    try:
+        res = run_job(job_cfg, job_dir, cfg.hardware.isolate, cfg.hardware.retries, env)
+    except results.JobClaimed as exc:
+        owner = exc.owner
+        msg = (f"job {job_dir.name} is running in another process ({owner.describe()}, since {owner.started_at}); "
+               "skipped")
+        if not multirun:
+            print(f"ptycho_exp: {msg}: wait for it, or choose another hydra.run.dir", file=sys.stderr)
+            sys.exit(1)
+        log.warning(msg)
+        return objective_value({"status": "skipped"}, cfg.objective)
     status = res.get("status")
     log.info("job %s: %s%s", job_dir, status, "" if status == "ok" else f" ({res.get('error')})")
     if status != "ok" and not multirun:

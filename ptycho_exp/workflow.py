@@ -274,9 +274,10 @@ def training_backup_dir(cfg: Any, job_dir: Path) -> Path:
     """Per-epoch training checkpoint folder of a job, keyed by its config (a changed config never resumes)."""
     from omegaconf import OmegaConf
 
+    from ptycho_exp.files import TRAIN_BACKUP_PREFIX
     from ptycho_exp.results import config_hash
 
-    return Path(job_dir) / f".train_backup-{config_hash(OmegaConf.to_container(cfg, resolve=True))}"
+    return Path(job_dir) / f"{TRAIN_BACKUP_PREFIX}{config_hash(OmegaConf.to_container(cfg, resolve=True))}"
 
 
 def run_science(cfg: Any, job_dir: Path) -> dict:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bad_inputs.corpus import all_cases, build_case, valid_arrays
-from conftest import ROOT, onednn_expected, run_cli
+from conftest import ROOT, TINY, onednn_expected, run_cli
 
 PKG = ROOT / "ptycho_exp"
 TF_MARKER = "TENSORFLOW_IMPORTED_DURING_A_BAD_INPUT_RUN"
@@ -276,6 +277,22 @@ def test_full_disk_fails_before_work_and_keeps_the_previous_result(cli, tmp_path
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "MiB free" in lines[0], res.stderr
     assert (job / "result.json").read_text() == before
+
+
+def test_a_disk_that_fills_during_a_job_is_recorded_as_full_and_its_debris_removed(cli, tmp_path, tmpfs):
+    """The job starts with room (the start check is lowered to 1 MiB) and fills the 4 MiB file system with its
+    own training backup: the record says the disk is full, not the signal the child died of, and neither the
+    backup nor a temp file is left to fill the disk for the next job."""
+    job = tmpfs / "job"
+    res = cli(["model=pinn", "seed=1", *TINY, f"hydra.run.dir={job}"], env={"PTYCHO_EXP_MIN_FREE_MB": "1"})
+    assert res.returncode == 1, res.stdout[-2000:] + res.stderr[-3000:]
+    rec = json.loads((job / "result.json").read_text())
+    assert rec["status"] == "failed" and rec["error_type"] == "DiskFull", rec["error"]
+    assert rec["error"].startswith(f"the disk holding {job} is full (No space left on device"), rec["error"]
+    assert "job failed: the disk holding" in res.stderr
+    left = sorted(p.name for p in job.iterdir())
+    assert not [n for n in left if n.startswith((".train_backup-", ".tmp-", ".claim")) or n.endswith(".tmp")], left
+    assert shutil.disk_usage(tmpfs).free > 3 << 20  # the next job finds the space free again
 
 
 def test_a_write_that_hits_a_full_disk_leaves_the_old_file_whole(tmp_path):

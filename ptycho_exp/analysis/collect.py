@@ -31,7 +31,7 @@ from ptycho_exp.files import (
     RESULT_FILE,
     TENSORBOARD_DIR,
 )
-from ptycho_exp.results import read_result
+from ptycho_exp.results import UnreadableResult, claim_owner, load_result
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -167,9 +167,16 @@ def _number(v: Any) -> float:
 
 
 def read_job(job_dir: Path) -> dict[str, Any]:
-    """One job folder as a flat record (status ``pending`` when it has no result.json yet)."""
+    """One job folder as a flat record (status ``pending`` when it has no result.json yet, ``running`` while a
+    live process holds its claim, :func:`ptycho_exp.results.is_running`).
+
+    Raises
+    ------
+    ptycho_exp.results.UnreadableResult
+        Its ``result.json`` is not a job record (see :func:`read_jobs`, which reports and skips those).
+    """
     job_dir = Path(job_dir)
-    result = read_result(job_dir)
+    result = load_result(job_dir)
     ov_raw = _load_yaml(job_dir / OVERRIDES_FILE)
     overrides_list = [str(x) for x in ov_raw] if isinstance(ov_raw, list) else []
     overrides = parse_overrides(overrides_list)
@@ -231,6 +238,7 @@ def read_job(job_dir: Path) -> dict[str, Any]:
         rec["elapsed_s"] = elapsed
     if rec["scored_against"] is None and status not in OK_STATUSES:
         rec["scored_against"] = planned_reference(cfg)  # unfinished or failed: what its config asks for
+    _mark_running(job_dir, rec)
     return rec
 
 
@@ -252,6 +260,36 @@ def planned_reference(cfg: dict) -> str | None:
         except (TypeError, ValueError):
             return None
     return None
+
+
+def _mark_running(job_dir: Path, rec: dict[str, Any]) -> None:
+    """Status ``running`` (and its start time) while a live process holds the job's claim."""
+    owner = claim_owner(job_dir)
+    if owner is not None:
+        rec["status"] = "running"
+        rec["started_at"] = owner.started_at or ""
+        rec["elapsed_s"] = float("nan")
+
+
+def read_jobs(job_dirs: Iterable[Path]) -> tuple[list[dict[str, Any]], list[UnreadableResult]]:
+    """:func:`read_job` of each folder; a folder whose ``result.json`` is not a job record is skipped, with one
+    warning line naming the file and why, and returned among the problems."""
+    import logging
+
+    recs, problems = [], []
+    for job_dir in job_dirs:
+        try:
+            recs.append(read_job(job_dir))
+        except UnreadableResult as exc:
+            logging.getLogger(__name__).warning("skipped unreadable result file %s", exc)
+            problems.append(exc)
+    return recs, problems
+
+
+def unreadable_note(problems: Sequence[Any]) -> str:
+    """``"2 unreadable result files skipped"`` ("" for none)."""
+    n = len(problems)
+    return f"{n} unreadable result file{'s' if n != 1 else ''} skipped" if n else ""
 
 
 # --------------------------------------------------------------------------------------------- table
@@ -288,7 +326,10 @@ def collect_jobs(paths: Path | str | Iterable[Path | str]) -> "pd.DataFrame":
             f"no job folders found under {_describe(path_list) or '(no paths given)'}{extra}: looked for "
             f"folders containing .hydra/overrides.yaml or {RESULT_FILE} (pass a Hydra sweep dir such as "
             f"multirun/<date>/<time>)")
-    recs = [read_job(d) for d in job_dirs]
+    recs, problems = read_jobs(job_dirs)
+    if not recs:
+        raise NoJobsFound(f"no readable job result under {_describe(path_list)}: {unreadable_note(problems)} "
+                          f"({'; '.join(str(p) for p in problems[:3])}); fix: re-run those jobs or remove the files")
 
     keys: list[str] = []
     for rec in recs:
@@ -332,6 +373,7 @@ def collect_jobs(paths: Path | str | Iterable[Path | str]) -> "pd.DataFrame":
     df.attrs["param_columns"] = ["model", "seed"] + swept
     df.attrs["paths"] = [str(p) for p in path_list]
     df.attrs["legacy_jobs"] = int(sum(1 for r in recs if r.get("_legacy")))
+    df.attrs["unreadable"] = [str(p) for p in problems]
     return df
 
 

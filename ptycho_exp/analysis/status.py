@@ -15,9 +15,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ptycho_exp import files
-from ptycho_exp.files import HYDRA_DIR, JOB_CONFIG_FILE, JOB_LOG_FILE, MULTIRUN_FILE, RESULT_FILE
-from ptycho_exp.analysis.collect import OK_STATUSES, _load_yaml, _natural_key, find_job_dirs, read_job
+from ptycho_exp.analysis.collect import (OK_STATUSES, _load_yaml, _natural_key, find_job_dirs, read_jobs,
+                                        unreadable_note)
+from ptycho_exp.files import CLAIM_FILE, HYDRA_DIR, JOB_CONFIG_FILE, JOB_LOG_FILE, MULTIRUN_FILE, RESULT_FILE
+from ptycho_exp.results import claim_owner
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -32,8 +33,9 @@ STALE_FACTOR = 2.0
 def job_is_running(job_dir: Path | str, now: float | None = None, stale_s: float = RUNNING_STALE_S) -> bool:
     """Whether the job in ``job_dir`` (a folder without ``result.json``) is running now.
 
-    A claim file (``ptycho_exp.files.CLAIM_FILE``, when the package defines one) marks a running job.
-    Otherwise the job's traces are used: Hydra's ``.hydra/`` folder exists and the job's log (``job.log`` of the
+    A job's claim (``ptycho_exp.files.CLAIM_FILE``) says it: running while its owner process lives (a stale
+    claim, its owner gone, is a job that died). A folder without a claim (written before claims existed) is
+    judged by the job's traces: Hydra's ``.hydra/`` folder exists and the job's log (``job.log`` of the
     isolated child, Hydra's ``<job name>.log``) or its ``job_config.json`` was modified within ``stale_s``
     seconds; Hydra writes ``.hydra/`` and the framework the config and log as a job starts, and a job
     logs as it goes.
@@ -43,9 +45,8 @@ def job_is_running(job_dir: Path | str, now: float | None = None, stale_s: float
     job_dir = Path(job_dir)
     if (job_dir / RESULT_FILE).is_file():
         return False
-    claim = getattr(files, "CLAIM_FILE", None)
-    if claim and (job_dir / claim).is_file():
-        return True
+    if (job_dir / CLAIM_FILE).is_file():
+        return claim_owner(job_dir) is not None
     if not (job_dir / HYDRA_DIR).is_dir():
         return False
     now = time.time() if now is None else now
@@ -218,12 +219,12 @@ def sweep_records(sweep_dir: Path | str) -> tuple[list[dict], dict]:
     now = datetime.now(timezone.utc)
     rows: list[dict] = []
     seen_nums: set[str] = set()
-    for job_dir in find_job_dirs(sweep_dir) if sweep_dir.is_dir() else []:
-        rec = read_job(job_dir)
-        try:
-            rel = str(job_dir.relative_to(sweep_dir.resolve()))
-        except ValueError:
-            rel = job_dir.name
+    recs, unreadable = read_jobs(find_job_dirs(sweep_dir) if sweep_dir.is_dir() else [])
+    for problem in unreadable:  # skipped, but not listed again as "not started"
+        seen_nums.add(_rel(problem.path.parent, sweep_dir))
+    for rec in recs:
+        job_dir = Path(rec["job_dir"])
+        rel = _rel(job_dir, sweep_dir)
         seen_nums.add(rel)
         rows.append({"job": rel, "overrides": rec["overrides"], "status": rec["status"],
                      "state": _state(rec["status"]), "elapsed_s": _elapsed(rec, now),
@@ -261,8 +262,16 @@ def sweep_records(sweep_dir: Path | str) -> tuple[list[dict], dict]:
     else:
         eta = mean_done * remaining / par if mean_done == mean_done else float("nan")
     attrs = {"counts": counts, "planned": planned, "parallelism": par, "mean_done_s": mean_done,
-             "eta_s": eta, "sweep_dir": str(sweep_dir), "total": len(rows)}
+             "eta_s": eta, "sweep_dir": str(sweep_dir), "total": len(rows),
+             "unreadable": [str(p) for p in unreadable]}
     return rows, attrs
+
+
+def _rel(job_dir: Path, sweep_dir: Path) -> str:
+    try:
+        return str(job_dir.relative_to(sweep_dir.resolve()))
+    except ValueError:
+        return job_dir.name
 
 
 def sweep_status(sweep_dir: Path | str) -> "pd.DataFrame":
@@ -313,6 +322,8 @@ def print_status(sweep_dir: Path | str, console: Any = None, max_rows: int = 200
     planned = a["planned"] if a["planned"] is not None else "unknown"
     console.print(f"done {c['done']}  failed {c['failed']}  running {c['running']}  pending {c['pending']}  "
                   f"(planned {planned}, parallelism {a['parallelism']})")
+    if a.get("unreadable"):
+        console.print(unreadable_note(a["unreadable"]))  # each named by a warning line as it was read
     if c["pending"] + c["running"]:
         console.print(f"ETA {format_seconds(a['eta_s'])} (mean done job {format_seconds(a['mean_done_s'])})")
     else:

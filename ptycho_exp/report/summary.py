@@ -474,6 +474,8 @@ def terminal_summary(df: "pd.DataFrame", comparisons: list[dict], out_dir: Path,
     c = status_counts(df)
     lines = [f"aggregated {c['total']} jobs: {c['ok'] + c['skipped']} done, {c['failed']} failed, "
              f"{c['running']} running, {c['pending']} pending"]
+    if df.attrs.get("unreadable"):  # named one by one as they were read
+        lines[0] += f"; {len(df.attrs['unreadable'])} unreadable result file(s) skipped"
     if min_ms_ssim_phase is not None:
         lines.append(f"filter phase_ms_ssim >= {fmt(min_ms_ssim_phase)}: excluded "
                      f"{int(df['excluded_by_filter'].sum())} jobs")

@@ -86,8 +86,16 @@ class ResilientSlurmLauncher(SlurmLauncher):
         res = failed_result(job_cfg, error, "SlurmJobLost", time.time(), slurm_state=state,
                             overrides=overrides, detail=str(exc))
         res["provenance"]["slurm_job_id"] = str(job.job_id)
-        prev = results.read_result(job_dir)
-        if not (prev and prev.get("status") == "ok"):  # never overwrite a finished job
+        owner = results.claim_owner(job_dir)
+        try:
+            prev = results.load_result(job_dir)
+        except results.UnreadableResult as exc:
+            log.warning("%s; replaced by the record of the lost job", exc)
+            prev = None
+        if owner is not None and owner.run != results.current_run():
+            log.warning("job #%d is running in another process (%s); its folder is left alone", idx,
+                        owner.describe())
+        elif not (prev and prev.get("status") == "ok"):  # never overwrite a finished job
             results.write_json(job_dir / RESULT_FILE, res)
         ret = JobReturn()
         ret.overrides = overrides

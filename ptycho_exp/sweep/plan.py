@@ -119,7 +119,11 @@ def plan(overrides: list[str]) -> tuple[list[dict], Path | None]:
         h = results.config_hash(job_config_dict(cfg))
         status, seconds = "pending", None
         if sweep_dir is not None:
-            prev = results.read_result(sweep_dir / str(num))
+            try:
+                prev = results.load_result(sweep_dir / str(num))
+            except results.UnreadableResult as exc:
+                print(f"ptycho-exp plan: skipped unreadable result file {exc}", file=sys.stderr)
+                prev, status = None, "unreadable result (runs again)"
             if prev:
                 same = prev.get("config_hash") == h
                 status = prev.get("status", "?") if same else "stale (config changed)"
