@@ -43,6 +43,7 @@ RECON_FILE = "recon.npz"
 HISTORY_FILE = "history.csv"
 FRC_FILE = "frc.csv"
 JOB_LOG_FILE = "job.log"
+TENSORFLOW_LOG_FILE = "tensorflow.log"  # TensorFlow's start-up lines, kept off the terminal
 WRITE_PROBE_FILE = ".write_probe"
 MODEL_DIR = "model"
 MODEL_FILE = "model.keras"

@@ -9,6 +9,7 @@ memory into words. What is recorded is decided by :mod:`ptycho_exp.run`.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -73,11 +74,13 @@ STDERR_TAIL_BYTES = 16384
 
 
 def run_child(job_dir: Path, env: dict | None = None, heartbeat: Callable[[], None] | None = None,
-              interval: float = 10.0) -> ChildExit:
+              interval: float = 10.0, noise_log: Path | None = None) -> ChildExit:
     """Run ``python -m ptycho_exp.run <job_dir>`` with ``env`` added to this environment; wait for it.
 
     The child's stderr passes through this process (to its stderr), keeping the last
-    :data:`STDERR_TAIL_BYTES` for :func:`disk_full`. While waiting, ``heartbeat()`` is called every ``interval``
+    :data:`STDERR_TAIL_BYTES` for :func:`disk_full`. With ``noise_log``, TensorFlow's start-up lines
+    (:func:`is_tensorflow_noise`) go to that file instead of the terminal; the job's own lines pass.
+    While waiting, ``heartbeat()`` is called every ``interval``
     seconds. The child dies with this process (``PR_SET_PDEATHSIG``); an interrupt here kills the child first.
     """
     import select
@@ -90,15 +93,35 @@ def run_child(job_dir: Path, env: dict | None = None, heartbeat: Callable[[], No
     tail = bytearray()
     out = getattr(sys.stderr, "buffer", None)
 
-    def take(chunk: bytes) -> None:
-        if out is not None:
+    partial = bytearray()  # an unfinished line, held until its end arrives
+
+    def show(data: bytes) -> None:
+        if out is not None and data:
             try:
-                out.write(chunk)
+                out.write(data)
                 out.flush()
             except (OSError, ValueError):
                 pass
+
+    def take(chunk: bytes, final: bool = False) -> None:
         tail.extend(chunk)
         del tail[:-STDERR_TAIL_BYTES]
+        if noise_log is None:
+            show(chunk)
+            return
+        partial.extend(chunk)
+        lines = bytes(partial).splitlines(keepends=True)
+        partial.clear()
+        if lines and not final and not lines[-1].endswith((b"\n", b"\r")):
+            partial.extend(lines.pop())
+        noise = [line for line in lines if is_tensorflow_noise(line)]
+        show(b"".join(line for line in lines if not is_tensorflow_noise(line)))
+        if noise:
+            try:
+                with open(noise_log, "ab") as fh:
+                    fh.writelines(noise)
+            except OSError:
+                pass
 
     try:
         next_beat = time.monotonic() + interval
@@ -125,6 +148,7 @@ def run_child(job_dir: Path, env: dict | None = None, heartbeat: Callable[[], No
             if not chunk:
                 break
             take(chunk)
+        take(b"", final=True)
     except BaseException:
         proc.kill()
         proc.wait()
@@ -171,6 +195,20 @@ def log_tail(path: Path | str, n_bytes: int = STDERR_TAIL_BYTES) -> str:
             return fh.read().decode("utf-8", "replace")
     except OSError:
         return ""
+
+
+# Lines TensorFlow's C++ runtime prints as it starts (absl logging: CUDA probes on a machine without a GPU,
+# oneDNN and CPU-feature notes). A job's terminal shows them only with hydra.verbose=true; otherwise they go to
+# the job folder's TENSORFLOW_LOG_FILE.
+_TENSORFLOW_NOISE = re.compile(rb"^(WARNING: All log messages before absl::InitializeLog\(\) is called"
+                               rb"|[IWEF]\d{4} [\d:.]+\s+\d+ [\w./-]+:\d+\]"
+                               rb"|To enable the following instructions: .* rebuild TensorFlow"
+                               rb"|This TensorFlow binary is optimized to use available CPU instructions)")
+
+
+def is_tensorflow_noise(line: bytes) -> bool:
+    """Whether one stderr line of a job is TensorFlow's start-up chatter (not a line of the job itself)."""
+    return bool(_TENSORFLOW_NOISE.match(line.lstrip()))
 
 
 def describe_exit(code: int) -> tuple[str, str]:

@@ -27,7 +27,7 @@ from typing import Any
 from ptycho_exp import files, isolation, results
 from ptycho_exp.compose import as_config, job_config_dict, split_overrides
 from ptycho_exp.config import ConfigError, check_device, validate
-from ptycho_exp.files import JOB_CONFIG_FILE, JOB_LOG_FILE, RESULT_FILE, WRITE_PROBE_FILE
+from ptycho_exp.files import JOB_CONFIG_FILE, JOB_LOG_FILE, RESULT_FILE, TENSORFLOW_LOG_FILE, WRITE_PROBE_FILE
 
 log = logging.getLogger("ptycho_exp.run")
 
@@ -134,16 +134,18 @@ def _inject_fault(fault: str) -> None:
 
 # --------------------------------------------------------------------------- isolation (ptycho_exp.isolation)
 def run_isolated(job_cfg: dict, job_dir: Path, env: dict | None = None,
-                 claim: results.Claim | None = None) -> dict:
+                 claim: results.Claim | None = None, show_tensorflow: bool = False) -> dict:
     """Run the job in a child process; record a failure if the child dies without a result.
 
-    While the child runs, ``claim``'s heartbeat is refreshed. A child that dies without a result is
+    While the child runs, ``claim``'s heartbeat is refreshed. TensorFlow's start-up lines go to the job
+    folder's ``tensorflow.log``, not the terminal, unless ``show_tensorflow``. A child that dies without a result is
     described by its exit status, or by the full disk that killed it (:func:`ptycho_exp.isolation.disk_full`).
     """
     started = time.time()
     results.write_json(job_dir / JOB_CONFIG_FILE, job_cfg)
     child = isolation.run_child(job_dir, env, heartbeat=None if claim is None else lambda: results.beat(claim),
-                                interval=results.HEARTBEAT_S)
+                                interval=results.HEARTBEAT_S,
+                                noise_log=None if show_tensorflow else job_dir / TENSORFLOW_LOG_FILE)
     res = results.read_result(job_dir)
     if res is not None and res.get("config_hash") == results.config_hash(job_cfg) \
             and res.get("status") in ("ok", "failed") \
@@ -268,7 +270,8 @@ def remove_job_debris(job_dir: Path) -> list[Path]:
     return found
 
 
-def run_job(job_cfg: dict, job_dir: Path, isolate: bool, retries: int = 0, env: dict | None = None) -> dict:
+def run_job(job_cfg: dict, job_dir: Path, isolate: bool, retries: int = 0, env: dict | None = None,
+            show_tensorflow: bool = False) -> dict:
     """Claim the job folder, skip if done, else run (isolated or in-process), re-running a failure up to
     ``retries`` times; the claim is released at the end.
 
@@ -279,13 +282,13 @@ def run_job(job_cfg: dict, job_dir: Path, isolate: bool, retries: int = 0, env: 
     """
     claim = results.claim_job(job_dir)
     try:
-        return _run_claimed(job_cfg, job_dir, isolate, retries, env, claim)
+        return _run_claimed(job_cfg, job_dir, isolate, retries, env, claim, show_tensorflow)
     finally:
         results.release_claim(claim)
 
 
 def _run_claimed(job_cfg: dict, job_dir: Path, isolate: bool, retries: int, env: dict | None,
-                 claim: results.Claim) -> dict:
+                 claim: results.Claim, show_tensorflow: bool = False) -> dict:
     remove_job_debris(job_dir)
     prev = done_result(job_dir, job_cfg)
     if prev is not None:
@@ -298,7 +301,7 @@ def _run_claimed(job_cfg: dict, job_dir: Path, isolate: bool, retries: int, env:
         recorded, started = True, time.time()
         try:
             if isolate:
-                res = run_isolated(job_cfg, job_dir, env, claim)
+                res = run_isolated(job_cfg, job_dir, env, claim, show_tensorflow)
             else:  # in this process: the TensorFlow settings count only if TensorFlow is not imported yet
                 isolation.use_tensorflow_env()
                 with results.heartbeat_thread(claim):
@@ -349,7 +352,8 @@ def hydra_task(cfg: Any) -> Any:
     job_num = int(hc.job.get("num", 0) or 0) if multirun else 0
     env = isolation.child_env(cfg, job_num, n_parallel)
     try:
-        res = run_job(job_cfg, job_dir, cfg.hardware.isolate, cfg.hardware.retries, env)
+        res = run_job(job_cfg, job_dir, cfg.hardware.isolate, cfg.hardware.retries, env,
+                      show_tensorflow=bool(hc.verbose))  # hydra.verbose=true shows TensorFlow's start-up lines
     except results.JobClaimed as exc:
         owner = exc.owner
         msg = (f"job {job_dir.name} is running in another process ({owner.describe()}, since {owner.started_at}); "
