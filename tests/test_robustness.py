@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bad_inputs.corpus import all_cases, build_case, valid_arrays
-from conftest import ROOT, onednn_expected, run_cli
+from tests.bad_inputs.corpus import all_cases, build_case, valid_arrays
+from tests.helpers.cli import ROOT, onednn_expected, run_cli
 
 PKG = ROOT / "ptycho_exp"
 TF_MARKER = "TENSORFLOW_IMPORTED_DURING_A_BAD_INPUT_RUN"

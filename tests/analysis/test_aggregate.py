@@ -22,9 +22,9 @@ from ptycho_exp.results import folder_lock
 from ptycho_exp.aggregate import RAW_FILE, RESULTS_FILE, aggregate
 from ptycho_exp.analysis.collect import NoJobsFound
 from ptycho_exp.report.page import write_live_report
-from helpers.synthetic import write_synthetic_sweep
+from tests.helpers.synthetic import write_synthetic_sweep
 
-from conftest import ROOT, run_cli
+from tests.helpers.cli import ROOT, run_cli
 
 GRID = {"model": ["pinn", "baseline", "ptylab"], "data.n_train": [256, 1024], "seed": [1, 2, 3]}
 KEYS = ["model", "data.n_train"]

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import TINY, onednn_expected, run_cli
+from tests.helpers.cli import TINY, onednn_expected, run_cli
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
@@ -606,7 +606,7 @@ def test_killed_training_resumes_from_its_last_epoch(tmp_path):
     import sys
     import time
 
-    from conftest import ROOT, TINY
+    from tests.helpers.cli import ROOT, TINY
 
     job = tmp_path / "job"
     cmd = [sys.executable, "-m", "ptycho_exp", "model=pinn", *TINY, "train.epochs=3",

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, run_cli
+from tests.helpers.cli import ROOT, run_cli
 
 # Tiny jobs; the sweep's own callbacks are kept except the (slow) final aggregate/live report.
 TINY = ["data.N=32", "data.object_size=64", "data.n_train=32", "data.n_test=16", "train.epochs=1",
