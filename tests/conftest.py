@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
-from tests.helpers.cli import run_cli
+from tests.helpers.cli import QUICK_SWEEP, run_cli
 
 
 def pytest_configure(config):
@@ -36,3 +37,16 @@ def cli(tmp_path):
     def _run(args, **kw):
         return run_cli(args, tmp_path, **kw)
     return _run
+
+
+@pytest.fixture(scope="session")
+def quick_sweep(tmp_path_factory) -> Path:
+    """A finished real ``study=quick`` sweep folder (4 jobs through the entry point), built once per test run.
+
+    Read it, never write into it: tests that need a sweep of their own (resume, failures, launchers) run one.
+    """
+    tmp = tmp_path_factory.mktemp("quick")
+    sweep = tmp / "sweep"
+    proc = run_cli([*QUICK_SWEEP, f"hydra.sweep.dir={sweep}"], tmp, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return sweep

@@ -24,3 +24,8 @@ def run_cli(args: list[str], tmp_path: Path, timeout: float = 600, env: dict | N
                 "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+# The shared real sweep (conftest's ``quick_sweep``): study=quick, 2 models x 2 seeds, seconds per job, in one
+# process. Tests that only read a finished sweep's outputs use it instead of running their own.
+QUICK_SWEEP = ["-m", "study=quick", "data.n_train=32", "train.epochs=1", "data.object_size=64", "data.test_stride=8",
+               "train.tensorboard=false", "eval.upsample_factor=10", "hardware.isolate=false"]
