@@ -314,6 +314,7 @@ def test_a_job_record_never_holds_a_storage_password(cli, tmp_path):
     assert "S3cretPw" not in res.stderr + res.stdout
 
 
+@pytest.mark.e2e
 def test_an_optuna_study_with_an_unreachable_password_storage_fails_without_printing_it(cli, tmp_path):
     sweep = tmp_path / "sweep"
     res = cli(["study=optuna", "hydra.sweeper.n_trials=1", *TINY_JOB,

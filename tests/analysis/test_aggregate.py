@@ -265,6 +265,7 @@ def test_live_report_is_cheap_and_light(tmp_path):
 
 
 # --------------------------------------------------------------------------------- real sweep
+@pytest.mark.e2e
 def test_real_quick_study(quick_sweep, tmp_path):
     sweep = quick_sweep
     # the Hydra callbacks: the live page after each job, the full aggregate at the end
