@@ -328,6 +328,7 @@ def test_an_optuna_study_with_an_unreachable_password_storage_fails_without_prin
 
 
 # --------------------------------------------------------------------------- determinism and rerun
+@pytest.mark.e2e
 def test_same_config_and_seed_give_bit_identical_metrics_and_rerun_reproduces_them(cli, tmp_path):
     job = tmp_path / "job"
     res = cli([*TINY_JOB, f"hydra.run.dir={job}"])
