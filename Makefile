@@ -36,11 +36,11 @@ test-full: $(STAMP)
 
 test-slurm: $(STAMP)
 	bash scripts/slurm-dev-cluster.sh up
-	$(BIN)/python -m pytest -q -m slurm tests/test_slurm.py; rc=$$?; bash scripts/slurm-dev-cluster.sh down; exit $$rc
+	$(BIN)/python -m pytest -q -m slurm tests/sweep/test_slurm.py; rc=$$?; bash scripts/slurm-dev-cluster.sh down; exit $$rc
 
 test-browser: $(STAMP)
 	bash scripts/install-browser.sh
-	$(BIN)/python -m pytest -q -m browser tests/test_report_browser.py
+	$(BIN)/python -m pytest -q -m browser tests/report/test_report_browser.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check ptycho_exp tests bench

@@ -1,17 +1,12 @@
-"""Shared fixtures: run the real entry points in subprocesses, in tmp folders."""
+"""Fixtures and hooks only; shared helpers live in ``tests/helpers`` (import them from there)."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-# Tiny job settings (N=32, seconds per job) shared by end-to-end tests.
-TINY = ["data.N=32", "data.object_size=128", "data.n_train=64", "data.test_stride=8", "train.epochs=2",
-        "train.tensorboard=false", "eval.upsample_factor=10"]
+from tests.helpers.cli import QUICK_SWEEP, run_cli
 
 
 def pytest_configure(config):
@@ -37,22 +32,21 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"skipped under CI=true (a CI stage must run its tests): {reason}"
 
 
-def onednn_expected() -> bool:
-    """Whether a job started from this environment should run on TensorFlow's oneDNN CPU kernels."""
-    return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1").strip().lower() in ("1", "true")
-
-
-def run_cli(args: list[str], tmp_path: Path, timeout: float = 600, env: dict | None = None,
-            module: str = "ptycho_exp") -> subprocess.CompletedProcess:
-    """``python -m <module> args`` with the dataset cache inside tmp_path."""
-    full_env = {**os.environ, "PTYCHO_EXP_CACHE": str(tmp_path / "cache"), "CUDA_VISIBLE_DEVICES": "",
-                "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
 @pytest.fixture
 def cli(tmp_path):
     def _run(args, **kw):
         return run_cli(args, tmp_path, **kw)
     return _run
+
+
+@pytest.fixture(scope="session")
+def quick_sweep(tmp_path_factory) -> Path:
+    """A finished real ``study=quick`` sweep folder (4 jobs through the entry point), built once per test run.
+
+    Read it, never write into it: tests that need a sweep of their own (resume, failures, launchers) run one.
+    """
+    tmp = tmp_path_factory.mktemp("quick")
+    sweep = tmp / "sweep"
+    proc = run_cli([*QUICK_SWEEP, f"hydra.sweep.dir={sweep}"], tmp, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return sweep

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from tests.helpers.cli import run_cli
 
 pytest.importorskip("PtyLab")
 

@@ -9,7 +9,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from tests.helpers.cli import run_cli
 
 JOB = ["model=pinn", "data.N=32", "data.object_size=128", "data.n_train=64", "data.test_stride=8",
        "train.epochs=1", "train.tensorboard=false", "eval.upsample_factor=10"]

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TINY, run_cli
-from helpers.synthetic import write_synthetic_sweep
+from tests.helpers.cli import ROOT, TINY, run_cli
+from tests.helpers.synthetic import write_synthetic_sweep
 
 from ptycho_exp import results
 from ptycho_exp.files import CLAIM_FILE, RESULT_FILE

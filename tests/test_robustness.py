@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bad_inputs.corpus import all_cases, build_case, valid_arrays
-from conftest import ROOT, TINY, onednn_expected, run_cli
+from tests.bad_inputs.corpus import all_cases, build_case, valid_arrays
+from tests.helpers.cli import ROOT, TINY, onednn_expected, run_cli
 
 PKG = ROOT / "ptycho_exp"
 TF_MARKER = "TENSORFLOW_IMPORTED_DURING_A_BAD_INPUT_RUN"
@@ -165,7 +165,7 @@ def test_a_fifo_or_a_device_is_refused_before_it_is_opened(tmp_path):
 
 
 def test_a_header_that_claims_more_than_the_file_holds_is_refused_at_once(tmp_path):
-    from bad_inputs.corpus import _absurd_header, _lying_zip_directory
+    from tests.bad_inputs.corpus import _absurd_header, _lying_zip_directory
 
     from ptycho_exp.data.npz import DataContractError, contract_header, load_contract_npz
 
@@ -447,6 +447,7 @@ def test_a_job_record_never_holds_a_storage_password(cli, tmp_path):
     assert "S3cretPw" not in res.stderr + res.stdout
 
 
+@pytest.mark.e2e
 def test_an_optuna_study_with_an_unreachable_password_storage_fails_without_printing_it(cli, tmp_path):
     sweep = tmp_path / "sweep"
     res = cli(["study=optuna", "hydra.sweeper.n_trials=1", *TINY_JOB,
@@ -460,6 +461,7 @@ def test_an_optuna_study_with_an_unreachable_password_storage_fails_without_prin
 
 
 # --------------------------------------------------------------------------- determinism and rerun
+@pytest.mark.e2e
 def test_same_config_and_seed_give_bit_identical_metrics_and_rerun_reproduces_them(cli, tmp_path):
     job = tmp_path / "job"
     res = cli([*TINY_JOB, f"hydra.run.dir={job}"])

@@ -21,7 +21,7 @@ Sub-pixel positions: PtyLab's CPM engines place each patch at a whole pixel (``r
 so positions given with fractions, and positions found by the correction, are used rounded to the nearest
 pixel.  The corrected encoder positions themselves are continuous and are returned unrounded.
 
-Coordinate mapping (verified by ``tests/test_iterative.py``)
+Coordinate mapping (verified by ``tests/iterative/test_iterative.py``)
 -----------------------------------------------------------
 PtyLab works in metres: ``encoder = (positions - c) * dxo`` with ``c = round(mean(positions))`` (integer,
 so the encoder is centred on 0 as PtyLab requires) and converts back to the top-left pixel of each patch

@@ -1,1 +1,1 @@
-"""Helpers shared by the tests (import as ``helpers.<module>``; ``tests/`` is on the path under pytest)."""
+"""Helpers shared by the tests: import them as ``tests.helpers.<module>`` (never from conftest)."""

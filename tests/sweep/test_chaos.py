@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from tests.helpers.cli import ROOT
 
 N_JOBS = 12
 N_KILLS = 10

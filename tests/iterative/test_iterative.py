@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
@@ -494,7 +494,7 @@ def test_tike_rpie_reconstructs_registered_object():
 # ----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("python", ["missing", "this"], ids=["no-tike-env", "no-tike-or-gpu"])
 def test_tike_job_fails_at_once_with_the_fix(tmp_path, python):
-    from conftest import TINY, run_cli
+    from tests.helpers.cli import TINY, run_cli
 
     exe = str(tmp_path / "no-venv-tike" / "bin" / "python") if python == "missing" else sys.executable
     if python == "this" and check_tike_available(sys.executable) is None:
@@ -762,7 +762,7 @@ def test_position_correction_beats_uncorrected_positions(tmp_path):
 # ----------------------------------------------------------------------------------------------------
 @needs_ptylab
 def test_ptylab_job_writes_its_probe_and_fails_when_it_diverges(tmp_path):
-    from conftest import TINY, run_cli
+    from tests.helpers.cli import TINY, run_cli
 
     from ptycho_exp.physics.probe import load_probe
 

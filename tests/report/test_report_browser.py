@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from ptycho_exp.aggregate import aggregate
-from helpers.synthetic import write_synthetic_sweep
+from tests.helpers.synthetic import write_synthetic_sweep
 
 pytestmark = pytest.mark.browser
 

@@ -25,7 +25,7 @@ from ptycho_exp.data.npz import DataContractError, DataPathError, load_contract_
 from ptycho_exp.physics.forward import diffract, exit_wave
 from ptycho_exp.physics.probe import make_probe
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # A tiny simulated scan: 13² training and 7² test grid positions of 16×16 patterns.
 TINY = {"N": 16, "object_size": 64, "train_stride": 4.0, "test_stride": 8.0, "n_train": 32,

@@ -16,7 +16,7 @@ from ptycho_exp.models.registry import (
     model_kind,
 )
 
-CONF = Path(__file__).resolve().parents[1] / "ptycho_exp" / "conf"
+CONF = Path(__file__).resolve().parents[2] / "ptycho_exp" / "conf"
 
 
 def test_every_model_config_is_registered_and_every_registered_model_has_a_config():

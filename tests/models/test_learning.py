@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from tests.helpers.cli import run_cli
 from scipy.ndimage import gaussian_filter
 
 from ptycho_exp.evaluate.metrics import higher_is_better

@@ -429,7 +429,7 @@ def test_scan_off_the_object_exits_2_before_any_job(tmp_path):
     no ok result and no job output."""
     import json
 
-    from conftest import run_cli
+    from tests.helpers.cli import run_cli
 
     pos = _grid(16, 112, 8)
     obj = _bl_object(128, 10).astype(np.complex64)

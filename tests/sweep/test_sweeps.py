@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, run_cli
+from tests.helpers.cli import ROOT, run_cli
 
 # Tiny jobs; the sweep's own callbacks are kept except the (slow) final aggregate/live report.
 TINY = ["data.N=32", "data.object_size=64", "data.n_train=32", "data.n_test=16", "train.epochs=1",
@@ -90,6 +90,7 @@ def _summary_lines(text: str) -> list[str]:
 
 
 # --------------------------------------------------------------------------- local: kill, resume
+@pytest.mark.e2e
 def test_quick_study_killed_mid_way_resumes_without_recomputing(tmp_path: Path) -> None:
     """study=quick (4 jobs): SIGKILL the whole sweep after 2 jobs, re-run the same command."""
     sweep = tmp_path / "sweep"
@@ -128,6 +129,7 @@ def test_quick_study_killed_mid_way_resumes_without_recomputing(tmp_path: Path) 
 
 
 # --------------------------------------------------------------------------- parallel
+@pytest.mark.e2e
 def test_parallel_quick_study_runs_two_jobs_at_a_time(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     res = run_cli(["study=quick", "hardware=parallel", *TINY, f"hydra.sweep.dir={sweep}"], tmp_path)
@@ -146,6 +148,7 @@ def test_parallel_quick_study_runs_two_jobs_at_a_time(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- failures, retries
+@pytest.mark.e2e
 @pytest.mark.parametrize("hardware", ["local", "parallel"])
 def test_failing_and_crashing_jobs_never_stop_the_sweep(tmp_path: Path, hardware: str) -> None:
     """fault=none,raise,exit: the ok job finishes, both failures are recorded, exit 1 with one line.
@@ -195,6 +198,7 @@ def _states(trials: list) -> dict[str, int]:
     return out
 
 
+@pytest.mark.e2e
 def test_optuna_failed_trials_are_told_fail(tmp_path: Path) -> None:
     """Every trial raises: each is told FAIL (NaN objective), the sweep stops at 2 x n_trials attempts."""
     sweep = tmp_path / "sweep"
@@ -206,6 +210,7 @@ def test_optuna_failed_trials_are_told_fail(tmp_path: Path) -> None:
     assert yaml.safe_load((sweep / "optimization_results.yaml").read_text())["completed"] == 0
 
 
+@pytest.mark.e2e
 def test_optuna_storage_password_is_redacted(tmp_path: Path) -> None:
     from ptycho_exp.sweep.sweeper import redact_url
 
@@ -220,6 +225,7 @@ def test_optuna_storage_password_is_redacted(tmp_path: Path) -> None:
     assert "postgresql://ptycho:***@127.0.0.1:9/optuna" in res.stderr, _log(res)
 
 
+@pytest.mark.e2e
 def test_pareto_study_runs_two_trials_and_resumes_to_the_same_total(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     tiny = [o for o in TINY if not o.startswith(("train.epochs=", "data.n_train="))]

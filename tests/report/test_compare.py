@@ -5,7 +5,7 @@ import importlib.util
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from tests.helpers.cli import run_cli
 
 pytest.importorskip("pandas")
 pytest.importorskip("matplotlib")
@@ -20,7 +20,7 @@ def _png_size(path):
 def test_three_way_figures_per_seed_from_synthetic_sweep(tmp_path):
     from ptycho_exp.analysis.collect import collect_jobs
     from ptycho_exp.report.compare import three_way_figures
-    from helpers.synthetic import write_synthetic_sweep
+    from tests.helpers.synthetic import write_synthetic_sweep
 
     write_synthetic_sweep(tmp_path / "sweep", {"model": ["pinn", "baseline", "ptylab"],
                                                "data.n_train": [128, 512], "seed": [1, 2]},

@@ -16,7 +16,7 @@ import tracemalloc
 import h5py
 import numpy as np
 import pytest
-from conftest import run_cli
+from tests.helpers.cli import run_cli
 
 from ptycho_exp.data.h5 import GroupedPatterns, H5Patterns, save_contract_h5
 from ptycho_exp.data.npz import DataContractError, contract_header, load_contract_npz, save_contract_npz

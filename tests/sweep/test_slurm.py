@@ -19,7 +19,7 @@ import pytest
 
 pytestmark = pytest.mark.slurm
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # Test-speed knobs on top of study=quick (the study sweeps model x seed; these keys override it).
 FAST = [

@@ -22,9 +22,9 @@ from ptycho_exp.results import folder_lock
 from ptycho_exp.aggregate import RAW_FILE, RESULTS_FILE, aggregate
 from ptycho_exp.analysis.collect import NoJobsFound
 from ptycho_exp.report.page import write_live_report
-from helpers.synthetic import write_synthetic_sweep
+from tests.helpers.synthetic import write_synthetic_sweep
 
-from conftest import ROOT, run_cli
+from tests.helpers.cli import ROOT, run_cli
 
 GRID = {"model": ["pinn", "baseline", "ptylab"], "data.n_train": [256, 1024], "seed": [1, 2, 3]}
 KEYS = ["model", "data.n_train"]
@@ -265,22 +265,9 @@ def test_live_report_is_cheap_and_light(tmp_path):
 
 
 # --------------------------------------------------------------------------------- real sweep
-REAL = ["-m", "study=quick", "data.n_train=32", "train.epochs=1", "data.object_size=64", "data.test_stride=8",
-        "train.tensorboard=false", "eval.upsample_factor=10", "hardware.isolate=false"]
-
-
-@pytest.fixture(scope="module")
-def real_sweep(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("quick")
-    sweep = tmp / "sweep"
-    t0 = time.time()
-    proc = run_cli([*REAL, f"hydra.sweep.dir={sweep}"], tmp, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return sweep, time.time() - t0
-
-
-def test_real_quick_study(real_sweep, tmp_path):
-    sweep, _ = real_sweep
+@pytest.mark.e2e
+def test_real_quick_study(quick_sweep, tmp_path):
+    sweep = quick_sweep
     # the Hydra callbacks: the live page after each job, the full aggregate at the end
     assert '<meta http-equiv="refresh"' in (sweep / "report.html").read_text()
     assert (sweep / "aggregate" / "report.html").is_file() and (sweep / "aggregate" / RESULTS_FILE).is_file()

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import TINY, onednn_expected, run_cli
+from tests.helpers.cli import TINY, onednn_expected, run_cli
 
 from ptycho_exp.config import ModelConfig, TrainConfig
 
@@ -597,6 +597,7 @@ def test_predict_cli_on_a_contract_npz(pinn_job, tmp_path):
     assert proc.returncode == 2 and "model" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.e2e
 def test_killed_training_resumes_from_its_last_epoch(tmp_path):
     """SIGKILL after epoch 2 of 3, run the same command again: training resumes at epoch 3 (checkpoint keyed by
     the config), history.csv keeps all 3 epochs, and the checkpoint is removed when training ends."""
@@ -607,7 +608,7 @@ def test_killed_training_resumes_from_its_last_epoch(tmp_path):
     import sys
     import time
 
-    from conftest import ROOT, TINY
+    from tests.helpers.cli import ROOT, TINY
 
     job = tmp_path / "job"
     cmd = [sys.executable, "-m", "ptycho_exp", "model=pinn", *TINY, "train.epochs=3",
