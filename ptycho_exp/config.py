@@ -107,11 +107,11 @@ class TrainConfig:
     lr_patience: int = 2
     min_lr: float = 1e-4
     early_stopping_patience: int = 6
-    # Unit of lr_patience and early_stopping_patience. epochs (SPEC §5) ties the schedule to the epoch size:
+    # Unit of lr_patience and early_stopping_patience. epochs (docs/CONTRACT.md §5) ties the schedule to the epoch size:
     # 2 epochs are 58 steps at n_train=512 but 230 at 2,048. For data-efficiency curves use steps, e.g.
     # train.patience_unit=steps train.lr_patience=230 train.early_stopping_patience=700
     patience_unit: str = "epochs"     # epochs | steps
-    # plateau (SPEC §5): ReduceLROnPlateau(val_loss, lr_factor, lr_patience, min_lr).
+    # plateau (docs/CONTRACT.md §5): ReduceLROnPlateau(val_loss, lr_factor, lr_patience, min_lr).
     # cosine: after the warm-up the rate falls along a half cosine to min_lr at the last planned step.
     lr_schedule: str = "plateau"      # plateau | cosine
     val_fraction: float = 0.1

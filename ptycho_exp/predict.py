@@ -157,7 +157,7 @@ def predict_file(model_dir: Path | str, data_path: Path | str, out_path: Path | 
     model_dir : path
         A job folder or its ``model/`` folder (``model.keras`` + ``norm.json``).
     data_path : path
-        Contract NPZ (SPEC §4): diffraction amplitude, xcoords / ycoords, probeGuess.
+        Contract NPZ (docs/CONTRACT.md §4): diffraction amplitude, xcoords / ycoords, probeGuess.
     out_path : path
         Output ``.npz`` with ``object`` (complex64 stitched object), ``weight`` (patches per pixel),
         ``origin`` (object coordinate of ``object[0, 0]``), ``positions`` (M, 2), ``crop``, ``N``,

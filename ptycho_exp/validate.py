@@ -137,10 +137,11 @@ RANGES: tuple[tuple[str, Check, Any], ...] = (
      "choose knn (C of the k nearest neighbours, any scan) or block (g x g blocks of a grid scan, "
      "PtychoPINN's layout)"),
     ("train.lr_schedule", lambda v, c: v in ("plateau", "cosine"),
-     "choose plateau (SPEC §5 default: ReduceLROnPlateau on val_loss) or cosine (a fixed decay from "
+     "choose plateau (docs/CONTRACT.md §5 default: ReduceLROnPlateau on val_loss) or cosine (a fixed decay from "
      "learning_rate to min_lr over train.epochs)"),
     ("train.patience_unit", lambda v, c: v in ("epochs", "steps"),
-     "choose epochs (SPEC §5 default) or steps (the same schedule in optimizer steps for every training-set size)"),
+     "choose epochs (docs/CONTRACT.md §5 default) or steps (the same schedule in optimizer steps for every "
+     "training-set size)"),
     ("train.precision", lambda v, c: v in ("auto", "float32", "mixed"), "choose auto, float32 or mixed"),
     ("train.verbose", lambda v, c: v in ("auto", "quiet", "progress"), "choose auto, quiet or progress"),
     ("eval.reference", lambda v, c: v in ("ground_truth", "iterative"), "choose ground_truth or iterative"),

@@ -1,6 +1,6 @@
 """Array containers passed between data, models, iterative engines and evaluation.
 
-Conventions (SPEC §1-4):
+Conventions (docs/CONTRACT.md §1-4):
 - a *position* is the (row, col) = (y, x) coordinate, in object pixels (float64), of the
   centre of an N×N patch: ``patch[i, j] = obj[y - N/2 + i, x - N/2 + j]``;
 - ``diffraction`` is amplitude (never intensity), float32, zero frequency at (N/2, N/2).

@@ -1,4 +1,4 @@
-"""The NPZ data contract (SPEC §4), PtychoPINN-compatible.
+"""The NPZ data contract (docs/CONTRACT.md §4), PtychoPINN-compatible.
 
 Required keys
     ``xcoords``, ``ycoords``: (M,) real, patch centres in object px;

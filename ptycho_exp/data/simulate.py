@@ -1,4 +1,4 @@
-"""Simulated ptychographic scans (SPEC §1-3).
+"""Simulated ptychographic scans (docs/CONTRACT.md §1-3).
 
 Everything is seeded: the same data fields give byte-identical arrays. Each scan draws from three
 independent random streams derived from its seed (``data.train_seed`` or ``data.test_seed``):

@@ -1,4 +1,4 @@
-"""Evaluation: stitching, registration, metrics, FRC and figures (SPEC §6).
+"""Evaluation: stitching, registration, metrics, FRC and figures (docs/CONTRACT.md §6).
 
 Pure numpy/scipy/scikit-image; no TensorFlow. Figures import matplotlib lazily.
 """

@@ -1,4 +1,4 @@
-"""Fourier ring correlation (SPEC §6.4).
+"""Fourier ring correlation (docs/CONTRACT.md §6.4).
 
 Rings are integer spatial frequencies ``r = round(sqrt(ky**2 + kx**2))`` in
 cycles per image width (``k`` = FFT index frequency of an ``n x n`` image),

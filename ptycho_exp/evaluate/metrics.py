@@ -1,4 +1,4 @@
-"""Image-quality metrics for amplitude and phase (SPEC §6.3-6.4).
+"""Image-quality metrics for amplitude and phase (docs/CONTRACT.md §6.3-6.4).
 
 All functions take real 2-D arrays ``(gt, pred)`` (ground truth first) and
 return python ``float``; :func:`compute_metrics` takes two aligned complex
@@ -480,7 +480,7 @@ def ground_truth_problems(gt_complex) -> dict[str, str]:
 
 
 def compute_metrics(gt_complex, recon_complex, frc_apodize=False, return_frc=False):
-    """All SPEC §6 image metrics for an aligned (registered, trimmed) pair.
+    """All docs/CONTRACT.md §6 image metrics for an aligned (registered, trimmed) pair.
 
     Parameters
     ----------

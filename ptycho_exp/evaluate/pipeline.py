@@ -1,4 +1,4 @@
-"""One scoring path for every reconstruction (SPEC §6).
+"""One scoring path for every reconstruction (docs/CONTRACT.md §6).
 
 Networks (which predict patches) go through :func:`evaluate_reconstruction`;
 iterative engines (which return a whole object) go through

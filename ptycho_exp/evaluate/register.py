@@ -1,4 +1,4 @@
-"""Sub-pixel registration of a reconstruction to ground truth (SPEC §6.2).
+"""Sub-pixel registration of a reconstruction to ground truth (docs/CONTRACT.md §6.2).
 
 Sign convention
 ---------------

@@ -1,4 +1,4 @@
-"""Stitch predicted object patches into one object image (SPEC §6.1).
+"""Stitch predicted object patches into one object image (docs/CONTRACT.md §6.1).
 
 Geometry convention (fixed project-wide)
 ---------------------------------------

@@ -5,7 +5,7 @@ foreign interpreter (for example the Tike virtual environment, which pins ``nump
 the rest of ``ptycho_exp``.  It is imported both as ``ptycho_exp.iterative.protocol`` and, by the worker
 run as a plain script, as the top-level module ``protocol``.
 
-Conventions (SPEC §1, §4)
+Conventions (docs/CONTRACT.md §1, §4)
 -------------------------
 * A scan position is ``(row, col) = (y, x)`` in object pixels (float64): the centre of an N×N patch,
   ``patch[i, j] = obj[y - N/2 + i, x - N/2 + j]``.

@@ -1,7 +1,7 @@
 """PtyLab (CPU) ePIE / rPIE / mPIE on in-memory arrays.
 
 Imports numpy and the standard library at module level only; PtyLab is imported inside
-:func:`reconstruct_ptylab`.  See ``shared/reference/ptylab.md`` for the recipe.
+:func:`reconstruct_ptylab`.
 
 Algorithms
 ----------
@@ -156,7 +156,7 @@ def reconstruct_ptylab(
 
     Parameters
     ----------
-    diffraction : (M, N, N) amplitude, zero frequency centred (SPEC §1).
+    diffraction : (M, N, N) amplitude, zero frequency centred (docs/CONTRACT.md §1).
     positions : (M, 2) float (row, col) patch centres in object pixels.
     probe : (N, N) complex initial probe, or None for PtyLab's circular pupil.
     settings : see :data:`DEFAULTS` (``algorithm``, ``iterations``, ``betaObject``, ``betaProbe``,

@@ -60,7 +60,7 @@ def run_engine(
 
     Parameters
     ----------
-    diffraction : (M, N, N) float32 amplitude, zero frequency centred (SPEC §1).
+    diffraction : (M, N, N) float32 amplitude, zero frequency centred (docs/CONTRACT.md §1).
     positions : (M, 2) (row, col) = (y, x) patch centres in object pixels.
     probe : (N, N) complex probe guess, or None (PtyLab then starts from a circular pupil).
     settings : ``{"engine": "ptylab" | "tike", ...}`` plus engine settings (see ``ptylab_engine.DEFAULTS``

@@ -7,9 +7,8 @@ imported inside :func:`reconstruct_tike`.  Written against the documented API of
 ``LstsqOptions``, ``ObjectOptions``, ``ProbeOptions``, ``ExitWaveOptions``), checked against the tike
 0.26.0 wheel's source (psi is ``(slices, H, W)`` there, ``(H, W)`` in 0.25; the probe is refined when
 ``probe_options`` is given).  Run through the worker on an NVIDIA H100 with tike 0.26.0 (cupy 14,
-numpy 2.5) on the SPEC test scan (N=64, 33x33 grid positions, 1e9 photons): registration offsets <= 0.02 px,
-amplitude SSIM 0.9996 and phase SSIM 1.000 with the defaults (rPIE, 1000 iterations, probe refined,
-Poisson model; 106 s, 9.4 iterations/s).  Tike must see the data as photon counts of a sane size: handed
+numpy 2.5) on the contract's test scan, the defaults (rPIE, 1000 iterations, probe refined, Poisson model)
+reconstruct it to near-perfect scores.  Tike must see the data as photon counts of a sane size: handed
 the contract's normalised intensities (~0.25 per pixel) rPIE with probe refinement degraded over the
 iterations (amplitude SSIM 0.44 after 1000) and diverged on small scans, so the engine scales data and
 probe together (:func:`tike_count_scale`; the solution is unchanged).  CPU tests drive it through a numpy

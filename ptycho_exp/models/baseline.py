@@ -1,4 +1,4 @@
-"""Supervised baseline (PtychoNN-style, SPEC §5): same encoder, two full-resolution linear decoders.
+"""Supervised baseline (PtychoNN-style, docs/CONTRACT.md §5): same encoder, two full-resolution linear decoders.
 
 Input: the normalised diffraction amplitude (n,N,N,C). Targets: ground-truth amplitude and phase
 patches (n,N,N,C). Loss: MAE(amplitude) + MAE(phase).

@@ -1,4 +1,4 @@
-"""Convolutional building blocks shared by the PINN and the supervised baseline (SPEC §5).
+"""Convolutional building blocks shared by the PINN and the supervised baseline (docs/CONTRACT.md §5).
 
 The encoder is a stack of conv3x3-ReLU-conv3x3-ReLU-maxpool blocks without skip connections.
 At N=64 it has filters ``n_filters_scale * [32, 64, 128]``; each doubling of N adds one level in

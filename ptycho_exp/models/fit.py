@@ -300,7 +300,7 @@ def _build(model_cfg, N: int, gridsize: int, probe, nphotons: float, dtype: str)
 def patience_in_epochs(train_cfg: Any, steps_per_epoch: int) -> dict:
     """The learning-rate and early-stopping patience in epochs, as the Keras callbacks count them.
 
-    With ``train.patience_unit=epochs`` (SPEC §5) they are ``lr_patience`` and ``early_stopping_patience``
+    With ``train.patience_unit=epochs`` (docs/CONTRACT.md §5) they are ``lr_patience`` and ``early_stopping_patience``
     as given. With ``steps`` those are optimizer steps, turned into whole epochs of this job's size
     (rounded, at least 1): the schedule then reacts after about the same number of updates whatever
     the training-set size, where a patience in epochs gives a small training set far fewer steps
@@ -337,7 +337,7 @@ def warmup_steps(train_cfg: Any, steps_per_epoch: int) -> int:
 def training_callbacks(train_cfg: Any, out_dir: Path, verbose: int, name: str, steps_per_epoch: int = 1) -> list:
     """The schedule and logging callbacks of :func:`fit_network`.
 
-    The learning-rate schedule is ``train.lr_schedule``: ``plateau`` (SPEC §5) is
+    The learning-rate schedule is ``train.lr_schedule``: ``plateau`` (docs/CONTRACT.md §5) is
     ReduceLROnPlateau(val_loss, ``lr_factor``, ``lr_patience``, floor ``min_lr``); ``cosine`` is
     :class:`CosineDecay` from ``learning_rate`` after the warm-up to ``min_lr`` at the last planned step,
     the same for every run of that length. Then EarlyStopping(val_loss, ``early_stopping_patience``,

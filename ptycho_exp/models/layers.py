@@ -1,4 +1,4 @@
-"""TensorFlow physics ops and serialisable Keras layers of the PINN (SPEC §1, §5).
+"""TensorFlow physics ops and serialisable Keras layers of the PINN (docs/CONTRACT.md §1, §5).
 
 Conventions
 -----------

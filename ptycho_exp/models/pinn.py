@@ -1,4 +1,4 @@
-"""Physics-informed network (PtychoPINN-style, SPEC §5): encoder, two N/2 decoders, physics layers.
+"""Physics-informed network (PtychoPINN-style, docs/CONTRACT.md §5): encoder, two N/2 decoders, physics layers.
 
 The trainable :class:`PinnModel` wraps two functional models that share their layers:
 
@@ -68,7 +68,7 @@ def object_support(cfg: Any, N: int) -> int:
 
 def probe_scaling_mode(mode: str, data_kind: str) -> str:
     """Resolve ``model.probe_scaling`` for this data: ``auto`` is ``fit`` for file data (``data=npz``: a
-    probe in the file's own units) and ``off`` for simulated data (normalised by SPEC §2, where
+    probe in the file's own units) and ``off`` for simulated data (normalised by docs/CONTRACT.md §2, where
     ``data.probe_scale`` is the knob); ``fit`` and ``off`` are returned as they are."""
     if mode not in PROBE_SCALING_MODES:
         raise ValueError(f"model.probe_scaling={mode!r} is invalid: choose {', '.join(PROBE_SCALING_MODES)}")
@@ -85,7 +85,7 @@ def scale_probe(probe: np.ndarray, support: int, mode: str,
     amplitude ``a`` predicts ``a**2 * sum_support |P|**2``. A probe in arbitrary units (a measured
     ``probeGuess``) can therefore ask the sigmoid amplitude (<= 1) for any ``a`` at all. With
     ``mode="fit"`` the probe is multiplied by the closed-form factor
-    :func:`~ptycho_exp.physics.probe.fitted_probe_factor` that gives it the power of the SPEC §2
+    :func:`~ptycho_exp.physics.probe.fitted_probe_factor` that gives it the power of the docs/CONTRACT.md §2
     normalised ideal disk on the support (the network then outputs ~0.6-0.7 for an object of amplitude 1,
     whatever the probe's overall scale); ``"off"`` uses it as given.
 

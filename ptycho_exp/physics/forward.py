@@ -1,4 +1,4 @@
-"""Far-field forward model, photon scaling and Poisson noise (SPEC §1).
+"""Far-field forward model, photon scaling and Poisson noise (docs/CONTRACT.md §1).
 
 Conventions
 -----------
@@ -132,5 +132,5 @@ def normalisation_factor(amplitudes: np.ndarray, N: int) -> float:
 
 
 def model_intensity_scale(nphotons: float, N: int) -> float:
-    """Model-side intensity scale ``s_model = sqrt(nphotons) / (N/2)`` (SPEC §1)."""
+    """Model-side intensity scale ``s_model = sqrt(nphotons) / (N/2)`` (docs/CONTRACT.md §1)."""
     return float(np.sqrt(float(nphotons)) / (N / 2.0))

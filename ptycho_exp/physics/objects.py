@@ -1,4 +1,4 @@
-"""Synthetic and natural-image test objects (SPEC §2).
+"""Synthetic and natural-image test objects (docs/CONTRACT.md §2).
 
 Every generator is a pure function of its arguments and the numpy Generator it is given, so the same
 seed gives byte-identical objects. Amplitudes lie in [0, 1]; phases are chosen by ``make_object(..., phase=...)``.

@@ -1,4 +1,4 @@
-"""Illumination probes (SPEC §2).
+"""Illumination probes (docs/CONTRACT.md §2).
 
 All probes are centred on pixel ``(N/2, N/2)`` (the patch centre of the position convention)
 and returned as complex64 arrays of shape ``(N, N)``.
@@ -78,7 +78,7 @@ def disk_mask(N: int, radius: float | None = None) -> np.ndarray:
 
 
 def normalise_probe(probe: np.ndarray, probe_scale: float = 4.0) -> np.ndarray:
-    """``P / (probe_scale * mean(|P| * M))`` with M the disk mask of radius N/4 (SPEC §2).
+    """``P / (probe_scale * mean(|P| * M))`` with M the disk mask of radius N/4 (docs/CONTRACT.md §2).
 
     The mean runs over all N×N pixels, so afterwards ``probe_scale * mean(|P| * M) == 1``.
     """
@@ -151,7 +151,7 @@ def make_probe(name: str, N: int, probe_scale: float = 4.0, defocus: float = 0.0
     ----------
     name : ``ideal_disk`` | ``gaussian`` | ``defocused`` | ``file``
     N : probe size (px)
-    probe_scale : normalisation constant (SPEC §2, default 4)
+    probe_scale : normalisation constant (docs/CONTRACT.md §2, default 4)
     defocus : quadratic phase (rad at the disk edge) for ``defocused``
     path : NPZ with ``probeGuess`` for ``file``
 
@@ -180,7 +180,7 @@ def make_probe(name: str, N: int, probe_scale: float = 4.0, defocus: float = 0.0
 def probe_power_ratio(probe: np.ndarray, support: int | None = None) -> float:
     """Power of ``probe`` on the object's support over the normalised patterns' mean energy.
 
-    The networks see patterns normalised to a mean ``sum X**2`` of ``(N/2)**2`` (SPEC §1), and the
+    The networks see patterns normalised to a mean ``sum X**2`` of ``(N/2)**2`` (docs/CONTRACT.md §1), and the
     unitary forward model gives ``sum |X|**2 == sum |P O|**2`` (Parseval), so a patch of uniform
     amplitude ``a`` predicts patterns of energy ``a**2 * sum_support |P|**2``. The ratio returned here
     is ``sum_support |P|**2 / (N/2)**2``: the object amplitude the network must output to match the
@@ -206,7 +206,7 @@ def probe_power_ratio(probe: np.ndarray, support: int | None = None) -> float:
 
 
 def reference_power_ratio(N: int, support: int | None = None, probe_scale: float = 4.0) -> float:
-    """:func:`probe_power_ratio` of the SPEC §2 normalised ideal disk at size ``N``.
+    """:func:`probe_power_ratio` of the docs/CONTRACT.md §2 normalised ideal disk at size ``N``.
 
     The scale the PINN's sigmoid amplitude is built for: with it, an object of amplitude ~1 is
     predicted at ~0.6-0.7 (about 2.1 at N=32, 2.5 at N=64, 2.6 at N=128).

@@ -1,4 +1,4 @@
-"""Scan positions, sub-pixel patch extraction/reassembly and neighbour grouping (SPEC §1, §3).
+"""Scan positions, sub-pixel patch extraction/reassembly and neighbour grouping (docs/CONTRACT.md §1, §3).
 
 Conventions
 -----------
@@ -15,7 +15,7 @@ Grid border rule
 :func:`grid_positions` keeps every patch fully inside the object and nothing more: centres run
 from N/2 to S - N/2, so the number per axis is ``floor((S - N) / stride) + 1``; the slack
 ``(S - N) mod stride`` is split evenly (rounded down to whole px) on both sides. At S=392, N=64
-this gives 83 per axis at stride 4 (32..360) and 33 at stride 10 (36..356), i.e. SPEC's 83² and
+this gives 83 per axis at stride 4 (32..360) and 33 at stride 10 (36..356), i.e. the contract's 83² and
 33². (Any extra border, e.g. PtychoPINN's jitter buffer of 10 px, would give fewer, 78² at stride 4.)
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Data layer (SPEC §3-4): seeded simulation, the dataset cache, the NPZ contract and the data CLI.
+"""Data layer (docs/CONTRACT.md §3-4): seeded simulation, the dataset cache, the NPZ contract and the data CLI.
 
 No TensorFlow. Simulations use tiny configs (N=16, S=64) except where the point is a spec size.
 """

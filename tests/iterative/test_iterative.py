@@ -41,7 +41,7 @@ needs_ptylab = pytest.mark.skipif(not HAVE_PTYLAB, reason="PtyLab not installed"
 
 
 # ----------------------------------------------------------------------------------------------------
-# Small simulator (SPEC §1 conventions, independent of the rest of ptycho_exp)
+# Small simulator (docs/CONTRACT.md §1 conventions, independent of the rest of ptycho_exp)
 # ----------------------------------------------------------------------------------------------------
 def simulate(n: int = 32, grid: int = 6, stride: int = 8, seed: int = 0):
     """Smooth random complex object, Gaussian-blurred disk probe with a weak quadratic phase,

@@ -19,7 +19,7 @@ from ptycho_exp.config import ModelConfig, TrainConfig
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
-# SPEC §6: every metric, for amplitude and phase.
+# docs/CONTRACT.md §6: every metric, for amplitude and phase.
 METRICS = ("mae", "mse", "psnr", "psnr255", "ssim", "ms_ssim", "frc50", "frc_1_7", "pearson")
 JOB = TINY + ["data.n_train=64", "train.verbose=quiet", "eval.figures=false"]
 
@@ -78,7 +78,7 @@ def baseline_job(tmp_path_factory):
 
 # --------------------------------------------------------------------------- architecture
 def test_parameter_counts_match_spec():
-    """SPEC §5: PINN ~2.3 M and baseline ~4.6 M parameters at N=64, gridsize 1, n_filters_scale 2."""
+    """docs/CONTRACT.md §5: PINN ~2.3 M and baseline ~4.6 M parameters at N=64, gridsize 1, n_filters_scale 2."""
     from ptycho_exp.models.baseline import build_baseline
     from ptycho_exp.models.blocks import encoder_filters
     from ptycho_exp.models.pinn import build_pinn
@@ -282,7 +282,7 @@ def test_patience_in_steps_gives_every_training_size_the_same_schedule(tmp_path)
     plateau = next(c for c in cbs if isinstance(c, keras.callbacks.ReduceLROnPlateau))
     stop = next(c for c in cbs if isinstance(c, keras.callbacks.EarlyStopping))
     assert (plateau.patience, stop.patience) == (8, 24)
-    # the SPEC default counts epochs and ignores the epoch size
+    # the default (docs/CONTRACT.md §5) counts epochs and ignores the epoch size
     spec = _train_cfg()
     assert patience_in_epochs(spec, 29)["lr_patience"] == patience_in_epochs(spec, 116)["lr_patience"] == 2
     with pytest.raises(ValueError, match="patience_unit"):

@@ -1,4 +1,4 @@
-"""The probe's overall scale, the counts and the record of file data (SPEC §1, §2, §4).
+"""The probe's overall scale, the counts and the record of file data (docs/CONTRACT.md §1, §2, §4).
 
 - Parseval fixes the scale between probe and normalised patterns; the PINN's probe is fitted to it in
   closed form, so a probe scaled by 0.01 or 100 trains the same network as the true one, and without the

@@ -1,4 +1,4 @@
-"""Physics layer (SPEC §1-3): forward model, noise, probes, objects, scans, extraction and grouping.
+"""Physics layer (docs/CONTRACT.md §1-3): forward model, noise, probes, objects, scans, extraction and grouping.
 
 Pure numpy; no TensorFlow. Every figure asserted here is computed from the arrays, never hard-coded
 output of the code under test.
@@ -446,7 +446,7 @@ def test_round_trip_is_exact_at_integer_positions_for_any_content():
 
 
 def test_subpixel_round_trip_on_generic_content_is_close():
-    # no interpolation is exact for content that is not band-limited; bound the error (SPEC objects)
+    # no interpolation is exact for content that is not band-limited; bound the error (the contract's objects)
     S, N = 128, 32
     obj = objects.make_object("lines", S, np.random.default_rng(1), phase="tanh")
     pos = scan.grid_positions(S, N, 4)

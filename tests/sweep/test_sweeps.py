@@ -359,7 +359,7 @@ def test_log_scale_values_are_written_as_such(study: str) -> None:
 
 @pytest.mark.parametrize("name,gridsize", [("paper_lines_gs1", 1), ("paper_lines_gs2", 2)])
 def test_paper_presets_are_the_spec_reference_protocol(name: str, gridsize: int) -> None:
-    """SPEC §7: lines, N=64, 1e9 photons, 60 epochs, amplitude-only, ideal disk probe, g=1 / g=2."""
+    """docs/CONTRACT.md §7: lines, N=64, 1e9 photons, 60 epochs, amplitude-only, ideal disk probe, g=1 / g=2."""
     from ptycho_exp.compose import compose_job_config
 
     cfg = compose_job_config([f"experiment={name}"])
