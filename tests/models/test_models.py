@@ -412,6 +412,7 @@ def test_precision_policy():
         precision_policy("half", on_gpu=False, bf16_cpu=False)
 
 
+@pytest.mark.e2e  # float16 convolutions are emulated on a CPU: minutes for a few steps
 def test_the_gpu_precision_mixed_float16_trains_both_networks(tmp_path, monkeypatch):
     """``train.precision=mixed`` on a GPU is float16 with loss scaling. CI has no GPU, so the policy a GPU
     gets is chosen here on the CPU: the encoder convolutions compute in float16, the physics, outputs and losses
@@ -425,7 +426,7 @@ def test_the_gpu_precision_mixed_float16_trains_both_networks(tmp_path, monkeypa
     for gridsize in (1, 2):
         ds = _tiny_data(tmp_path / f"g{gridsize}", gridsize=gridsize, n_train=32)
         for name in ("pinn", "baseline"):
-            fit = fitmod.fit_network(_model_cfg(name, n_filters_scale=1), _train_cfg(epochs=2, precision="mixed"),
+            fit = fitmod.fit_network(_model_cfg(name, n_filters_scale=1), _train_cfg(epochs=1, precision="mixed"),
                                      ds.train, ds.train_scan.probe, 1e9, tmp_path / f"{name}{gridsize}", seed=3,
                                      grouping="block" if name == "pinn" else "knn")
             assert fit.dtype_policy == "mixed_float16"
