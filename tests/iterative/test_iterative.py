@@ -780,14 +780,23 @@ def test_ptylab_job_writes_its_probe_and_fails_when_it_diverges(tmp_path):
         assert npz.files == ["probeGuess"] and npz["probeGuess"].dtype == np.complex64
     assert probe.shape == (32, 32)
 
+    # the same run, as a diverged run leaves it (step sizes past 1 are refused by the config, so the engine's
+    # verdict is written into the cached result the job reuses): a failed job with the reason, nothing scored
+    from ptycho_exp.iterative.protocol import read_engine_output, write_engine_output
+
+    (cached,) = (tmp_path / "cache" / "iterative").glob("*.npz")
+    good = read_engine_output(cached)
+    write_engine_output(cached, good.object, good.probe, good.origin, good.data_error,
+                        {**good.metadata, "failed": True,
+                         "failure_reason": "the data error rose from its minimum 0.4 to 5e+12"})
     bad_dir = tmp_path / "bad"
-    proc = run_cli([*base, "model.iterative.beta_object=50", f"hydra.run.dir={bad_dir}"], tmp_path, timeout=300)
+    proc = run_cli([*base, f"hydra.run.dir={bad_dir}"], tmp_path, timeout=300)
     assert proc.returncode != 0
     res = json.loads((bad_dir / "result.json").read_text())
-    assert res["status"] == "failed"
+    assert res["status"] == "failed" and res["metrics"] == {}
     assert "model=ptylab reconstruction" in res["error"] and "diverged" in res["error"]
     assert re.search("rose from its minimum|non-finite", res["error"]), res["error"]
-    assert not (bad_dir / "iterative_probe.npz").exists()
+    assert not (bad_dir / "iterative_probe.npz").exists() and not (bad_dir / "recon.npz").exists()
 
 
 @needs_ptylab
