@@ -68,7 +68,7 @@ def test_pinn_and_ptylab_score_against_an_iterative_reference(files):
     for key in ("amp_ssim", "phase_ssim", "amp_frc50", "amp_pearson"):
         assert np.isfinite(res["metrics"][key]), key
         assert np.isfinite(res["metrics"][f"null_{key}"]), key  # the best constant image, same pixels
-    assert res["scored_against"] == "ptylab:mPIE:20"
+    assert res["scored_against"] == "ptylab:ePIE:20"
     assert res["metrics_valid"] is True and res["invalid_reason"] is None and res["metrics_version"] == 2
     assert not any(k.startswith("ref_") for k in res["metrics"])  # no ground truth to score the reference on
     assert "scoring against an iterative reference" in log  # the implicit fallback is announced
@@ -80,7 +80,7 @@ def test_pinn_and_ptylab_score_against_an_iterative_reference(files):
     assert "scoring against an iterative reference" not in log
     assert "reference ptylab result from cache" in log
     assert res2["engine"]["engine"] == "ptylab" and res2["engine"]["iterations"] == 15
-    assert res2["engine"]["failed"] is False and res2["scored_against"] == "ptylab:mPIE:20"
+    assert res2["engine"]["failed"] is False and res2["scored_against"] == "ptylab:ePIE:20"
     assert res2["engine"]["cached"] is False and res2["timings"]["engine_wall_s"] >= res2["timings"]["inference_s"]
     # the iterative arm reconstructs the same test positions the networks are scored on
     assert res2["engine"]["n_positions"] == res2["data"]["test"]["n_samples"] == res["data"]["test"]["n_samples"]
@@ -120,7 +120,7 @@ def test_a_job_never_scores_against_a_failed_reference(files, tmp_path):
     assert proc.returncode != 0
     assert res["status"] == "failed" and res["metrics"] == {}
     assert "iterative reference failed: data error rose 1e12-fold" in res["error"]
-    assert "ptylab:mPIE:20" in res["error"]
+    assert "ptylab:ePIE:20" in res["error"]
     assert not (out / "frc.csv").exists() and not (out / "recon.npz").exists()
     # a reference whose object is not finite is refused by the job itself, whatever the engine said
     bad = good.object.copy()

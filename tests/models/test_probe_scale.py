@@ -15,10 +15,11 @@ import json
 import logging
 import os
 import time
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
+
+from ptycho_exp.config import ModelConfig, TrainConfig
 from tests.helpers.cli import run_cli
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -31,16 +32,16 @@ DATA = {"N": N, "object_size": 128, "object": "grf", "object_phase": "tanh", "pr
 
 
 def _train_cfg(epochs: int):
-    return SimpleNamespace(epochs=epochs, batch_size=16, learning_rate=2e-3, lr_factor=0.5, lr_patience=2,
-                           min_lr=1e-4, early_stopping_patience=6, val_fraction=0.1, precision="float32",
-                           jit_compile=False, deterministic=True, verbose="quiet", save_model=False,
-                           tensorboard=False)
+    return TrainConfig(epochs=epochs, batch_size=16, learning_rate=2e-3, lr_factor=0.5, lr_patience=2,
+                       min_lr=1e-4, early_stopping_patience=6, val_fraction=0.1, precision="float32",
+                       jit_compile=False, deterministic=True, verbose="quiet", save_model=False,
+                       tensorboard=False)  # the schema's defaults for every other key
 
 
 def _pinn_cfg():
-    return SimpleNamespace(name="pinn", n_filters_scale=1, nll_weight=1.0, mae_weight=0.0, tv_weight=0.0,
-                           realspace_weight=0.0, probe_trainable=False, intensity_scale_trainable=False,
-                           probe_big=False, object_big=True)
+    return ModelConfig(name="pinn", n_filters_scale=1, nll_weight=1.0, mae_weight=0.0, tv_weight=0.0,
+                       realspace_weight=0.0, probe_trainable=False, intensity_scale_trainable=False,
+                       probe_big=False, object_big=True)
 
 
 @pytest.fixture(scope="module")
@@ -243,7 +244,7 @@ def test_baseline_trains_on_an_iterative_reconstruction_of_the_training_scan(fil
                                                     "eval.reference_iterations=20", "train.epochs=3",
                                                     "data.n_train=128"], model="baseline")
     assert res is not None and res["status"] == "ok", proc.stderr[-3000:]
-    assert res["data"]["labels"] == "iterative:ptylab-mPIE-20"
+    assert res["data"]["labels"] == "iterative:ptylab-ePIE-20"
     assert any((d / "cache" / "labels").glob("*.npz"))  # the labels' engine run is cached like the reference
     # scored against the test file's true object: the network learnt the labels, not a constant
     with np.load(d / "baseline_iterative" / "recon.npz", allow_pickle=False) as z:
