@@ -179,6 +179,7 @@ def _quality_table(sweep: Path, out: Path):
     return raw[cols].sort_values("seed").reset_index(drop=True), table.reset_index(drop=True)
 
 
+@pytest.mark.e2e  # trains networks in real jobs: the e2e stage
 def test_two_identical_sweeps_into_one_folder_train_each_job_once(tmp_path):
     sweep = tmp_path / "sweep"
     args = [*SWEEP, f"hydra.sweep.dir={sweep}"]

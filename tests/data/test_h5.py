@@ -119,6 +119,7 @@ def _job(d, name, suffix):
     return res, (out / "history.csv").read_text()
 
 
+@pytest.mark.e2e  # trains networks in real jobs: the e2e stage
 def test_a_job_on_h5_files_matches_the_same_job_on_npz(scans):
     """Same seed, same shuffled indices, same batches: the streamed pipeline reads the rows that the in-memory
     one gathers, and the training is deterministic, so losses and metrics are equal, not merely close."""

@@ -106,6 +106,7 @@ def test_parseval_fixes_the_probe_scale_in_closed_form():
 
 
 # --------------------------------------------------------------------------- training
+@pytest.mark.e2e  # trains networks in real jobs: the e2e stage
 def test_pinn_reconstructs_as_well_with_a_probe_scaled_by_001_or_100(small_case, caplog):
     _, _, _, flat = small_case
     t0 = time.time()
@@ -135,6 +136,7 @@ def test_pinn_reconstructs_as_well_with_a_probe_scaled_by_001_or_100(small_case,
     print(f"3 fits in {seconds:.0f} s")
 
 
+@pytest.mark.e2e  # trains networks in real jobs: the e2e stage
 def test_without_the_fit_a_probe_scaled_by_001_learns_nothing(small_case, caplog):
     """model.probe_scaling=off: the sigmoid amplitude (<= 1) cannot make up the probe's 1e-4 power."""
     _, _, _, flat = small_case
@@ -185,6 +187,7 @@ def _job(d, name, args, model="pinn"):
     return proc, log, res
 
 
+@pytest.mark.e2e  # trains networks in real jobs: the e2e stage
 def test_file_data_records_files_probe_and_counts_not_simulator_settings(files):
     from ptycho_exp.data.datasets import _array_sha256
 
@@ -215,6 +218,7 @@ def test_file_data_records_files_probe_and_counts_not_simulator_settings(files):
     assert ratio < 1e-4 and f"probe power / mean pattern energy of the data = {ratio:.3g}" in log
 
 
+@pytest.mark.e2e  # trains networks in real jobs: the e2e stage
 def test_train_on_test_needs_no_training_file(files):
     d, _, test = files
     proc, log, res = _job(d, "self", ["data.train_on=test"])
@@ -236,6 +240,7 @@ def test_baseline_refuses_train_on_test(files):
     assert len(lines) == 1 and "data.train_on" in lines[0] and "model=baseline" in lines[0], proc.stderr
 
 
+@pytest.mark.e2e  # trains networks in real jobs: the e2e stage
 def test_baseline_trains_on_an_iterative_reconstruction_of_the_training_scan(files):
     """data.labels=iterative: a training file without ground truth gets PtyLab's object as its labels."""
     pytest.importorskip("PtyLab")
