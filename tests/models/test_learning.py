@@ -91,10 +91,7 @@ NETWORK = ["data=grf", "data.N=32", "data.object_size=128", "data.object_phase=t
 
 
 def test_supervised_baseline_beats_null(tmp_path):
-    out = tmp_path / "baseline"
-    proc = run_cli(["model=baseline", *NETWORK, f"hydra.run.dir={out}"], tmp_path, timeout=600)
-    res = json.loads((out / "result.json").read_text())
-    assert res["status"] == "ok", res.get("error") or proc.stderr[-3000:]
+    res = _job(tmp_path, "baseline", ["model=baseline", *NETWORK], data=())
     assert res["metrics_valid"] is True and res["scored_against"] == "ground_truth"
     assert beats_null(res["metrics"]) == [], res["metrics"]
 
@@ -139,17 +136,15 @@ def test_an_ideal_disk_probe_cannot_tell_a_patch_from_its_twin():
 
 
 def test_pinn_beats_null(tmp_path):
-    out = tmp_path / "pinn"
-    proc = run_cli(["model=pinn", *PINN, f"hydra.run.dir={out}"], tmp_path, timeout=600)
-    res = json.loads((out / "result.json").read_text())
-    assert res["status"] == "ok", res.get("error") or proc.stderr[-3000:]
+    res = _job(tmp_path, "pinn", ["model=pinn", *PINN], data=())
     assert res["metrics_valid"] is True and res["scored_against"] == "ground_truth"
     assert beats_null(res["metrics"]) == [], res["metrics"]
 
 
-def _job(tmp_path, name, args):
+def _job(tmp_path, name, args, data=tuple(DATA)):
+    """One real job (``data`` then ``args``) into ``tmp_path/name``; its result.json, asserted ok."""
     out = tmp_path / name
-    proc = run_cli([*DATA, *args, f"hydra.run.dir={out}"], tmp_path, timeout=300)
+    proc = run_cli([*data, *args, f"hydra.run.dir={out}"], tmp_path, timeout=600)
     res = json.loads((out / "result.json").read_text())
     assert res["status"] == "ok", res.get("error") or proc.stderr[-3000:]
     return res
