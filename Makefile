@@ -25,8 +25,9 @@ demo: $(STAMP)
 	$(BIN)/ptycho-exp aggregate $(DEMO_DIR) --out $(DEMO_DIR)/aggregate
 	@echo "Figures: $(DEMO_DIR)/aggregate/plots/three_way_seed1.png, $(DEMO_DIR)/*/compare_amp_phase.png ; report: $(DEMO_DIR)/aggregate/report.html"
 
+# The fast suite, one worker per core; a file's tests stay together (they share module fixtures).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 test-e2e: $(STAMP)
 	$(BIN)/python -m pytest -q -m e2e

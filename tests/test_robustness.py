@@ -5,7 +5,9 @@ subprocess whose working folder is the case's own) and must exit with status 2 a
 line naming the field or file and the fix, no traceback, and no new or changed file anywhere: the
 case folder (its files, the run or sweep folder, the dataset cache and the working folder) is
 compared before and after. TensorFlow is made unimportable in those runs (a guard package on
-PYTHONPATH), which proves that bad configs and bad NPZ files are refused before it would load.
+PYTHONPATH), which proves that bad configs and bad NPZ files are refused before it would load. Each run is a
+fork of one process that imported the entry modules first (``tests/helpers/preloaded.py``): the entry module
+still runs as ``__main__`` in a process of its own, without paying the interpreter's start-up 190 times.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import numpy as np
 import pytest
 from tests.bad_inputs.corpus import all_cases, build_case, valid_arrays
 from tests.helpers.cli import ROOT, TINY, onednn_expected, run_cli
+from tests.helpers.preloaded import PreloadedRunner
 
 PKG = ROOT / "ptycho_exp"
 TF_MARKER = "TENSORFLOW_IMPORTED_DURING_A_BAD_INPUT_RUN"
@@ -31,6 +34,9 @@ CASES = all_cases()
 TINY_JOB = ["data.N=16", "data.object_size=64", "data.n_train=16", "data.test_stride=8", "train.epochs=1",
             "train.tensorboard=false", "train.save_model=false", "eval.figures=false", "eval.upsample_factor=10"]
 ENTRY = {"run": "ptycho_exp", "cli": "ptycho_exp.cli"}
+# What the entry points import before they look at their arguments (none of it imports TensorFlow; not the
+# entry modules themselves, which runpy must find unimported).
+PRELOAD = ["ptycho_exp.run", "ptycho_exp.sweep.plan", "ptycho_exp.data.npz", "hydra.main"]
 
 
 def _no_tf_env(folder: Path) -> dict:
@@ -75,13 +81,14 @@ def corpus_runs(request, tmp_path_factory):
         before = snapshot(folder)
         t0 = time.time()
         try:
-            proc = subprocess.run([sys.executable, "-m", ENTRY[case.entry], *args], cwd=folder, env=env,
-                                  capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+            proc = runner.run(ENTRY[case.entry], args, cwd=folder, env=env, timeout=60)
         except subprocess.TimeoutExpired as exc:
             proc = subprocess.CompletedProcess(exc.cmd, -1, str(exc.stdout), f"timed out after {exc.timeout} s")
         return case.name, (case, folder, proc, time.time() - t0, before, snapshot(folder))
 
-    with ThreadPoolExecutor(max_workers=max(3, min(6, os.cpu_count() or 2))) as pool:
+    server_env = {**os.environ, **guard, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    with PreloadedRunner(PRELOAD, server_env, cwd=root) as runner, \
+            ThreadPoolExecutor(max_workers=max(3, min(6, os.cpu_count() or 2))) as pool:
         return dict(pool.map(one, [c for c in CASES if c.name in selected]))
 
 
@@ -103,6 +110,26 @@ def test_the_corpus_base_file_is_itself_valid(tmp_path):
     np.savez(path, **valid_arrays())
     assert contract_header(path)["M"] == 64
     assert load_contract_npz(path).diffraction.shape == (64, 32, 32)
+
+
+def test_a_preloaded_run_is_what_a_fresh_interpreter_gives(tmp_path):
+    """The corpus's runner: same exit status, output and working folder as ``python -m``; the TensorFlow guard
+    holds in its children; a run that ends by an exception exits 1 with the traceback, as Python does."""
+    guard = _no_tf_env(tmp_path / "_guard")
+    env = {**os.environ, **guard, "PTYCHO_EXP_CACHE": str(tmp_path / "cache")}
+    env["PYTHONPATH"] += os.pathsep + str(tmp_path)
+    tf_probe = tmp_path / "tf_probe.py"
+    tf_probe.write_text("import os\nprint(os.getcwd())\nimport tensorflow\n")
+    runs = [("ptycho_exp", ["data.N=abc"]), ("ptycho_exp.cli", ["status", str(tf_probe)]),
+            ("tf_probe", [])]
+    with PreloadedRunner(PRELOAD, env) as runner:
+        for module, args in runs:
+            fresh = subprocess.run([sys.executable, "-m", module, *args], cwd=tmp_path, env=env,
+                                   capture_output=True, text=True, timeout=60)
+            forked = runner.run(module, args, cwd=tmp_path, env=env)
+            assert (forked.returncode, forked.stdout) == (fresh.returncode, fresh.stdout), (module, forked, fresh)
+            assert forked.stderr.splitlines()[-1] == fresh.stderr.splitlines()[-1], (forked.stderr, fresh.stderr)
+    assert fresh.returncode == 1 and TF_MARKER in fresh.stderr and fresh.stdout.strip() == str(tmp_path)
 
 
 @pytest.mark.parametrize("name", [c.name for c in CASES])
