@@ -141,6 +141,43 @@ def test_pinn_beats_null(tmp_path):
     assert beats_null(res["metrics"]) == [], res["metrics"]
 
 
+def _measured_like_file(path, which: str, overrides: list[str], probe_factor: float, keep_truth: bool) -> None:
+    """A contract file as a beamline's data arrives: amplitudes sqrt(counts) with no meta, the probe in
+    arbitrary units (x probe_factor), and ground truth only where asked (scoring needs it)."""
+    proc = run_cli(["data", "simulate", "--out", str(path), "--which", which, *overrides], path.parent,
+                   module="ptycho_exp.cli", timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays.pop("meta_json")))
+    arrays["diffraction"] = (arrays["diffraction"] * np.float32(meta["photon_scale"])).astype(np.float32)
+    arrays["probeGuess"] = (arrays["probeGuess"] * np.float32(probe_factor)).astype(np.complex64)
+    if not keep_truth:
+        arrays.pop("objectGuess"), arrays.pop("Y")
+    np.savez(path, **arrays)
+
+
+@pytest.mark.e2e  # one 40 s training job: the e2e stage
+def test_pinn_beats_null_on_a_measured_like_scan_with_its_probe_at_an_arbitrary_scale(tmp_path):
+    """1e5 counts per pattern as sqrt(counts), a defocused probe stored x0.01, positions jittered by 1 px (so the
+    2x2 groups are nearest neighbours, not grid blocks): the tool's probe fit alone (model.probe_scaling=auto)
+    makes it learnable, in amplitude and phase."""
+    sim = ["data=diagonals", "data.N=32", "data.object_size=128", "data.object_phase=tanh", "data.probe=defocused",
+           "data.probe_defocus=6", "data.test_stride=8", "data.nphotons=1e5", "data.jitter=1.0"]
+    _measured_like_file(tmp_path / "train.npz", "train", sim, 0.01, keep_truth=False)
+    _measured_like_file(tmp_path / "test.npz", "test", sim, 0.01, keep_truth=True)
+    files = [f"data.train_path={tmp_path / 'train.npz'}", f"data.test_path={tmp_path / 'test.npz'}"]
+    res = _job(tmp_path, "pinn", ["data=npz", "data.N=32", "data.gridsize=2", *files, "model=pinn", "data.n_train=256",
+                                  "train.epochs=10", "train.lr_schedule=cosine", "train.tensorboard=false",
+                                  "train.save_model=false", "eval.upsample_factor=10", "eval.figures=false"], data=())
+    scaling = res["data"]["scaling"]
+    # the simulator's probe already has the power the fit aims at: the fit undoes the x0.01 exactly
+    assert scaling["mode"] == "fit" and scaling["probe_scale_fitted"] == pytest.approx(100, rel=1e-3), scaling
+    assert scaling["counts_per_pattern"] == pytest.approx(1e5, rel=0.01), scaling
+    assert res["scored_against"] == "ground_truth" and res["metrics_valid"] is True
+    assert beats_null(res["metrics"]) == [], res["metrics"]
+
+
 def _job(tmp_path, name, args, data=tuple(DATA)):
     """One real job (``data`` then ``args``) into ``tmp_path/name``; its result.json, asserted ok."""
     out = tmp_path / name
