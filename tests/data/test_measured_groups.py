@@ -63,7 +63,7 @@ def test_wrong_format_missing_file_and_bad_reader_values_are_refused(sim32, tmp_
         (_overrides("cxi", h5), "entry_1/data_1/data"),
         (_overrides("ptylab_h5", cxi), "ptychogram missing"),
         (_overrides("cxi", tmp_path / "gone.cxi"), "does not exist"),
-        (_overrides("cxi", cxi, "data.reader.frame_start=100"), "data.reader.frame_start/frame_stop=100:None"),
+        (_overrides("cxi", cxi, "data.reader.frame_start=100"), "data.reader.frame_start=100"),
         (_overrides("cxi", cxi, "data.reader.bin=0"), "data.reader.bin=0"),
         (_overrides("cxi", cxi, "data.reader.distance=-1"), "data.reader.distance=-1"),
         (_overrides("cxi", cxi, "data.n_test=500"), "data.n_test=500"),

@@ -82,7 +82,7 @@ class OptionNames:
 CLI_NAMES = OptionNames({"N": "--N", "bin": "--bin", "frames": "--frames", "distance": "--distance",
                          "wavelength": "--wavelength", "energy_ev": "--energy-ev", "pixel_size": "--pixel-size",
                          "saturation": "--saturation", "mask_good": "--mask-good", "probe": "--probe"}, cli=True)
-CONFIG_NAMES = OptionNames({"N": "data.N", "bin": "data.reader.bin", "frames": "data.reader.frame_start/frame_stop",
+CONFIG_NAMES = OptionNames({"N": "data.N", "bin": "data.reader.bin", "frames": "data.reader.frame_start",
                             "distance": "data.reader.distance", "wavelength": "data.reader.wavelength",
                             "energy_ev": "data.reader.energy_ev", "pixel_size": "data.reader.pixel_size",
                             "saturation": "data.reader.saturation", "mask_good": "data.reader.mask_good",
@@ -113,8 +113,10 @@ def _frame_range(opts: ImportOptions, n: int, path: str, names: OptionNames = CL
     start, stop = opts.frames or (None, None)
     rng = range(*slice(start, stop).indices(n))
     if len(rng) == 0:
-        raise fail(path, None, f"{names.given('frames', f'{start}:{stop}')} selects no frame of {n}",
-                   f"choose a range within 0:{n}")
+        if names.cli:
+            raise fail(path, None, f"--frames {start}:{stop} selects no frame of {n}", f"choose a range within 0:{n}")
+        raise fail(path, None, f"data.reader.frame_start={start}, data.reader.frame_stop={stop} select no frame "
+                   f"of {n}", f"set them within 0..{n} (null: from the first / to the end)")
     return rng
 
 
