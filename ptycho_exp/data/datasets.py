@@ -363,7 +363,8 @@ def build_datasets(data_cfg: DataConfig | Mapping[str, Any], seed: int, cache_di
             info["train"]["import"] = info["test"]["import"]
         probe_path = f["test_path"] if (on_test or train_scan is None) else f["train_path"]
         info["probe"] = {"source": f"file:{probe_path}", "sha256": _array_sha256(probe_scan.probe)}
-        info["unused_settings"] = [f"data.{key}" for key in SIMULATION_KEYS]
+        unused = SIMULATION_KEYS + (("reader",) if f["kind"] == "npz" else ())  # data=npz imports nothing
+        info["unused_settings"] = [f"data.{key}" for key in unused]
     else:
         info["probe"] = {"source": f"simulated:{f['probe']}" + (f":{f['probe_path']}" if f["probe"] == "file" else ""),
                          "sha256": _array_sha256(probe_scan.probe)}
