@@ -112,6 +112,19 @@ def test_the_job_data_is_the_imported_contract_scan_cached_once(sim32, tmp_path,
     assert binned.info["test"]["import"]["cache_key"] != record["cache_key"]  # N is part of the key
 
 
+def test_a_damaged_cache_entry_is_imported_again(sim32, tmp_path):
+    path = write_cxi(tmp_path / "scan.cxi", sim32)
+    cfg = compose_job_config(_overrides("cxi", path))
+    first = build_datasets(cfg.data, seed=1, cache_dir=tmp_path / "cache", need_train=False)
+    contract = first.info["test"]["import"]["contract"]
+    expected = np.asarray(first.test_scan.diffraction)
+    with open(contract, "r+b") as fh:  # truncated, as by a full disk
+        fh.truncate(100)
+    again = build_datasets(cfg.data, seed=1, cache_dir=tmp_path / "cache", need_train=False)
+    assert again.info["test"]["import"]["cache_hit"] is False and again.info["test"]["import"]["contract"] == contract
+    np.testing.assert_array_equal(np.asarray(again.test_scan.diffraction), expected)
+
+
 # --------------------------------------------------------------------------- a real job
 
 def test_a_data_cxi_job_scores_as_data_import_then_data_npz(sim32, tmp_path):
