@@ -34,8 +34,27 @@ from ptycho_exp.validate import (  # noqa: F401
 
 
 @dataclass
+class ReaderConfig:
+    """How ``data=cxi`` / ``data=ptylab_h5`` convert a measured file to a contract scan (``data import``'s options).
+
+    Geometry left at None is read from the file; a value here overrides the file's.
+    """
+
+    bin: int = 1                        # detector binning factor b: N*b pixels around the zero frequency, b x b summed
+    frame_start: Optional[int] = None   # first frame used (Python slice semantics; None: from the first)
+    frame_stop: Optional[int] = None    # frame after the last one used (None: to the end)
+    distance: Optional[float] = None    # sample-detector distance (m)
+    wavelength: Optional[float] = None  # wavelength (m); or energy_ev
+    energy_ev: Optional[float] = None   # photon energy (eV)
+    pixel_size: Optional[float] = None  # detector pixel size (m)
+    saturation: Optional[float] = None  # counts at or above which a pixel is saturated (None: the dtype's maximum)
+    mask_good: bool = False             # the file's mask marks good pixels with non-zero values
+    probe_path: Optional[str] = None    # NPZ with probeGuess, for files without a probe
+
+
+@dataclass
 class DataConfig:
-    kind: str = "simulate"            # simulate | npz
+    kind: str = "simulate"            # simulate | npz | cxi | ptylab_h5
     object: str = "lines"             # lines|grf|points|diagonals|<skimage image name>
     object_phase: str = "tanh"        # none | tanh | independent
     object_size: int = 392            # S: side of each simulated object (px)
@@ -57,12 +76,13 @@ class DataConfig:
     jitter: float = 0.0               # std of random position jitter (px)
     train_seed: int = 0               # seed of the training object and its noise
     test_seed: int = 12345            # seed of the held-out test object (fixed across arms)
-    train_path: Optional[str] = None  # kind=npz: contract NPZ for training
-    test_path: Optional[str] = None   # kind=npz: contract NPZ for testing
+    train_path: Optional[str] = None  # file kinds: the training file (contract NPZ/.h5, CXI or PtyLab HDF5)
+    test_path: Optional[str] = None   # file kinds: the test file
     k_neighbors: int = 7              # gridsize>1: neighbours considered when grouping
     grouping: str = "knn"             # gridsize>1: knn (C of the k nearest) | block (g x g grid blocks)
     train_on: str = "train"           # train | test: the PINN trains on the scan it reconstructs (self-supervised)
     labels: str = "ground_truth"      # baseline targets: ground_truth | iterative (PtyLab on the training scan)
+    reader: ReaderConfig = field(default_factory=ReaderConfig)  # kind=cxi|ptylab_h5: the import's options
 
 
 @dataclass

@@ -33,6 +33,10 @@ SCAN_KINDS = ("grid", "random")
 from ptycho_exp.models.registry import MODEL_ORDER as MODEL_NAMES, NETWORK_MODELS  # noqa: E402 - the one registry
 FAULTS = ("none", "raise", "exit", "sleep", "oom")  # testing hook (config key ``fault``)
 DEVICES = ("cpu", "gpu", "auto")
+# data.kind of data read from files, and the importer format of each measured kind (converted at job start)
+MEASURED_FORMATS = {"cxi": "cxi", "ptylab_h5": "ptylab"}
+FILE_KINDS = ("npz",) + tuple(MEASURED_FORMATS)
+DATA_KINDS = ("simulate",) + FILE_KINDS
 
 SEED_MAX = 2 ** 32 - 1     # NumPy and TensorFlow seeds are unsigned 32-bit
 MIN_STRIDE_PX = 0.5        # a finer scan step than half a pixel only repeats patterns (and explodes the count)
@@ -122,7 +126,8 @@ STRIDE_FIX = (f"must be >= {MIN_STRIDE_PX} px: a finer step only adds interpolat
 RANGES: tuple[tuple[str, Check, Any], ...] = (
     # names
     ("model.name", lambda v, c: v in MODEL_NAMES, f"{_choose(MODEL_NAMES)} (e.g. model=pinn)"),
-    ("data.kind", lambda v, c: v in ("simulate", "npz"), "choose simulate or npz (e.g. data=lines or data=npz)"),
+    ("data.kind", lambda v, c: v in DATA_KINDS,
+     f"{_choose(DATA_KINDS)} (e.g. data=lines, data=npz, data=cxi or data=ptylab_h5)"),
     ("data.object", lambda v, c: c.data.kind != "simulate" or v in OBJECT_NAMES + SKIMAGE_OBJECTS,
      _choose(OBJECT_NAMES + SKIMAGE_OBJECTS)),
     ("data.object_phase", lambda v, c: v in PHASE_MODES, _choose(PHASE_MODES)),
@@ -176,6 +181,18 @@ RANGES: tuple[tuple[str, Check, Any], ...] = (
     ("data.probe_defocus", lambda v, c: c.data.probe != "defocused" or abs(v) <= _max_defocus(c.data.N),
      lambda c: f"the probe phase would alias (change by more than pi per pixel): use |data.probe_defocus| <= "
                f"{_max_defocus(c.data.N):.1f} rad at data.N={c.data.N}"),
+    # data: the import of a measured file (data=cxi|ptylab_h5)
+    ("data.reader.bin", lambda v, c: 1 <= v <= 64,
+     "the detector binning factor: must be in 1..64 (1: crop data.N pixels around the zero frequency)"),
+    ("data.reader.frame_start", _optional(lambda v, c: v >= 0), "must be >= 0 (the first frame used) or null"),
+    ("data.reader.frame_stop", _optional(lambda v, c: v >= 1),
+     "must be >= 1 (the frame after the last one used) or null (to the end)"),
+    ("data.reader.distance", _optional(lambda v, c: v > 0), "must be > 0 m or null (the file's value)"),
+    ("data.reader.wavelength", _optional(lambda v, c: v > 0), "must be > 0 m or null (the file's value)"),
+    ("data.reader.energy_ev", _optional(lambda v, c: v > 0), "must be > 0 eV or null (the file's value)"),
+    ("data.reader.pixel_size", _optional(lambda v, c: v > 0), "must be > 0 m or null (the file's value)"),
+    ("data.reader.saturation", _optional(lambda v, c: v > 0),
+     "must be > 0 counts or null (the integer dtype's maximum)"),
     # model
     ("model.n_filters_scale", lambda v, c: 1 <= v <= 16, "must be in 1..16 (e.g. model.n_filters_scale=2)"),
     ("model.nll_weight", lambda v, c: v >= 0, "loss weights must be >= 0"),
@@ -229,11 +246,19 @@ def _rules(c: Any) -> Iterator[tuple[str, Any, str]]:
         yield ("data.n_train_objects", d.n_train_objects,
                "more than one training object needs simulated data (data.kind=simulate); with data=npz "
                "put every scan in data.train_path, or set data.n_train_objects=1")
-    if d.kind == "npz":
+    if d.kind in FILE_KINDS:
+        suffix = {"npz": "npz", "cxi": "cxi"}.get(d.kind, "h5")
         for key in ("train_path", "test_path"):
             if getattr(d, key) is None and not (key == "train_path" and (m.name not in NETWORK_MODELS
                                                                          or d.train_on == "test")):
-                yield f"data.{key}", None, f"data=npz needs it: set data.{key}=/path/to/file.npz"
+                yield f"data.{key}", None, f"data={d.kind} needs it: set data.{key}=/path/to/file.{suffix}"
+    if d.reader.wavelength is not None and d.reader.energy_ev is not None:
+        yield ("data.reader.energy_ev", d.reader.energy_ev, "give the photon energy or the wavelength, not both: "
+               "set data.reader.energy_ev=null or data.reader.wavelength=null")
+    if d.reader.frame_start is not None and d.reader.frame_stop is not None \
+            and d.reader.frame_stop <= d.reader.frame_start:
+        yield ("data.reader.frame_stop", d.reader.frame_stop, f"selects no frame: set it above "
+               f"data.reader.frame_start={d.reader.frame_start}")
     if d.train_on == "test" and m.name == "baseline":
         yield ("data.train_on", d.train_on, "model=baseline needs labels, not the scan it reconstructs: use "
                "data.train_on=train, or model=pinn to train on the test scan itself")
@@ -356,6 +381,9 @@ def check_data_files(cfg: Any) -> None:
     when the job loads the data.
     """
     d = cfg.data
+    if d.kind in MEASURED_FORMATS:
+        check_measured_files(cfg)
+        return
     if d.kind != "npz":
         return
     from ptycho_exp.data.npz import DataContractError, contract_header
@@ -383,6 +411,38 @@ def check_data_files(cfg: Any) -> None:
                               f"{head['M']} patterns; use data.n_test<={head['M']} or data.n_test=null")
         if key == "test_path":  # every test window on objectGuess (reads only the coordinates)
             check_npz_scan_on_object(str(path), head)
+
+
+def check_measured_files(cfg: Any) -> None:
+    """``data=cxi|ptylab_h5``: each file opened and checked as the import will check it (format, positions,
+    geometry in the file or in ``data.reader.*``, mask, probe, frame range), reading no frame.
+
+    A missing geometry fact names the ``data.reader`` key that supplies it; the pattern counts are compared
+    with ``data.n_train`` / ``data.n_test``.
+    """
+    d = cfg.data
+    from ptycho_exp.data.npz import DataContractError
+    from ptycho_exp.data.readers.convert import CONFIG_NAMES, check_file, options_from_config
+
+    opts = options_from_config(as_plain(d.reader), d.N)
+    needs_train = cfg.model.name in NETWORK_MODELS
+    for key in ("train_path", "test_path"):
+        path = getattr(d, key)
+        if path is None or (key == "train_path" and not needs_train):
+            continue
+        try:
+            m = check_file(str(path), MEASURED_FORMATS[d.kind], opts, CONFIG_NAMES)
+        except (DataContractError, ValueError, OSError) as exc:
+            raise ConfigError(f"data.{key}={str(path)!r} is invalid: {exc}") from None
+        if key == "train_path" and d.train_on != "test" and d.n_train > m:
+            raise ConfigError(f"data.n_train={d.n_train} is invalid: data.train_path={str(path)!r} gives only "
+                              f"{m} patterns; use data.n_train<={m}")
+        if key == "test_path" and m < MIN_TEST_POSITIONS:
+            raise ConfigError(f"data.test_path={str(path)!r} is invalid: it gives {m} pattern(s); at least "
+                              f"{MIN_TEST_POSITIONS} are needed for a meaningful score: use a larger test scan")
+        if key == "test_path" and d.n_test is not None and d.n_test > m:
+            raise ConfigError(f"data.n_test={d.n_test} is invalid: data.test_path={str(path)!r} gives only "
+                              f"{m} patterns; use data.n_test<={m} or data.n_test=null")
 
 
 # --------------------------------------------------------------------------- test windows on the object

@@ -225,7 +225,7 @@ def cached_reference(cfg: Any, scan: Any) -> Any:
 
 def _test_data_name(cfg: Any) -> str:
     """How a message names the test data."""
-    if cfg.data.kind == "npz":
+    if cfg.data.kind != "simulate":
         return f"data.test_path={str(cfg.data.test_path)!r}"
     return "the simulated test scan (data)"
 
@@ -263,7 +263,7 @@ def check_ground_truth_for_training(cfg: Any, ds: Any) -> None:
     from ptycho_exp.config import ConfigError
 
     where = (f"data.train_path={cfg.data.train_path!r} has neither objectGuess nor Y"
-             if cfg.data.kind == "npz" else "the training data has no ground truth")
+             if cfg.data.kind != "simulate" else "the training data has no ground truth")
     raise ConfigError(f"model=baseline needs ground truth to train on (supervised): {where}. Fix: use "
                       "data.labels=iterative (labels from a PtyLab reconstruction of the training scan), "
                       "model=pinn (unsupervised) or an iterative arm (model=ptylab) for data without ground "

@@ -155,3 +155,79 @@ def load_or_simulate(cache_dir, fields: DataConfig | Mapping[str, Any],
         save_contract_npz(path, scan)
         logger.info("simulated %d patterns in %.1f s -> %s", scan.n_positions, time.perf_counter() - start, path)
     return scan, False, key
+
+
+# --------------------------------------------------------------------------- measured files (data=cxi|ptylab_h5)
+IMPORT_VERSION = "1"  # bump when a change in ptycho_exp.data.readers changes the imported arrays
+
+
+def import_key(source_sha256: str, fmt: str, opts: Any) -> str:
+    """sha256 (hex) of what determines an imported scan: the source file's content, its format, the import
+    options (``N`` included; a probe file enters by the sha256 of its bytes) and :data:`IMPORT_VERSION`."""
+    import dataclasses
+
+    options = dataclasses.asdict(opts)
+    probe = options.pop("probe_path")
+    if probe:
+        options["probe_file_sha256"] = _file_sha256(probe) if os.path.isfile(probe) else str(probe)
+    options["frames"] = None if options["frames"] is None else list(options["frames"])
+    keyed = {"source_sha256": source_sha256, "format": fmt, "options": options, "import_version": IMPORT_VERSION}
+    canonical = json.dumps(keyed, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _usable_import(path: str) -> bool:
+    if not os.path.isfile(path):
+        return False
+    from ptycho_exp.data.npz import contract_header
+
+    try:
+        contract_header(path)
+        return True
+    except DataContractError as exc:
+        logger.warning("imported scan %s is unreadable (%s); it will be imported again", path, exc)
+        return False
+
+
+def load_or_import(cache_dir, path: str, fmt: str, opts: Any) -> dict:
+    """A measured file converted to an HDF5 contract scan in ``<cache_dir>/imported/``, importing it on a miss.
+
+    Parameters
+    ----------
+    cache_dir : folder of the dataset cache
+    path : the measured file (CXI or PtyLab HDF5)
+    fmt : the importer's format name (``cxi`` | ``ptylab``)
+    opts : :class:`ptycho_exp.data.readers.ImportOptions`
+
+    Returns
+    -------
+    dict with ``contract`` (the cached ``.h5`` contract file, loaded like any ``data=npz`` file), ``hit``,
+    ``key`` and ``source_sha256``. The patterns are written chunk by chunk as they are converted (never
+    the whole scan in memory), to a temp file moved into place when complete, under ``<key>.lock``.
+    """
+    from filelock import FileLock
+
+    from ptycho_exp.data.h5 import ContractH5Writer
+    from ptycho_exp.data.readers.convert import CONFIG_NAMES, import_scan
+
+    folder = os.path.join(os.fspath(cache_dir), "imported")
+    os.makedirs(folder, exist_ok=True)
+    sha = _file_sha256(path)
+    key = import_key(sha, fmt, opts)
+    out = os.path.join(folder, f"{key}.h5")
+    record = {"contract": out, "hit": True, "key": key, "source_sha256": sha}
+    if _usable_import(out):
+        logger.info("imported scan cache hit: %s -> %s", path, out)
+        return record
+    with FileLock(os.path.join(folder, f"{key}.lock")):
+        if _usable_import(out):
+            return record
+        if os.path.exists(out):
+            os.remove(out)
+        start = time.perf_counter()
+        with ContractH5Writer(out) as writer:
+            scan, _ = import_scan(path, fmt, opts, sink=writer, names=CONFIG_NAMES)
+            scan.meta["cache_key"] = key
+            writer.finish(scan)
+        logger.info("imported %s (%s) in %.1f s -> %s", path, fmt, time.perf_counter() - start, out)
+    return {**record, "hit": False}

@@ -17,6 +17,7 @@ Sampling rules
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ptycho_exp.config import ConfigError, DataConfig
+from ptycho_exp.validate import FILE_KINDS
 from ptycho_exp.data.container import Samples, ScanData
 from ptycho_exp.physics.forward import mean_pattern_energy, normalisation_factor
 from ptycho_exp.physics.probe import probe_diameter
@@ -203,8 +205,6 @@ def _photon_stats(scan: ScanData, from_file: bool = False) -> dict:
 
 def file_record(path: str) -> dict:
     """Path and SHA-256 of a data file, for result.json."""
-    import os
-
     from ptycho_exp.data.cache import _file_sha256
 
     return {"path": os.path.abspath(path), "sha256": _file_sha256(path)}
@@ -248,6 +248,33 @@ def _load_npz_scan(path: str, N: int, key: str) -> ScanData:
     return ensure_ground_truth_patches(scan)
 
 
+def _load_file_scan(f: dict, key: str, cache_dir, imports: dict) -> ScanData:
+    """The scan of a file kind's ``data.<key>``: a contract file as it is (data=npz), or a measured file
+    (data=cxi|ptylab_h5) imported into the dataset cache first and then loaded the same way.
+
+    ``imports[key]`` receives the import's record (format, reader options, cache entry, report)."""
+    path = f[key]
+    if not path:
+        suffix = {"npz": "npz", "cxi": "cxi"}.get(f["kind"], "h5")
+        extra = " (or data.train_on=test to train the PINN on the test scan itself)" if key == "train_path" else ""
+        raise ConfigError(f"data.{key}=None is invalid: data={f['kind']} needs data.{key}=/path/to/file.{suffix}"
+                          + extra)
+    if f["kind"] == "npz":
+        return _load_npz_scan(path, f["N"], f"data.{key}")
+    from ptycho_exp.data.cache import load_or_import
+    from ptycho_exp.data.readers.convert import options_from_config
+    from ptycho_exp.validate import MEASURED_FORMATS
+
+    fmt = MEASURED_FORMATS[f["kind"]]
+    cached = load_or_import(cache_dir, path, fmt, options_from_config(f["reader"], f["N"]))
+    scan = _load_npz_scan(cached["contract"], f["N"], f"data.{key}")
+    imports[key] = {"format": f["kind"], "reader_format": fmt, "reader": dict(f["reader"]),
+                    "source": {"path": os.path.abspath(path), "sha256": cached["source_sha256"]},
+                    "contract": cached["contract"], "cache_hit": cached["hit"], "cache_key": cached["key"],
+                    "report": scan.meta.get("imported")}
+    return scan
+
+
 def _split_info(scan: ScanData, samples: Samples, from_file: bool = False) -> dict:
     """Summary of one split for ``result.json``: counts, photon statistics and the sampled scan's geometry."""
     summary = scan_summary(scan.positions, scan.N, subset=samples.groups, beam_diameter=probe_diameter(scan.probe))
@@ -269,10 +296,14 @@ def build_datasets(data_cfg: DataConfig | Mapping[str, Any], seed: int, cache_di
     Returns
     -------
     Datasets; ``info`` holds per split the cache ``hit``/``key`` (simulated) or the file's path and
-    SHA-256 (``file``, data=npz), position and sample counts, photon statistics and scan geometry, plus
-    ``spatially_local``, ``has_ground_truth``, ``trained_on`` ("training scan" | "test scan"), ``probe``
-    (where the training probe comes from) and, for data=npz, ``unused_settings`` (the data.* simulator
+    SHA-256 (``file``, every file kind; for data=cxi|ptylab_h5 the measured file, and ``import``: the format,
+    the ``data.reader`` options, the cached contract file and the import's report), position and sample
+    counts, photon statistics and scan geometry, plus ``spatially_local``, ``has_ground_truth``,
+    ``trained_on`` ("training scan" | "test scan"), ``probe``
+    (where the training probe comes from) and, for file data, ``unused_settings`` (the data.* simulator
     keys that file data ignores, named instead of recorded as if they had been used).
+    A measured file (data=cxi|ptylab_h5) is first converted by :func:`ptycho_exp.data.cache.load_or_import`
+    into the dataset cache; the contract file it gives is then loaded exactly as a data=npz file.
     """
     from ptycho_exp.data.simulate import resolve_data_fields
 
@@ -281,6 +312,7 @@ def build_datasets(data_cfg: DataConfig | Mapping[str, Any], seed: int, cache_di
     on_test = str(f.get("train_on", "train")) == "test"
     info: dict = {"kind": f["kind"], "gridsize": g}
     train_scan: ScanData | None = None
+    imports: dict = {}
     if f["kind"] == "simulate":
         from ptycho_exp.data.cache import load_or_simulate
 
@@ -292,18 +324,13 @@ def build_datasets(data_cfg: DataConfig | Mapping[str, Any], seed: int, cache_di
                 info["train_cache"]["keys"] = [key for _, _, key in loaded]
         test_scan, hit, key = load_or_simulate(cache_dir, f, "test")
         info["test_cache"] = {"hit": hit, "key": key}
-    elif f["kind"] == "npz":
+    elif f["kind"] in FILE_KINDS:
         if need_train and not on_test:
-            if not f["train_path"]:
-                raise ConfigError("data.train_path=None is invalid: data=npz needs data.train_path=/path/to/file.npz "
-                                  "(or data.train_on=test to train the PINN on the test scan itself)")
-            train_scan = _load_npz_scan(f["train_path"], f["N"], "data.train_path")
-        if not f["test_path"]:
-            raise ConfigError("data.test_path=None is invalid: data=npz needs data.test_path=/path/to/file.npz")
-        test_scan = _load_npz_scan(f["test_path"], f["N"], "data.test_path")
+            train_scan = _load_file_scan(f, "train_path", cache_dir, imports)
+        test_scan = _load_file_scan(f, "test_path", cache_dir, imports)
     else:
-        raise ConfigError(f"data.kind={f['kind']!r} is invalid: choose simulate or npz")
-    from_file = f["kind"] == "npz"
+        raise ConfigError(f"data.kind={f['kind']!r} is invalid: choose one of {', '.join(('simulate',) + FILE_KINDS)}")
+    from_file = f["kind"] != "simulate"
     if need_train and on_test:
         if f["n_train"] > test_scan.n_positions:
             raise ConfigError(f"data.n_train={f['n_train']} is invalid with data.train_on=test: the test scan has "
@@ -323,12 +350,21 @@ def build_datasets(data_cfg: DataConfig | Mapping[str, Any], seed: int, cache_di
     info["has_ground_truth"] = bool(test_scan.patches is not None or test_scan.object is not None)
     probe_scan = train_scan if train_scan is not None else test_scan
     if from_file:
-        info["test"]["file"] = file_record(f["test_path"])
+        def record(key: str) -> dict:  # an imported file's hash is already known (its cache key)
+            return imports[key]["source"] if key in imports else file_record(f[key])
+
+        info["test"]["file"] = record("test_path")
         if train_scan is not None:
-            info["train"]["file"] = info["test"]["file"] if on_test else file_record(f["train_path"])
+            info["train"]["file"] = info["test"]["file"] if on_test else record("train_path")
+        for split, key in (("test", "test_path"), ("train", "train_path")):
+            if key in imports and split in info:
+                info[split]["import"] = {k: v for k, v in imports[key].items() if k != "source"}
+        if on_test and "import" in info["test"] and "train" in info:
+            info["train"]["import"] = info["test"]["import"]
         probe_path = f["test_path"] if (on_test or train_scan is None) else f["train_path"]
         info["probe"] = {"source": f"file:{probe_path}", "sha256": _array_sha256(probe_scan.probe)}
-        info["unused_settings"] = [f"data.{key}" for key in SIMULATION_KEYS]
+        unused = SIMULATION_KEYS + (("reader",) if f["kind"] == "npz" else ())  # data=npz imports nothing
+        info["unused_settings"] = [f"data.{key}" for key in unused]
     else:
         info["probe"] = {"source": f"simulated:{f['probe']}" + (f":{f['probe_path']}" if f["probe"] == "file" else ""),
                          "sha256": _array_sha256(probe_scan.probe)}

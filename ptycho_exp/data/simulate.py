@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ptycho_exp.config import DataConfig
+from ptycho_exp.config import DataConfig, ReaderConfig
 from ptycho_exp.data.container import ScanData
 from ptycho_exp.physics.forward import diffract, exit_wave, photon_scale, poisson_noise
 from ptycho_exp.physics.objects import make_object
@@ -63,6 +63,9 @@ def resolve_data_fields(data: DataConfig | Mapping[str, Any]) -> dict:
         fields[name] = int(fields[name])
     fields["n_test"] = None if fields["n_test"] is None else int(fields["n_test"])
     fields["noise"] = bool(fields["noise"])
+    reader = dataclasses.asdict(ReaderConfig())
+    reader.update({str(k): v for k, v in dict(fields["reader"] or {}).items()})
+    fields["reader"] = reader
     for name in ("kind", "object", "object_phase", "probe", "scan"):
         fields[name] = str(fields[name])
     return fields

@@ -514,9 +514,76 @@ def cli_cases() -> list[Case]:
     ]
 
 
+def _measured(fmt: str, drop=()) -> Callable[[Path], None]:
+    """Writer of the valid scan as a CXI (``fmt="cxi"``) or PtyLab HDF5 file of known geometry, keys dropped."""
+    def write(path: Path) -> None:
+        from ptycho_exp.data.container import ScanData
+        from tests.helpers.measured import write_cxi, write_ptylab
+
+        a = valid_arrays()
+        scan = ScanData(diffraction=a["diffraction"], positions=np.stack([a["ycoords"], a["xcoords"]], axis=1),
+                        probe=a["probeGuess"], meta={"photon_scale": 1.0})
+        (write_cxi if fmt == "cxi" else write_ptylab)(path, scan, drop=drop)
+    return write
+
+
+def measured_cases() -> list[Case]:
+    """``data=cxi`` / ``data=ptylab_h5`` (and ``data import``) fed a missing file, another format, or a file
+    without a geometry fact: refused before any run folder, naming the config key (the option for the CLI)."""
+    det, src = "entry_1/instrument_1/detector_1", "entry_1/instrument_1/source_1"
+    cxi = ["data=cxi", "data.test_path={dir}/scan.cxi", "model=ptylab"]
+    h5 = ["data=ptylab_h5", "data.test_path={dir}/scan.h5", "model=ptylab"]
+    good_cxi, good_h5 = {"scan.cxi": _measured("cxi")}, {"scan.h5": _measured("ptylab")}
+    no_distance = {"scan.cxi": _measured("cxi", drop=[f"{det}/distance"])}
+    return [
+        Case("cxi_missing_distance", cxi, ["data.test_path", "scan.cxi", f"{det}/distance", "data.reader.distance"],
+             kind="npz", files=no_distance),
+        Case("cxi_missing_energy", cxi, ["scan.cxi", "data.reader.energy_ev", "data.reader.wavelength"],
+             kind="npz", files={"scan.cxi": _measured("cxi", drop=[f"{src}/energy"])}),
+        Case("cxi_missing_probe", cxi, ["scan.cxi", "data.reader.probe_path"], kind="npz",
+             files={"scan.cxi": _measured("cxi", drop=[f"{src}/illumination"])}),
+        Case("cxi_without_entry_1", cxi, ["data.test_path", "scan.cxi", "entry_1/data_1/data"], kind="npz",
+             files={"scan.cxi": _measured("ptylab")}),
+        Case("cxi_not_hdf5", cxi, ["scan.cxi", "HDF5"], kind="npz", files={"scan.cxi": _not_zip}),
+        Case("cxi_missing_file", ["data=cxi", "data.test_path={dir}/gone.cxi", "model=ptylab"],
+             ["data.test_path", "gone.cxi", "does not exist"], kind="path"),
+        Case("cxi_path_is_directory", ["data=cxi", "data.test_path={dir}/scans", "model=ptylab"],
+             ["data.test_path", "directory"], kind="path", files={"scans": lambda p: p.mkdir()}),
+        Case("cxi_without_test_path", ["data=cxi", "model=ptylab"], ["data.test_path", "data=cxi"]),
+        Case("cxi_frames_select_none", cxi + ["data.reader.frame_start=500"], ["data.reader.frame_start", "500"],
+             kind="npz", files=good_cxi),
+        Case("cxi_n_test_above_file", cxi + ["data.n_test=500"], ["data.n_test", "scan.cxi"], kind="npz",
+             files=good_cxi),
+        Case("cxi_reader_bin_zero", cxi + ["data.reader.bin=0"], ["data.reader.bin"], files=good_cxi),
+        Case("cxi_reader_distance_negative", cxi + ["data.reader.distance=-2"], ["data.reader.distance"],
+             files=good_cxi),
+        Case("cxi_energy_and_wavelength", cxi + ["data.reader.energy_ev=8000", "data.reader.wavelength=1e-10"],
+             ["data.reader.energy_ev", "data.reader.wavelength"], files=good_cxi),
+        Case("cxi_reader_unknown_key", cxi + ["data.reader.distanse=2"], ["data.reader.distanse"], files=good_cxi),
+        Case("cxi_bad_file_in_a_sweep", ["-m", "data=cxi", "data.test_path={dir}/scan.cxi,{dir}/bad.cxi",
+                                         "model=ptylab"], ["bad.cxi", "data.reader.distance"], kind="npz",
+             files={**good_cxi, "bad.cxi": no_distance["scan.cxi"]}),
+        Case("ptylab_h5_missing_pixel_size", h5, ["scan.h5", "dxd", "data.reader.pixel_size"], kind="npz",
+             files={"scan.h5": _measured("ptylab", drop=["dxd"])}),
+        Case("ptylab_h5_missing_distance", h5, ["scan.h5", "zo", "data.reader.distance"], kind="npz",
+             files={"scan.h5": _measured("ptylab", drop=["zo"])}),
+        Case("ptylab_h5_given_a_cxi_file", h5, ["scan.h5", "ptychogram"], kind="npz",
+             files={"scan.h5": _measured("cxi")}),
+        Case("ptylab_h5_bad_train_file", ["data=ptylab_h5", "data.train_path={dir}/bad.h5",
+                                          "data.test_path={dir}/scan.h5"],
+             ["data.train_path", "bad.h5", "data.reader.probe_path"], kind="npz",
+             files={**good_h5, "bad.h5": _measured("ptylab", drop=["probe"])}),
+        Case("plan_cxi_missing_distance", ["plan", *cxi, "data.N=32"], ["scan.cxi", "data.reader.distance"],
+             kind="cli", files=no_distance, entry="cli"),
+        Case("import_cxi_missing_distance", ["data", "import", "{dir}/scan.cxi", "--format", "cxi", "--N", "32",
+                                             "--out", "{dir}/o.h5"], ["scan.cxi", "--distance METRES"],
+             kind="cli", files=no_distance, entry="cli"),
+    ]
+
+
 def all_cases() -> list[Case]:
     return (config_cases() + more_config_cases() + npz_cases() + special_file_cases() + path_cases()
-            + cli_cases())
+            + cli_cases() + measured_cases())
 
 
 def build_case(case: Case, folder: Path) -> list[str]:

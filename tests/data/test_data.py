@@ -239,7 +239,7 @@ CONDITIONAL_CHANGES = {
 # (grouping=block with gridsize > 1 does change the *test* scan: see the block grouping test)
 NOT_KEYED = {"kind": "npz", "gridsize": 2, "n_train": 16, "n_train_objects": 2, "n_test": 10, "k_neighbors": 9,
              "train_path": "/x.npz", "test_path": "/y.npz", "grouping": "block",
-             "train_on": "test", "labels": "iterative"}
+             "train_on": "test", "labels": "iterative", "reader": {"bin": 2}}
 
 
 def test_every_data_field_is_classified_for_the_cache_key():

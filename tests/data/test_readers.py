@@ -10,12 +10,9 @@ import os
 import subprocess
 import sys
 import warnings
-from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
-from scipy.constants import e as ELECTRON_CHARGE
 
 from ptycho_exp.data import simulate
 from ptycho_exp.data.npz import DataContractError, load_contract_npz, save_contract_npz
@@ -28,22 +25,24 @@ from ptycho_exp.data.readers import (
     object_pixel_size,
     resample_probe,
 )
-
-ENERGY_EV = 8000.0
-DISTANCE = 2.0  # m
-DX = 50e-9  # object pixel (m) of an N-pixel detector window
-
-
-def _detector_pixel(N: int) -> float:
-    """Detector pixel that makes the N-pixel window's object pixel exactly DX."""
-    return energy_to_wavelength(ENERGY_EV) * DISTANCE / (N * DX)
+from tests.helpers.measured import (
+    CXI_DETECTOR,
+    CXI_SOURCE,
+    DISTANCE,
+    DX,
+    ENERGY_EV,
+    small_scan,
+    write_cxi,
+    write_ptylab,
+)
+from tests.helpers.measured import detector_pixel as _detector_pixel
+from tests.helpers.measured import photon_counts as _counts
 
 
 @pytest.fixture(scope="module")
 def sim32():
     """A noisy test scan of 32x32 patterns with jittered (sub-pixel) positions."""
-    return simulate.simulate_object_scan({"N": 32, "object_size": 96, "test_stride": 8.0, "nphotons": 1e5,
-                                          "jitter": 0.7}, "test")
+    return small_scan()
 
 
 @pytest.fixture(scope="module")
@@ -51,46 +50,6 @@ def sim64():
     """A 64x64 scan with a Gaussian probe, to be cropped or binned to 32."""
     return simulate.simulate_object_scan({"N": 64, "object_size": 160, "test_stride": 16.0, "nphotons": 1e6,
                                           "probe": "gaussian", "jitter": 0.5}, "test")
-
-
-def _counts(scan) -> np.ndarray:
-    """Photon counts (the simulator's amplitude in photon units, squared), float32."""
-    return np.square(scan.diffraction.astype(np.float64) * scan.meta["photon_scale"]).astype(np.float32)
-
-
-def write_cxi(path, scan, counts=None, mask=None, drop=()) -> Path:
-    """A CXI file of ``scan``: counts, sample translation (m) = -beam position, energy (J), distance, pixels."""
-    N = scan.N
-    pixel = _detector_pixel(N)
-    y, x = scan.positions[:, 0] * DX, scan.positions[:, 1] * DX
-    with h5py.File(path, "w") as f:
-        f["cxi_version"] = 150
-        f["entry_1/data_1/data"] = _counts(scan) if counts is None else counts
-        f["entry_1/instrument_1/detector_1/distance"] = DISTANCE
-        f["entry_1/instrument_1/detector_1/x_pixel_size"] = pixel
-        f["entry_1/instrument_1/detector_1/y_pixel_size"] = pixel
-        f["entry_1/instrument_1/source_1/energy"] = ENERGY_EV * ELECTRON_CHARGE
-        f["entry_1/sample_1/geometry_1/translation"] = np.stack([-x, -y, np.zeros_like(x)], axis=1)
-        f["entry_1/instrument_1/source_1/illumination"] = scan.probe
-        if mask is not None:
-            f["entry_1/instrument_1/detector_1/mask"] = mask
-        for key in drop:
-            del f[key]
-    return Path(path)
-
-
-def write_ptylab(path, scan, drop=()) -> Path:
-    """A PtyLab HDF5 file of ``scan``: ptychogram, encoder (row, col) in metres, wavelength, zo, dxd, probe."""
-    with h5py.File(path, "w") as f:
-        f["ptychogram"] = _counts(scan)
-        f["encoder"] = scan.positions * DX + 1e-3  # an arbitrary stage origin
-        f["wavelength"] = energy_to_wavelength(ENERGY_EV)
-        f["zo"] = DISTANCE
-        f["dxd"] = _detector_pixel(scan.N)
-        f["probe"] = scan.probe[None, None]  # PtyLab keeps mode axes
-        for key in drop:
-            del f[key]
-    return Path(path)
 
 
 def _relative(positions: np.ndarray) -> np.ndarray:
@@ -291,7 +250,7 @@ def test_negative_saturated_and_masked_pixels_reported(sim32, tmp_path):
     assert report["masked_pixels"] == 2
 
 
-_DET, _SRC = "entry_1/instrument_1/detector_1", "entry_1/instrument_1/source_1"
+_DET, _SRC = CXI_DETECTOR, CXI_SOURCE
 MISSING = [
     ("cxi", [f"{_DET}/distance"], f"{_DET}/distance", "--distance", {"distance": DISTANCE}),
     ("cxi", [f"{_DET}/x_pixel_size", f"{_DET}/y_pixel_size"], f"{_DET}/x_pixel_size", "--pixel-size",

@@ -34,18 +34,41 @@ Amplitudes are in photon units (``meta['photon_scale'] = 1``): ``sum X**2`` are 
 
 A typical session::
 
+    # read directly by a job: converted at job start into the dataset cache (once), then run as data=npz
+    python -m ptycho_exp data=cxi data.train_path=scan_a.cxi data.test_path=scan_b.cxi data.N=64 model=pinn
+    python -m ptycho_exp data=ptylab_h5 data.test_path=scan.h5 data.N=64 data.reader.bin=2 \
+        data.reader.distance=1.2 model=ptylab
+    # or converted once into a contract file, split, and used with data=npz
     ptycho-exp data import scan.cxi --format cxi --N 64 --out scan.npz     # geometry from the file
     ptycho-exp data import scan.h5 --format ptylab --N 64 --bin 2 --distance 1.2 --out scan.npz
     ptycho-exp data split scan.npz --train-out train.npz --test-out test.npz --gap 32
     python -m ptycho_exp data=npz data.train_path=train.npz data.test_path=test.npz model=ptylab
 
+The job's import options are ``data.reader.*`` (:class:`ptycho_exp.config.ReaderConfig`: ``bin``,
+``frame_start``/``frame_stop``, ``distance``, ``wavelength`` or ``energy_ev``, ``pixel_size``,
+``saturation``, ``mask_good``, ``probe_path``), ``data.N`` the output side; the importer is the same
+(:func:`ptycho_exp.data.cache.load_or_import`).
+
 Every geometry fact the file lacks is an :class:`~ptycho_exp.data.npz.DataContractError` naming the
-key and the command-line option that supplies it.
+key and what supplies it: the command-line option for ``data import`` (:data:`CLI_NAMES`), the
+``data.reader`` key for a job (:data:`CONFIG_NAMES`), which checks the file before it starts
+(:func:`check_file`).
 """
 from __future__ import annotations
 
 from ptycho_exp.data.readers.cli import add_import_command, parse_frames, run_import
-from ptycho_exp.data.readers.convert import FORMATS, ImportOptions, format_report, import_file, import_scan
+from ptycho_exp.data.readers.convert import (
+    CLI_NAMES,
+    CONFIG_NAMES,
+    FORMATS,
+    ImportOptions,
+    OptionNames,
+    check_file,
+    format_report,
+    import_file,
+    import_scan,
+    options_from_config,
+)
 from ptycho_exp.data.readers.formats import Source, open_contract, open_cxi, open_ptylab, open_tike
 from ptycho_exp.data.readers.patterns import (
     at_corner,
@@ -58,7 +81,8 @@ from ptycho_exp.data.readers.patterns import (
     window_start,
 )
 
-__all__ = ["FORMATS", "ImportOptions", "Source", "add_import_command", "at_corner", "clean_frames", "crop_and_bin",
+__all__ = ["CLI_NAMES", "CONFIG_NAMES", "FORMATS", "ImportOptions", "OptionNames", "check_file",
+           "options_from_config", "Source", "add_import_command", "at_corner", "clean_frames", "crop_and_bin",
            "energy_to_wavelength", "find_zero_frequency", "format_report", "import_file", "import_scan",
            "object_pixel_size", "open_contract", "open_cxi", "open_ptylab", "open_tike", "parse_frames",
            "resample_probe", "run_import", "window_start"]

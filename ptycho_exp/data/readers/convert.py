@@ -60,35 +60,68 @@ class ImportOptions:
     probe_path: str | None = None
 
 
-def _need(src: Source, value, fact: str, option: str):
+@dataclass(frozen=True)
+class OptionNames:
+    """How messages name each option: the ``data import`` options, or the job config keys (:data:`CONFIG_NAMES`)."""
+
+    names: dict
+    cli: bool
+
+    def supply(self, option: str, value: str) -> str:
+        """The fix that supplies ``option``: ``pass --distance METRES`` or ``set data.reader.distance=METRES``."""
+        return f"pass {self.names[option]} {value}" if self.cli else f"set {self.names[option]}={value}"
+
+    def given(self, option: str, value) -> str:
+        """An option as given: ``--bin 0`` or ``data.reader.bin=0``."""
+        return f"{self.names[option]} {value}" if self.cli else f"{self.names[option]}={value}"
+
+    def __getitem__(self, option: str) -> str:
+        return self.names[option]
+
+
+CLI_NAMES = OptionNames({"N": "--N", "bin": "--bin", "frames": "--frames", "distance": "--distance",
+                         "wavelength": "--wavelength", "energy_ev": "--energy-ev", "pixel_size": "--pixel-size",
+                         "saturation": "--saturation", "mask_good": "--mask-good", "probe": "--probe"}, cli=True)
+CONFIG_NAMES = OptionNames({"N": "data.N", "bin": "data.reader.bin", "frames": "data.reader.frame_start",
+                            "distance": "data.reader.distance", "wavelength": "data.reader.wavelength",
+                            "energy_ev": "data.reader.energy_ev", "pixel_size": "data.reader.pixel_size",
+                            "saturation": "data.reader.saturation", "mask_good": "data.reader.mask_good",
+                            "probe": "data.reader.probe_path"}, cli=False)
+
+
+def _need(src: Source, value, fact: str, fix: str):
     if value is None or not np.all(np.isfinite(value)) or not np.all(np.asarray(value) > 0):
-        raise fail(src.path, src.keys.get(fact, fact), "missing" if value is None else f"invalid ({value})",
-                   f"pass {option}")
+        raise fail(src.path, src.keys.get(fact, fact), "missing" if value is None else f"invalid ({value})", fix)
     return value
 
 
-def _geometry(src: Source, opts: ImportOptions) -> dict:
+def _geometry(src: Source, opts: ImportOptions, names: OptionNames = CLI_NAMES) -> dict:
     """Object pixel (m) of the output, from the file's geometry and the options (options win)."""
     wavelength = opts.wavelength or (energy_to_wavelength(opts.energy_ev) if opts.energy_ev else None)
-    wavelength = _need(src, wavelength or src.wavelength, "wavelength", "--energy-ev EV or --wavelength METRES")
-    distance = _need(src, opts.distance or src.distance, "distance", "--distance METRES")
+    either = names.supply("energy_ev", "EV") + " or " + names.given("wavelength", "METRES")
+    wavelength = _need(src, wavelength or src.wavelength, "wavelength", either)
+    distance = _need(src, opts.distance or src.distance, "distance", names.supply("distance", "METRES"))
     pixel = (opts.pixel_size, opts.pixel_size) if opts.pixel_size else src.pixel_size
-    pixel = _need(src, pixel, "pixel_size", "--pixel-size METRES")
+    pixel = _need(src, pixel, "pixel_size", names.supply("pixel_size", "METRES"))
     if not np.isclose(pixel[0], pixel[1], rtol=1e-6):
         raise fail(src.path, src.keys.get("pixel_size"), f"detector pixels are not square ({pixel[0]:g} x "
-                   f"{pixel[1]:g} m)", "pass --pixel-size METRES to treat them as square")
+                   f"{pixel[1]:g} m)", names.supply("pixel_size", "METRES") + " to treat them as square")
     return {"wavelength_m": float(wavelength), "distance_m": float(distance), "detector_pixel_m": float(pixel[1])}
 
 
-def _frame_range(opts: ImportOptions, n: int, path: str) -> range:
+def _frame_range(opts: ImportOptions, n: int, path: str, names: OptionNames = CLI_NAMES) -> range:
     start, stop = opts.frames or (None, None)
     rng = range(*slice(start, stop).indices(n))
     if len(rng) == 0:
-        raise fail(path, None, f"--frames {start}:{stop} selects no frame of {n}", f"choose a range within 0:{n}")
+        if names.cli:
+            raise fail(path, None, f"--frames {start}:{stop} selects no frame of {n}", f"choose a range within 0:{n}")
+        raise fail(path, None, f"data.reader.frame_start={start}, data.reader.frame_stop={stop} select no frame "
+                   f"of {n}", f"set them within 0..{n} (null: from the first / to the end)")
     return rng
 
 
-def _bad_pixels(src: Source, opts: ImportOptions, shape: tuple[int, int]) -> np.ndarray | None:
+def _bad_pixels(src: Source, opts: ImportOptions, shape: tuple[int, int],
+                names: OptionNames = CLI_NAMES) -> np.ndarray | None:
     if src.mask is None:
         return None
     mask = np.asarray(src.mask)
@@ -97,13 +130,63 @@ def _bad_pixels(src: Source, opts: ImportOptions, shape: tuple[int, int]) -> np.
         raise fail(src.path, key, f"has shape {mask.shape}, frames are {shape}", "store an (H, W) pixel mask")
     bad = mask == 0 if opts.mask_good else mask != 0
     if bad.mean() > 0.5:
+        good, bad_flag = (f"pass {names['mask_good']}", f"drop {names['mask_good']}") if names.cli else \
+            (f"set {names['mask_good']}=true", f"set {names['mask_good']}=false")
         raise fail(src.path, key, f"marks {bad.mean():.0%} of the pixels bad",
-                   "pass --mask-good if non-zero marks good pixels" if not opts.mask_good
-                   else "drop --mask-good (non-zero marks bad pixels)")
+                   f"{good} if non-zero marks good pixels" if not opts.mask_good
+                   else f"{bad_flag} (non-zero marks bad pixels)")
     return bad
 
 
-def import_scan(path, fmt: str, opts: ImportOptions, sink=None) -> tuple[ScanData, dict]:
+def options_from_config(reader, N: int) -> ImportOptions:
+    """:class:`ImportOptions` of a job: ``data.reader`` (:class:`ptycho_exp.config.ReaderConfig`, a dict or a
+    DictConfig) and ``data.N``."""
+    r = dict(reader or {})
+    start, stop = r.get("frame_start"), r.get("frame_stop")
+    return ImportOptions(N=int(N), bin=int(r.get("bin", 1)),
+                         frames=None if start is None and stop is None else (start, stop),
+                         distance=r.get("distance"), wavelength=r.get("wavelength"), energy_ev=r.get("energy_ev"),
+                         pixel_size=r.get("pixel_size"), saturation=r.get("saturation"),
+                         mask_good=bool(r.get("mask_good", False)), probe_path=r.get("probe_path"))
+
+
+def _check_options(fmt: str, opts: ImportOptions, names: OptionNames) -> None:
+    if fmt not in FORMATS:
+        raise ValueError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    N, b = int(opts.N), int(opts.bin)
+    if N < 4 or N % 2:
+        raise ValueError(f"{names.given('N', N)}: the pattern side must be even and >= 4")
+    if b < 1:
+        raise ValueError(f"{names.given('bin', b)}: the binning factor must be >= 1")
+    for option in ("distance", "wavelength", "energy_ev", "pixel_size", "saturation"):
+        value = getattr(opts, option)
+        if value is not None and not (np.isfinite(value) and value > 0):
+            raise ValueError(f"{names.given(option, value)}: must be a positive number")
+
+
+def check_file(path, fmt: str, opts: ImportOptions, names: OptionNames = CONFIG_NAMES) -> int:
+    """Every check :func:`import_scan` makes before it converts a pattern, without converting any.
+
+    Reads the file's positions, geometry, mask and probe (never its frames), so a missing file, a file of
+    another format or a missing geometry fact is refused in about a second. Messages name the options as
+    ``names`` does (the job config keys by default). Returns the number of patterns the import would give.
+    """
+    path = os.fspath(path)
+    _check_options(fmt, opts, names)
+    if fmt in ("cxi", "ptylab"):
+        with open_h5(path) as f:
+            src = open_cxi(f, path) if fmt == "cxi" else open_ptylab(f, path)
+            plan = _plan(src, opts, names)
+            _probe(src, opts, plan["geometry"], plan["dx"], int(opts.N), int(opts.bin), names)
+    else:
+        src = open_tike(path) if fmt == "tike" else open_contract(path)
+        plan = _plan(src, opts, names)
+        _probe(src, opts, plan["geometry"], plan["dx"], int(opts.N), int(opts.bin), names)
+    return len(plan["idx"])
+
+
+def import_scan(path, fmt: str, opts: ImportOptions, sink=None,
+                names: OptionNames = CLI_NAMES) -> tuple[ScanData, dict]:
     """Read a measured scan and convert it to a contract :class:`ScanData` (nothing is written).
 
     Parameters
@@ -113,6 +196,7 @@ def import_scan(path, fmt: str, opts: ImportOptions, sink=None) -> tuple[ScanDat
     opts : options (output N, binning, frames, geometry overrides)
     sink : a :class:`ptycho_exp.data.h5.ContractH5Writer`: the patterns are written into its file chunk by
         chunk (the scan's ``diffraction`` is then that HDF5 dataset), never held in memory
+    names : how messages name the options (:data:`CLI_NAMES`, or :data:`CONFIG_NAMES` for a job)
 
     Returns
     -------
@@ -120,26 +204,16 @@ def import_scan(path, fmt: str, opts: ImportOptions, sink=None) -> tuple[ScanDat
     of what was done (frames, geometry, zero frequency, clipped/saturated/masked counts, photons).
     """
     path = os.fspath(path)
-    if fmt not in FORMATS:
-        raise ValueError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    N, b = int(opts.N), int(opts.bin)
-    if N < 4 or N % 2:
-        raise ValueError(f"--N {N}: the pattern side must be even and >= 4")
-    if b < 1:
-        raise ValueError(f"--bin {b}: the binning factor must be >= 1")
-    for option, value in (("--distance", opts.distance), ("--wavelength", opts.wavelength),
-                          ("--energy-ev", opts.energy_ev), ("--pixel-size", opts.pixel_size),
-                          ("--saturation", opts.saturation)):
-        if value is not None and not (np.isfinite(value) and value > 0):
-            raise ValueError(f"{option} {value}: must be a positive number")
+    _check_options(fmt, opts, names)
     if fmt in ("cxi", "ptylab"):
         with open_h5(path) as f:
             src = open_cxi(f, path) if fmt == "cxi" else open_ptylab(f, path)
-            return _convert(src, opts, sink)
-    return _convert(open_tike(path) if fmt == "tike" else open_contract(path), opts, sink)
+            return _convert(src, opts, sink, names)
+    return _convert(open_tike(path) if fmt == "tike" else open_contract(path), opts, sink, names)
 
 
-def _convert(src: Source, opts: ImportOptions, sink=None) -> tuple[ScanData, dict]:
+def _plan(src: Source, opts: ImportOptions, names: OptionNames) -> dict:
+    """The checks on a source's shapes, frame range, geometry and mask, and what they give (no frame read)."""
     N, b = int(opts.N), int(opts.bin)
     frames = src.frames
     if len(frames.shape) != 3:
@@ -150,15 +224,23 @@ def _convert(src: Source, opts: ImportOptions, sink=None) -> tuple[ScanData, dic
                    "store one position per frame")
     if not np.all(np.isfinite(src.positions)):
         raise fail(src.path, src.keys["positions"], "holds NaN/Inf", "repair the positions")
-    idx = _frame_range(opts, n_all, src.path)
-    geometry = _geometry(src, opts) if src.position_unit == "m" else {}
+    idx = _frame_range(opts, n_all, src.path, names)
+    geometry = _geometry(src, opts, names) if src.position_unit == "m" else {}
     if geometry:
         dx = object_pixel_size(geometry["wavelength_m"], geometry["distance_m"], N * b, geometry["detector_pixel_m"])
     else:  # positions in pixels of the stored detector: only ratios matter, dx is in those pixels
         if H != W:
             raise fail(src.path, src.keys["data"], f"has non-square frames {H}x{W}", "store square frames")
         dx = H / float(N * b)
-    bad = _bad_pixels(src, opts, (H, W))
+    bad = _bad_pixels(src, opts, (H, W), names)
+    return {"n_all": n_all, "H": H, "W": W, "idx": idx, "geometry": geometry, "dx": dx, "bad": bad}
+
+
+def _convert(src: Source, opts: ImportOptions, sink=None, names: OptionNames = CLI_NAMES) -> tuple[ScanData, dict]:
+    N, b = int(opts.N), int(opts.bin)
+    frames = src.frames
+    plan = _plan(src, opts, names)
+    n_all, H, W, idx, geometry, dx, bad = (plan[k] for k in ("n_all", "H", "W", "idx", "geometry", "dx", "bad"))
     saturation = opts.saturation
     dtype = np.dtype(frames.dtype)
     if saturation is None and dtype.kind in "iu":
@@ -178,7 +260,7 @@ def _convert(src: Source, opts: ImportOptions, sink=None) -> tuple[ScanData, dic
     expected = (0, 0) if src.zero_at == CORNER else (H // 2, W // 2)
 
     positions = _positions(src, np.asarray(src.positions)[list(idx)], dx, N)
-    probe, probe_note = _probe(src, opts, geometry, dx, N, b)  # every check before anything is written
+    probe, probe_note = _probe(src, opts, geometry, dx, N, b, names)  # every check before anything is written
     out = sink.diffraction(len(idx), N) if sink is not None else np.empty((len(idx), N, N), dtype=np.float32)
     counts = np.empty(len(idx), dtype=np.float64)
     clipped = saturated = 0
@@ -223,16 +305,17 @@ def _positions(src: Source, pos: np.ndarray, dx: float, N: int) -> np.ndarray:
     return px + np.maximum(N / 2.0 - low, 0.0)
 
 
-def _probe(src: Source, opts: ImportOptions, geometry: dict, dx: float, N: int, b: int) -> tuple[np.ndarray, str]:
+def _probe(src: Source, opts: ImportOptions, geometry: dict, dx: float, N: int, b: int,
+           names: OptionNames = CLI_NAMES) -> tuple[np.ndarray, str]:
     if opts.probe_path:
         from ptycho_exp.physics.probe import load_probe
 
-        probe, origin = load_probe(opts.probe_path), f"--probe {opts.probe_path}"
+        probe, origin = load_probe(opts.probe_path), names.given("probe", opts.probe_path)
     elif src.probe is not None:
         probe, origin = np.asarray(src.probe), f"{src.probe_key}"
     else:
         raise fail(src.path, src.keys.get("probe", "probe"), "missing (the file has no probe)",
-                   "pass --probe PROBE.npz (an NPZ holding 'probeGuess')")
+                   names.supply("probe", "PROBE.npz") + " (an NPZ holding 'probeGuess')")
     if probe.ndim != 2 or probe.shape[0] != probe.shape[1] or not np.all(np.isfinite(probe)):
         raise fail(src.path, src.probe_key or "probe", f"has shape {probe.shape} or non-finite values",
                    "store a square (n, n) complex probe")

@@ -77,12 +77,12 @@ def _h5_scalar(f, key: str) -> float | None:
 def open_h5(path: str):
     import h5py
 
-    require_regular_file(path, "input file", "check the path given to `data import`")
+    require_regular_file(path, "input file", "check the path and that the file was copied")
     try:
         return h5py.File(path, "r")
     except OSError as exc:
         raise fail(path, None, f"is not a readable HDF5 file ({exc})",
-                   "check the path and --format (cxi and ptylab read HDF5; tike and npz read NPZ)") from None
+                   "check the path and the format (cxi and ptylab read HDF5; tike and npz read NPZ)") from None
 
 
 def open_cxi(f, path: str) -> Source:
@@ -145,7 +145,7 @@ def open_ptylab(f, path: str) -> Source:
 
 
 def _load_npz(path: str):
-    require_regular_file(path, "input file", "check the path given to `data import`")
+    require_regular_file(path, "input file", "check the path and that the file was copied")
     try:
         archive = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
