@@ -148,6 +148,7 @@ def test_a_data_cxi_job_scores_as_data_import_then_data_npz(sim32, tmp_path):
     assert test["import"]["report"]["saturated_zeroed"] == 0 and test["import"]["report"]["masked_pixels"] == 0
 
 
+@pytest.mark.e2e  # trains a network in a real job: the e2e stage
 def test_a_pinn_job_on_ptylab_h5_files(sim32, tmp_path):
     """Training and test file both measured (here the same file): both imported, the PINN trains and scores."""
     path = write_ptylab(tmp_path / "scan.h5", sim32)
