@@ -151,6 +151,11 @@ def _engine_cache_key(scan: Any, settings: dict) -> str:
 
     h = hashlib.sha256()
     for arr in (scan.diffraction, scan.positions, scan.probe):
+        if hasattr(arr, "chunks"):  # patterns in a file (.h5): hashed chunk by chunk, the same digest
+            h.update(f"{np.dtype(arr.dtype).str}{tuple(arr.shape)}".encode())
+            for _, block in arr.chunks():
+                h.update(np.ascontiguousarray(block).tobytes())
+            continue
         a = np.ascontiguousarray(arr)
         h.update(f"{a.dtype.str}{a.shape}".encode())
         h.update(a.tobytes())
@@ -325,17 +330,20 @@ def run_science(cfg: Any, job_dir: Path) -> dict:
         if fit.scaling:
             out["data"]["scaling"] = fit.scaling
         timings["train_s"] = fit.train_seconds
-        t1 = time.time()
-        pred = predict_patches(fit.model, test.diffraction, fit.norm_factor, batch_size=cfg.eval.batch_size,
-                               offsets=test.offsets)
-        timings["inference_s"] = time.time() - t1
-        patches = np.moveaxis(pred, -1, 1).reshape(-1, pred.shape[1], pred.shape[2])
-        t2 = time.time()
-        ev = evaluate_reconstruction(patches, positions, gt, crop=cfg.eval.crop,
-                                     upsample_factor=cfg.eval.upsample_factor, trim_px=cfg.eval.trim_px)
-        timings["eval_s"] = time.time() - t2
+        if isinstance(test.diffraction, np.ndarray):
+            t1 = time.time()
+            pred = predict_patches(fit.model, test.diffraction, fit.norm_factor, batch_size=cfg.eval.batch_size,
+                                   offsets=test.offsets)
+            timings["inference_s"] = time.time() - t1
+            patches = np.moveaxis(pred, -1, 1).reshape(-1, pred.shape[1], pred.shape[2])
+            t2 = time.time()
+            ev = evaluate_reconstruction(patches, positions, gt, crop=cfg.eval.crop,
+                                         upsample_factor=cfg.eval.upsample_factor, trim_px=cfg.eval.trim_px)
+            timings["eval_s"] = time.time() - t2
+        else:  # patterns in a file (.h5): read, predicted and stitched batch by batch, no patches kept
+            ev, timings["inference_s"], timings["eval_s"] = _streamed_evaluation(cfg, fit, test, positions, gt)
         out["throughput"] = {"train_patterns_per_s": fit.train_patterns_per_s,
-                             "inference_patterns_per_s": patches.shape[0] / max(timings["inference_s"], 1e-9)}
+                             "inference_patterns_per_s": positions.shape[0] / max(timings["inference_s"], 1e-9)}
         out["resources"] = {"n_params": int(fit.n_params)}
         out["final_losses"] = fit.final_losses
         out["epochs_run"] = fit.epochs_run
@@ -392,6 +400,28 @@ def run_science(cfg: Any, job_dir: Path) -> dict:
     out["timings"] = timings
     out.setdefault("resources", {})["peak_rss_mb"] = peak_rss_mb()
     return out
+
+
+def _streamed_evaluation(cfg: Any, fit: Any, test: Any, positions: np.ndarray, gt: np.ndarray):
+    """Score a test scan whose patterns stay in a file: each batch of ``eval.batch_size`` samples is read,
+    predicted and added to the stitched object on the scored canvas, so memory holds the canvas and one
+    batch, not the predicted patches. The scores equal those of the in-memory path on the same patterns.
+
+    Returns
+    -------
+    (EvalResult, inference seconds, evaluation seconds (stitching and scoring))
+    """
+    from ptycho_exp.evaluate.pipeline import evaluate_stitched, scored_canvas
+    from ptycho_exp.predict import stitch_predictions
+
+    t0 = time.time()
+    N = int(test.diffraction.shape[1])
+    crop, origin, shape = scored_canvas(positions, N, cfg.eval.crop)
+    st, predict_s = stitch_predictions(fit.model, test.diffraction, test.positions, fit.norm_factor, crop,
+                                       origin=origin, shape=shape, batch_size=cfg.eval.batch_size,
+                                       offsets=test.offsets)
+    ev = evaluate_stitched(st, gt, upsample_factor=cfg.eval.upsample_factor, trim_px=cfg.eval.trim_px)
+    return ev, predict_s, time.time() - t0 - predict_s
 
 
 def settings_name(res: Any) -> str:
