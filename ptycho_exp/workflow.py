@@ -108,13 +108,22 @@ def reconstruct_iterative(cfg: Any, scan: Any, job_dir: Path, settings: dict | N
     return res, time.time() - t0
 
 
-def cached_engine_result(cfg: Any, scan: Any, job_dir: Path, settings: dict, kind: str) -> tuple:
+def cached_engine_result(cfg: Any, scan: Any, job_dir: Path, settings: dict, kind: str,
+                         available: int | None = None) -> tuple:
     """An engine's result for this exact scan and settings, from ``paths.cache_dir/<kind>/`` or computed
     (then cached). An iterative arm ignores ``data.n_train``, so a sweep over it reuses one run per seed.
 
+    A PtyLab scan that would not fit in memory (``available`` bytes; default ``MemAvailable``) raises
+    :class:`ptycho_exp.iterative.memory.EngineMemoryError` first, before its patterns are read (for the
+    cache key) or the engine starts; the job is recorded as failed with that one-line reason.
+
     Returns (EngineResult, wall seconds of the run or None when it came from the cache).
     """
+    from ptycho_exp.iterative.memory import check_engine_memory
     from ptycho_exp.iterative.protocol import read_engine_output, write_engine_output
+
+    if settings["engine"] == "ptylab":
+        check_engine_memory(_data_name(cfg, kind), scan.n_positions, scan.N, available)
 
     extra = {"python": tike_python(cfg)} if settings["engine"] == "tike" else {}
     cache = Path(cfg.paths.cache_dir) / kind / f"{_engine_cache_key(scan, {**settings, **extra})}.npz"
@@ -226,6 +235,15 @@ def cached_reference(cfg: Any, scan: Any) -> Any:
     except (OSError, ValueError):
         return None
     return None if engine_failure(res) else res
+
+
+def _data_name(cfg: Any, kind: str) -> str:
+    """How a message names the scan an engine run of ``kind`` (labels, reference, iterative) reconstructs."""
+    if kind != "labels" or cfg.data.train_on == "test":
+        return _test_data_name(cfg)
+    if cfg.data.kind == "npz":
+        return f"data.train_path={str(cfg.data.train_path)!r}"
+    return "the simulated training scan (data)"
 
 
 def _test_data_name(cfg: Any) -> str:
@@ -354,7 +372,12 @@ def run_science(cfg: Any, job_dir: Path) -> dict:
         release_tf()
     else:
         # the same test positions as the networks (the data.n_test subset and its group members)
-        scan = test_scan.subset(np.unique(test.groups.ravel()))
+        used = np.unique(test.groups.ravel())
+        if cfg.model.name == "ptylab":  # refuse before the subset reads the patterns (from an .h5 file)
+            from ptycho_exp.iterative.memory import check_engine_memory
+
+            check_engine_memory(_test_data_name(cfg), used.size, test_scan.N)
+        scan = test_scan.subset(used)
         res, wall = cached_engine_result(cfg, scan, job_dir, iterative_settings(cfg, cfg.seed), "iterative")
         from ptycho_exp.iterative import write_probe_file
 
