@@ -32,6 +32,9 @@ __all__ = [
 ]
 
 
+_WEIGHT_CHUNK = 1024  # positions per step of scan_weight (memory: chunk x (H + W) float64, not M x (H + W))
+
+
 @dataclass
 class Stitched:
     """Result of :func:`stitch_patches`.
@@ -211,15 +214,18 @@ def scan_weight(positions, crop: int, origin=None, shape=None, patch_size: int |
     origin = (int(origin[0]), int(origin[1]))
     H, W = int(shape[0]), int(shape[1])
     kk = np.arange(crop)
-    rows = r[:, 0, None] - origin[0] + kk[None, :]
-    cols = r[:, 1, None] - origin[1] + kk[None, :]
-    ry = np.zeros((len(r), H), np.float64)
-    cx = np.zeros((len(r), W), np.float64)
-    for arr, idx, n in ((ry, rows, H), (cx, cols, W)):
-        ok = (idx >= 0) & (idx < n)
-        m = np.nonzero(ok)
-        arr[m[0], idx[ok]] = 1.0
-    return ry.T @ cx, origin
+    weight = np.zeros((H, W), np.float64)
+    for s in range(0, len(r), _WEIGHT_CHUNK):  # (positions, H) and (positions, W) indicators, a chunk at a time
+        rows = r[s:s + _WEIGHT_CHUNK, 0, None] - origin[0] + kk[None, :]
+        cols = r[s:s + _WEIGHT_CHUNK, 1, None] - origin[1] + kk[None, :]
+        ry = np.zeros((len(rows), H), np.float64)
+        cx = np.zeros((len(rows), W), np.float64)
+        for arr, idx, n in ((ry, rows, H), (cx, cols, W)):
+            ok = (idx >= 0) & (idx < n)
+            m = np.nonzero(ok)
+            arr[m[0], idx[ok]] = 1.0
+        weight += ry.T @ cx  # counts: exact in float64, whatever the chunks
+    return weight, origin
 
 
 def covered_box(positions, crop: int, patch_size: int | None = None, min_fraction: float = 0.5):
