@@ -90,3 +90,28 @@ def test_the_engine_path_refuses_before_reading_the_scan(scan_files, tmp_path):
         cached_engine_result(cfg, scan, tmp_path / "job", iterative_settings(cfg, 0), "iterative", available=1)
     assert not (tmp_path / "job").exists() and not (tmp_path / "cache").exists()
     assert np.isfinite(scan.positions).all()
+
+
+def test_a_job_on_a_scan_too_large_for_this_machine_exits_2_at_once(tmp_path):
+    """The real pre-run validation, on a sparse .h5 whose header declares 2,000,000 patterns of 64x64
+    (30 GiB, about 610 GiB for PtyLab; the file itself holds only compressed positions): exit status 2 and
+    one line on stderr, before any data is read or a job process starts."""
+    import h5py
+    from tests.helpers.cli import run_cli
+
+    m, n = 2_000_000, 64
+    if (available_memory_bytes() or 0) > engine_memory_bytes(m, n):
+        pytest.skip("this machine has the memory for the scan")
+    path = tmp_path / "huge.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("diffraction", shape=(m, n, n), dtype=np.float32, chunks=(1, n, n))  # never written
+        for key in ("xcoords", "ycoords"):
+            f.create_dataset(key, data=np.arange(m) % 100 + 40.0, compression="gzip")
+        f.create_dataset("probeGuess", data=np.ones((n, n), np.complex64))
+        f.create_dataset("objectGuess", data=np.ones((200, 200), np.complex64))
+    proc = run_cli(["data=npz", f"data.N={n}", f"data.test_path={path}", "model=ptylab",
+                    f"hydra.run.dir={tmp_path / 'job'}"], tmp_path, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "huge.h5" in lines[0] and "2000000 patterns of 64x64" in lines[0], proc.stderr
+    assert "available" in lines[0] and "--bin" in lines[0]
