@@ -1,19 +1,23 @@
-"""Training from an HDF5 scan larger than a memory budget: peak RSS and patterns/s of the streamed PINN job.
+"""HDF5 scans larger than a memory budget: peak RSS and patterns/s of streamed training and test inference.
 
 Writes a synthetic HDF5 contract scan (``--patterns`` patterns of ``--N``x``--N`` float32, the patterns of a
 simulated scan repeated with positions moved by a sub-pixel step per repeat) whose patterns are larger than
 ``--budget-mb``, and a small one of the same shape (``--small`` patterns). A 1-epoch PINN job (gridsize 1,
-``data=npz`` with ``.h5`` paths; the test scan is the simulated one) trains on each. The job's peak RSS
+``data=npz`` with ``.h5`` paths; the test scan is the small file) trains on each. The job's peak RSS
 (the child process's ``ru_maxrss``) minus the small file's job's is the memory the extra patterns cost;
 the check is that it stays under the budget while the patterns alone exceed it.
+
+The test scan the same way: a job that trains on the small file and is scored on the large file (inference
+read, predicted and stitched batch by batch) against the job that trains and is scored on the small file;
+the difference of their peak RSS is what the large test scan costs.
 
     python bench/stream.py                                   # modest: 8,192 x 64x64 (128 MiB) vs 64 MiB
     python bench/stream.py --patterns 2048 --small 256 --budget-mb 16 --npz   # a quick run, with the contrast
     python bench/stream.py --patterns 20000 --N 128 --budget-mb 512   # 1.25 GiB of patterns
 
 The free disk space is checked before anything is written; the files go to ``--dir`` (default: a temporary
-folder, removed afterwards). ``--npz`` also trains from the large scan held in memory (a contract .npz), the
-contrast. Results: ``bench/results/stream.json`` (``--name``).
+folder, removed afterwards). ``--npz`` also trains from, and scores on, the large scan held in memory (a
+contract .npz), the contrast. Results: ``bench/results/stream.json`` (``--name``).
 """
 from __future__ import annotations
 
@@ -58,8 +62,11 @@ def job(d: Path, name: str, train: Path, test: Path, n_train: int, args, env) ->
     res = json.loads((out / "result.json").read_text())
     if res["status"] != "ok":
         raise RuntimeError(f"{name}: {res.get('error')}")
-    return {"n_train": res["data"]["train"]["n_samples"], "peak_rss_mb": res["resources"]["peak_rss_mb"],
+    return {"n_train": res["data"]["train"]["n_samples"], "n_test": res["data"]["test"]["n_samples"],
+            "peak_rss_mb": res["resources"]["peak_rss_mb"],
             "train_patterns_per_s": res["throughput"]["train_patterns_per_s"],
+            "inference_patterns_per_s": res["throughput"]["inference_patterns_per_s"],
+            "metrics": {k: res["metrics"].get(k) for k in ("amp_psnr", "phase_psnr", "amp_frc50")},
             "train_s": res["timings"]["train_s"] if "timings" in res else None, "wall_s": round(wall, 1)}
 
 
@@ -79,7 +86,6 @@ def main() -> None:
     ap.add_argument("--name", default="stream")
     args = ap.parse_args()
 
-    from ptycho_exp.data.h5 import save_contract_h5
     from ptycho_exp.data.simulate import simulate_object_scan
 
     need = (args.patterns + args.small) * args.N ** 2 * 4
@@ -91,14 +97,14 @@ def main() -> None:
                      "use --dir on a larger disk or fewer --patterns")
         base = simulate_object_scan({"N": args.N, "object_size": 4 * args.N, "test_stride": args.N / 8,
                                      "nphotons": 1e6}, "test")
-        test = d / "test.h5"
-        save_contract_h5(test, base)
         big, small = d / "large.h5", d / "small.h5"
         big_bytes = write_scan(big, base, args.patterns)
         write_scan(small, base, args.small)
+        test = small  # the reference test scan: the small file (sub-pixel positions too, as the large one)
         env = bench_env(d / "cache")
         rows = {"small": job(d, "small", small, test, args.small, args, env),
-                "large": job(d, "large", big, test, args.patterns, args, env)}
+                "large": job(d, "large", big, test, args.patterns, args, env),
+                "large_test": job(d, "large_test", small, big, args.small, args, env)}
         if args.npz:
             from ptycho_exp.data.npz import load_contract_npz, save_contract_npz
 
@@ -107,20 +113,31 @@ def main() -> None:
             save_contract_npz(d / "large.npz", in_memory)
             del in_memory
             rows["large_npz_in_memory"] = job(d, "large_npz", d / "large.npz", test, args.patterns, args, env)
+            rows["large_test_npz_in_memory"] = job(d, "large_test_npz", small, d / "large.npz", args.small, args,
+                                                   env)
     extra = rows["large"]["peak_rss_mb"] - rows["small"]["peak_rss_mb"]
+    extra_test = rows["large_test"]["peak_rss_mb"] - rows["small"]["peak_rss_mb"]
     if args.npz:
-        rows["large_npz_in_memory"]["extra_peak_rss_mb"] = (rows["large_npz_in_memory"]["peak_rss_mb"]
-                                                            - rows["small"]["peak_rss_mb"])
+        for name in ("large_npz_in_memory", "large_test_npz_in_memory"):
+            rows[name]["extra_peak_rss_mb"] = rows[name]["peak_rss_mb"] - rows["small"]["peak_rss_mb"]
     payload = {"N": args.N, "patterns": args.patterns, "small_patterns": args.small, "epochs": args.epochs,
                "batch_size": args.batch_size, "gridsize": 1, "pattern_bytes_mb": big_bytes / 2 ** 20,
                "budget_mb": args.budget_mb, "patterns_exceed_budget": big_bytes / 2 ** 20 > args.budget_mb,
-               "extra_peak_rss_mb": extra, "within_budget": extra < args.budget_mb, "jobs": rows}
+               "extra_peak_rss_mb": extra, "within_budget": extra < args.budget_mb,
+               "test_extra_peak_rss_mb": extra_test, "test_within_budget": extra_test < args.budget_mb,
+               "jobs": rows}
     print(f"patterns {big_bytes / 2**20:.0f} MiB ({args.patterns} x {args.N}x{args.N} float32), budget "
           f"{args.budget_mb:.0f} MiB; peak RSS {rows['large']['peak_rss_mb']:.0f} MiB against "
           f"{rows['small']['peak_rss_mb']:.0f} MiB with {args.small} patterns (+{extra:.0f} MiB); training "
           f"{rows['large']['train_patterns_per_s']:.1f} patterns/s (small file: "
           f"{rows['small']['train_patterns_per_s']:.1f})")
+    print(f"scored on the large file instead of the {rows['small']['n_test']}-pattern test scan: peak RSS "
+          f"{rows['large_test']['peak_rss_mb']:.0f} MiB (+{extra_test:.0f} MiB), inference "
+          f"{rows['large_test']['inference_patterns_per_s']:.1f} patterns/s")
     if args.npz:
+        print(f"scored on the large scan from an in-memory .npz: peak RSS "
+              f"{rows['large_test_npz_in_memory']['peak_rss_mb']:.0f} MiB "
+              f"(+{rows['large_test_npz_in_memory']['extra_peak_rss_mb']:.0f} MiB)")
         print(f"the same large scan from an in-memory .npz: peak RSS "
               f"{rows['large_npz_in_memory']['peak_rss_mb']:.0f} MiB "
               f"(+{rows['large_npz_in_memory']['extra_peak_rss_mb']:.0f} MiB), "

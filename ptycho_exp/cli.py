@@ -57,9 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     from ptycho_exp.external import add_score_parser
 
     add_score_parser(sub)
-    p = sub.add_parser("predict", help="reconstruct a contract NPZ with a trained network (.keras)")
+    p = sub.add_parser("predict", help="reconstruct a contract NPZ or .h5 scan with a trained network (.keras)")
     p.add_argument("model_dir", help="a job's model/ folder (or the job folder)")
-    p.add_argument("data", help="contract NPZ with diffraction and positions")
+    p.add_argument("data", help="contract NPZ with diffraction and positions, or the same keys in an .h5 file "
+                                "(read batch by batch)")
     p.add_argument("--out", required=True, help="output NPZ (stitched object)")
     p = sub.add_parser("rerun", help="re-run a finished job in a new folder and compare its metrics")
     p.add_argument("job_dir")

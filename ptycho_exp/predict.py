@@ -1,11 +1,12 @@
-"""``ptycho-exp predict``: reconstruct a contract NPZ with a trained network (PINN or baseline).
+"""``ptycho-exp predict``: reconstruct a contract NPZ or HDF5 scan with a trained network (PINN or baseline).
 
 The saved inference model (``<job>/model/model.keras``) is loaded with ``safe_mode=True`` (the
 custom layers are registered, no Python code is deserialised), the data with ``allow_pickle=False``.
 Patterns are normalised the way training normalised its own data (mean per-pattern ``sum X**2 =
 (N/2)**2``, computed on this file), grouped like a job's test set when the model was trained with
 gridsize > 1 (knn or g x g grid blocks, as the model's training groups were), predicted in
-batches, and the central crops are stitched at the scan positions.
+batches, and each batch's central crops are added to the stitched object at the scan positions, so only
+the object and one batch are held (an ``.h5`` scan's patterns are read from the file batch by batch).
 """
 from __future__ import annotations
 
@@ -148,6 +149,88 @@ def predict_scan(model, diffraction: np.ndarray, positions: np.ndarray, gridsize
     return patches, positions[groups].reshape(n * groups.shape[1], 2), norm, notes
 
 
+def stitch_predictions(model, samples, positions: np.ndarray, norm_factor: float, crop: int,
+                       origin=None, shape=None, batch_size: int = 256,
+                       offsets: np.ndarray | None = None):
+    """Predict samples batch by batch and add each batch's patches to the stitched object at once.
+
+    Memory is the canvas plus one batch, whatever the number of samples: the patterns are read per batch
+    (``samples`` may be a :class:`ptycho_exp.data.h5.GroupedPatterns` reading a file) and the predicted
+    patches are not kept. The object equals :func:`ptycho_exp.evaluate.stitch.stitch_patches` on all the
+    patches of :func:`ptycho_exp.models.fit.predict_patches` (the same chunks, bit for bit).
+
+    Parameters
+    ----------
+    model : keras.Model
+        Inference model.
+    samples : array-like
+        (n, N, N, C) amplitude as stored, with ``shape`` and row slicing.
+    positions : np.ndarray
+        (n, C, 2) [y, x] position of each sample's patterns.
+    norm_factor : float
+        The normalisation applied to the samples.
+    crop, origin, shape : int, tuple, tuple
+        Stitching crop and canvas (default: the scanned box), as in ``stitch_patches``.
+    batch_size : int
+        Samples per forward pass.
+    offsets : np.ndarray, optional
+        (n, C, 2), for a PINN with C > 1.
+
+    Returns
+    -------
+    stitched : ptycho_exp.evaluate.stitch.Stitched
+    predict_seconds : float
+        Time spent in the network's forward passes (reading included, stitching excluded).
+    """
+    import time
+
+    from ptycho_exp.evaluate.stitch import StitchAccumulator
+    from ptycho_exp.models.fit import predicted_batches
+
+    positions = np.asarray(positions, dtype=np.float64)
+    N = int(samples.shape[1])
+    acc = StitchAccumulator(positions.reshape(-1, 2), N, crop, shape=shape, origin=origin)
+    seconds, t0 = 0.0, time.perf_counter()
+    for start, stop, pred in predicted_batches(model, samples, norm_factor, batch_size, offsets):
+        seconds += time.perf_counter() - t0
+        acc.add(np.moveaxis(pred, -1, 1).reshape(-1, N, N), positions[start:stop].reshape(-1, 2))
+        t0 = time.perf_counter()
+    return acc.result(), seconds + time.perf_counter() - t0
+
+
+def stitch_scan(model, diffraction, positions: np.ndarray, gridsize: int, crop: int, batch_size: int = 256,
+                grouping: str = "knn", step: float | None = None):
+    """Predict and stitch one scan batch by batch (its patterns may stay in a file).
+
+    Parameters
+    ----------
+    model, positions, gridsize, batch_size, grouping, step
+        As in :func:`predict_scan`.
+    diffraction : array-like
+        (M, N, N) amplitude as stored: an array or a :class:`ptycho_exp.data.h5.H5Patterns`.
+    crop : int
+        Stitching crop.
+
+    Returns
+    -------
+    stitched : ptycho_exp.evaluate.stitch.Stitched
+        The object on the scanned box of all grouped patterns.
+    norm_factor : float
+    notes : list[str]
+        Warnings from :func:`group_scan`.
+    """
+    from ptycho_exp.data.h5 import GroupedPatterns
+    from ptycho_exp.models.fit import compute_norm_factor
+    from ptycho_exp.physics.scan import relative_offsets
+
+    groups, notes = group_scan(positions, gridsize, grouping, step)
+    norm = compute_norm_factor(diffraction)  # read in chunks
+    offsets = relative_offsets(positions, groups) if gridsize > 1 else None
+    st, _ = stitch_predictions(model, GroupedPatterns(diffraction, groups), positions[groups], norm, crop,
+                               batch_size=batch_size, offsets=offsets)
+    return st, norm, notes
+
+
 def predict_file(model_dir: Path | str, data_path: Path | str, out_path: Path | str,
                  crop: int | None = None, batch_size: int = 256) -> str:
     """Reconstruct the scan in ``data_path`` with the network in ``model_dir``; write an NPZ atomically.
@@ -157,7 +240,8 @@ def predict_file(model_dir: Path | str, data_path: Path | str, out_path: Path | 
     model_dir : path
         A job folder or its ``model/`` folder (``model.keras`` + ``norm.json``).
     data_path : path
-        Contract NPZ (docs/CONTRACT.md §4): diffraction amplitude, xcoords / ycoords, probeGuess.
+        Contract NPZ (docs/CONTRACT.md §4): diffraction amplitude, xcoords / ycoords, probeGuess; or the
+        same keys in an HDF5 file (``.h5``), whose patterns are read batch by batch (:func:`stitch_scan`).
     out_path : path
         Output ``.npz`` with ``object`` (complex64 stitched object), ``weight`` (patches per pixel),
         ``origin`` (object coordinate of ``object[0, 0]``), ``positions`` (M, 2), ``crop``, ``N``,
@@ -182,7 +266,7 @@ def predict_file(model_dir: Path | str, data_path: Path | str, out_path: Path | 
     import keras
 
     from ptycho_exp.data.npz import load_contract_npz
-    from ptycho_exp.evaluate.stitch import default_crop, stitch_patches
+    from ptycho_exp.evaluate.stitch import default_crop
     from ptycho_exp.models import layers  # noqa: F401  (registers the custom layers for safe loading)
     from ptycho_exp.files import atomic_write_bytes
 
@@ -200,11 +284,9 @@ def predict_file(model_dir: Path | str, data_path: Path | str, out_path: Path | 
         raise ValueError(f"the network in {mdir} takes {C} channels, not gridsize**2; re-run the job")
     if len(model.inputs) > 1 and not meta.get("needs_offsets", True):
         raise ValueError(f"the network in {mdir} takes offsets but its metadata says it does not; re-run the job")
-    patches, pos, norm, notes = predict_scan(model, scan.diffraction, scan.positions, gridsize, batch_size,
-                                             grouping=str(meta.get("grouping", "knn")),
-                                             step=meta.get("neighbour_step"))
     crop = default_crop(N) if crop is None else int(crop)
-    st = stitch_patches(patches, pos, crop)
+    st, norm, notes = stitch_scan(model, scan.diffraction, scan.positions, gridsize, crop, batch_size,
+                                  grouping=str(meta.get("grouping", "knn")), step=meta.get("neighbour_step"))
     buf = io.BytesIO()
     np.savez_compressed(buf, object=st.image.astype(np.complex64), weight=st.weight.astype(np.float32),
                         origin=np.asarray(st.origin, np.int64), positions=scan.positions.astype(np.float64),

@@ -411,6 +411,65 @@ def check_data_files(cfg: Any) -> None:
                               f"{head['M']} patterns; use data.n_test<={head['M']} or data.n_test=null")
         if key == "test_path":  # every test window on objectGuess (reads only the coordinates)
             check_npz_scan_on_object(str(path), head)
+    check_iterative_memory(cfg)
+
+
+def iterative_scans(cfg: Any) -> Iterator[tuple[str, int]]:
+    """``(data key, patterns)`` of each data file a PtyLab reconstruction of this job reads in memory.
+
+    The arm ``model=ptylab`` reads the test scan's used positions (``data.n_test`` groups at most), the
+    iterative reference (``eval.reference=iterative``, or a test file without ``objectGuess``) the whole
+    test scan, and ``data.labels=iterative`` the training scan. Only headers are read.
+    """
+    from ptycho_exp.data.npz import DataContractError, contract_header
+
+    d = cfg.data
+    wanted: list[tuple[str, str]] = []
+    if cfg.model.name == "ptylab":
+        wanted.append(("test_path", "arm"))
+    if cfg.model.name == "baseline" and str(d.labels) == "iterative":
+        wanted.append(("test_path" if d.train_on == "test" else "train_path", "labels"))
+    wanted.append(("test_path", "reference"))
+    for key, why in wanted:
+        path = getattr(d, key)
+        if path is None:
+            continue
+        try:
+            head = contract_header(str(path))
+        except DataContractError:
+            continue  # reported by check_data_files
+        if why == "reference" and cfg.eval.reference != "iterative" and "objectGuess" in head["arrays"]:
+            continue
+        m = int(head["M"])
+        if why == "arm" and d.n_test is not None:
+            m = min(m, int(d.n_test) * int(d.gridsize) ** 2)
+        yield key, m
+
+
+def check_iterative_memory(cfg: Any, available: int | None = None) -> None:
+    """``data=npz``: refuse a job whose PtyLab reconstruction would not fit in memory, before it runs.
+
+    Parameters
+    ----------
+    cfg : the job config
+    available : bytes of memory available (default: ``MemAvailable`` now, see
+        :func:`ptycho_exp.iterative.memory.available_memory_bytes`)
+
+    Raises
+    ------
+    ConfigError
+        One line naming the file, the estimate, the available memory and the fix.
+    """
+    if cfg.data.kind != "npz":
+        return
+    from ptycho_exp.iterative.memory import available_memory_bytes, engine_memory_shortfall
+
+    available = available_memory_bytes() if available is None else available
+    for key, m in iterative_scans(cfg):
+        reason = engine_memory_shortfall(f"data.{key}={str(getattr(cfg.data, key))!r}", m, int(cfg.data.N),
+                                         available)
+        if reason:
+            raise ConfigError(reason)
 
 
 def check_measured_files(cfg: Any) -> None:

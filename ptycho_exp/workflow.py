@@ -108,13 +108,22 @@ def reconstruct_iterative(cfg: Any, scan: Any, job_dir: Path, settings: dict | N
     return res, time.time() - t0
 
 
-def cached_engine_result(cfg: Any, scan: Any, job_dir: Path, settings: dict, kind: str) -> tuple:
+def cached_engine_result(cfg: Any, scan: Any, job_dir: Path, settings: dict, kind: str,
+                         available: int | None = None) -> tuple:
     """An engine's result for this exact scan and settings, from ``paths.cache_dir/<kind>/`` or computed
     (then cached). An iterative arm ignores ``data.n_train``, so a sweep over it reuses one run per seed.
 
+    A PtyLab scan that would not fit in memory (``available`` bytes; default ``MemAvailable``) raises
+    :class:`ptycho_exp.iterative.memory.EngineMemoryError` first, before its patterns are read (for the
+    cache key) or the engine starts; the job is recorded as failed with that one-line reason.
+
     Returns (EngineResult, wall seconds of the run or None when it came from the cache).
     """
+    from ptycho_exp.iterative.memory import check_engine_memory
     from ptycho_exp.iterative.protocol import read_engine_output, write_engine_output
+
+    if settings["engine"] == "ptylab":
+        check_engine_memory(_data_name(cfg, kind), scan.n_positions, scan.N, available)
 
     extra = {"python": tike_python(cfg)} if settings["engine"] == "tike" else {}
     cache = Path(cfg.paths.cache_dir) / kind / f"{_engine_cache_key(scan, {**settings, **extra})}.npz"
@@ -151,6 +160,11 @@ def _engine_cache_key(scan: Any, settings: dict) -> str:
 
     h = hashlib.sha256()
     for arr in (scan.diffraction, scan.positions, scan.probe):
+        if hasattr(arr, "chunks"):  # patterns in a file (.h5): hashed chunk by chunk, the same digest
+            h.update(f"{np.dtype(arr.dtype).str}{tuple(arr.shape)}".encode())
+            for _, block in arr.chunks():
+                h.update(np.ascontiguousarray(block).tobytes())
+            continue
         a = np.ascontiguousarray(arr)
         h.update(f"{a.dtype.str}{a.shape}".encode())
         h.update(a.tobytes())
@@ -221,6 +235,15 @@ def cached_reference(cfg: Any, scan: Any) -> Any:
     except (OSError, ValueError):
         return None
     return None if engine_failure(res) else res
+
+
+def _data_name(cfg: Any, kind: str) -> str:
+    """How a message names the scan an engine run of ``kind`` (labels, reference, iterative) reconstructs."""
+    if kind != "labels" or cfg.data.train_on == "test":
+        return _test_data_name(cfg)
+    if cfg.data.kind == "npz":
+        return f"data.train_path={str(cfg.data.train_path)!r}"
+    return "the simulated training scan (data)"
 
 
 def _test_data_name(cfg: Any) -> str:
@@ -325,17 +348,20 @@ def run_science(cfg: Any, job_dir: Path) -> dict:
         if fit.scaling:
             out["data"]["scaling"] = fit.scaling
         timings["train_s"] = fit.train_seconds
-        t1 = time.time()
-        pred = predict_patches(fit.model, test.diffraction, fit.norm_factor, batch_size=cfg.eval.batch_size,
-                               offsets=test.offsets)
-        timings["inference_s"] = time.time() - t1
-        patches = np.moveaxis(pred, -1, 1).reshape(-1, pred.shape[1], pred.shape[2])
-        t2 = time.time()
-        ev = evaluate_reconstruction(patches, positions, gt, crop=cfg.eval.crop,
-                                     upsample_factor=cfg.eval.upsample_factor, trim_px=cfg.eval.trim_px)
-        timings["eval_s"] = time.time() - t2
+        if isinstance(test.diffraction, np.ndarray):
+            t1 = time.time()
+            pred = predict_patches(fit.model, test.diffraction, fit.norm_factor, batch_size=cfg.eval.batch_size,
+                                   offsets=test.offsets)
+            timings["inference_s"] = time.time() - t1
+            patches = np.moveaxis(pred, -1, 1).reshape(-1, pred.shape[1], pred.shape[2])
+            t2 = time.time()
+            ev = evaluate_reconstruction(patches, positions, gt, crop=cfg.eval.crop,
+                                         upsample_factor=cfg.eval.upsample_factor, trim_px=cfg.eval.trim_px)
+            timings["eval_s"] = time.time() - t2
+        else:  # patterns in a file (.h5): read, predicted and stitched batch by batch, no patches kept
+            ev, timings["inference_s"], timings["eval_s"] = _streamed_evaluation(cfg, fit, test, positions, gt)
         out["throughput"] = {"train_patterns_per_s": fit.train_patterns_per_s,
-                             "inference_patterns_per_s": patches.shape[0] / max(timings["inference_s"], 1e-9)}
+                             "inference_patterns_per_s": positions.shape[0] / max(timings["inference_s"], 1e-9)}
         out["resources"] = {"n_params": int(fit.n_params)}
         out["final_losses"] = fit.final_losses
         out["epochs_run"] = fit.epochs_run
@@ -346,7 +372,12 @@ def run_science(cfg: Any, job_dir: Path) -> dict:
         release_tf()
     else:
         # the same test positions as the networks (the data.n_test subset and its group members)
-        scan = test_scan.subset(np.unique(test.groups.ravel()))
+        used = np.unique(test.groups.ravel())
+        if cfg.model.name == "ptylab":  # refuse before the subset reads the patterns (from an .h5 file)
+            from ptycho_exp.iterative.memory import check_engine_memory
+
+            check_engine_memory(_test_data_name(cfg), used.size, test_scan.N)
+        scan = test_scan.subset(used)
         res, wall = cached_engine_result(cfg, scan, job_dir, iterative_settings(cfg, cfg.seed), "iterative")
         from ptycho_exp.iterative import write_probe_file
 
@@ -392,6 +423,28 @@ def run_science(cfg: Any, job_dir: Path) -> dict:
     out["timings"] = timings
     out.setdefault("resources", {})["peak_rss_mb"] = peak_rss_mb()
     return out
+
+
+def _streamed_evaluation(cfg: Any, fit: Any, test: Any, positions: np.ndarray, gt: np.ndarray):
+    """Score a test scan whose patterns stay in a file: each batch of ``eval.batch_size`` samples is read,
+    predicted and added to the stitched object on the scored canvas, so memory holds the canvas and one
+    batch, not the predicted patches. The scores equal those of the in-memory path on the same patterns.
+
+    Returns
+    -------
+    (EvalResult, inference seconds, evaluation seconds (stitching and scoring))
+    """
+    from ptycho_exp.evaluate.pipeline import evaluate_stitched, scored_canvas
+    from ptycho_exp.predict import stitch_predictions
+
+    t0 = time.time()
+    N = int(test.diffraction.shape[1])
+    crop, origin, shape = scored_canvas(positions, N, cfg.eval.crop)
+    st, predict_s = stitch_predictions(fit.model, test.diffraction, test.positions, fit.norm_factor, crop,
+                                       origin=origin, shape=shape, batch_size=cfg.eval.batch_size,
+                                       offsets=test.offsets)
+    ev = evaluate_stitched(st, gt, upsample_factor=cfg.eval.upsample_factor, trim_px=cfg.eval.trim_px)
+    return ev, predict_s, time.time() - t0 - predict_s
 
 
 def settings_name(res: Any) -> str:

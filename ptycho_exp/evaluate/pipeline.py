@@ -1,6 +1,7 @@
 """One scoring path for every reconstruction (docs/CONTRACT.md §6).
 
-Networks (which predict patches) go through :func:`evaluate_reconstruction`;
+Networks (which predict patches) go through :func:`evaluate_reconstruction`
+(or, patches stitched batch by batch onto the :func:`scored_canvas`, :func:`evaluate_stitched`);
 iterative engines (which return a whole object) go through
 :func:`evaluate_object`. Both cut ground truth and reconstruction to the same
 box, :func:`~.stitch.covered_box` (the scanned box shrunk to the rectangle
@@ -23,9 +24,10 @@ import numpy as np
 
 from .metrics import NULL_PREFIX, compute_metrics, ground_truth_problems, null_metrics
 from .register import align_to_reference
-from .stitch import covered_box, crop_to_box, default_crop, scan_weight, stitch_patches
+from .stitch import Stitched, covered_box, crop_to_box, default_crop, scan_weight, stitch_patches
 
-__all__ = ["EvalResult", "evaluate_reconstruction", "evaluate_object", "metrics_validity", "write_frc_csv"]
+__all__ = ["EvalResult", "evaluate_reconstruction", "evaluate_stitched", "scored_canvas", "evaluate_object",
+           "metrics_validity", "write_frc_csv"]
 
 
 @dataclass
@@ -141,9 +143,38 @@ def evaluate_reconstruction(
     """
     patches_pred = np.asarray(patches_pred)
     N = patches_pred.shape[-1]
+    crop, origin, shape = scored_canvas(positions, N, crop)
+    st = stitch_patches(patches_pred, positions, crop, shape=shape, origin=origin)
+    return evaluate_stitched(st, gt_object, upsample_factor, trim_px, frc_apodize)
+
+
+def scored_canvas(positions, N: int, crop: int | None = None) -> tuple[int, tuple[int, int], tuple[int, int]]:
+    """``(crop, origin, shape)`` of the canvas :func:`evaluate_reconstruction` stitches patches on.
+
+    For stitching patches batch by batch (:class:`~.stitch.StitchAccumulator`) onto the canvas that
+    :func:`evaluate_stitched` scores, the way :func:`evaluate_reconstruction` does with all of them at once.
+    """
     crop = default_crop(N) if crop is None else int(crop)
     origin, shape = covered_box(positions, crop, N)
-    st = stitch_patches(patches_pred, positions, crop, shape=shape, origin=origin)
+    return crop, origin, shape
+
+
+def evaluate_stitched(st: Stitched, gt_object, upsample_factor: int = 50, trim_px: int = 2,
+                      frc_apodize=False) -> EvalResult:
+    """Score an object stitched on the canvas of :func:`scored_canvas` against a ground-truth object.
+
+    Parameters
+    ----------
+    st : Stitched
+        The stitched patches (origin and shape from :func:`scored_canvas`).
+    gt_object, upsample_factor, trim_px, frc_apodize
+        As in :func:`evaluate_reconstruction`.
+
+    Returns
+    -------
+    EvalResult
+        What :func:`evaluate_reconstruction` returns for the same patches.
+    """
     gt_box = crop_to_box(np.asarray(gt_object), st.origin, st.image.shape)
     return _evaluate_boxes(
         gt_box, st.image, st.origin, st.weight > 0, upsample_factor, trim_px, frc_apodize

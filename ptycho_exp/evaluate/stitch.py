@@ -28,7 +28,11 @@ __all__ = [
     "covered_box",
     "fourier_shift_patches",
     "stitch_patches",
+    "StitchAccumulator",
 ]
+
+
+_WEIGHT_CHUNK = 1024  # positions per step of scan_weight (memory: chunk x (H + W) float64, not M x (H + W))
 
 
 @dataclass
@@ -210,15 +214,18 @@ def scan_weight(positions, crop: int, origin=None, shape=None, patch_size: int |
     origin = (int(origin[0]), int(origin[1]))
     H, W = int(shape[0]), int(shape[1])
     kk = np.arange(crop)
-    rows = r[:, 0, None] - origin[0] + kk[None, :]
-    cols = r[:, 1, None] - origin[1] + kk[None, :]
-    ry = np.zeros((len(r), H), np.float64)
-    cx = np.zeros((len(r), W), np.float64)
-    for arr, idx, n in ((ry, rows, H), (cx, cols, W)):
-        ok = (idx >= 0) & (idx < n)
-        m = np.nonzero(ok)
-        arr[m[0], idx[ok]] = 1.0
-    return ry.T @ cx, origin
+    weight = np.zeros((H, W), np.float64)
+    for s in range(0, len(r), _WEIGHT_CHUNK):  # (positions, H) and (positions, W) indicators, a chunk at a time
+        rows = r[s:s + _WEIGHT_CHUNK, 0, None] - origin[0] + kk[None, :]
+        cols = r[s:s + _WEIGHT_CHUNK, 1, None] - origin[1] + kk[None, :]
+        ry = np.zeros((len(rows), H), np.float64)
+        cx = np.zeros((len(rows), W), np.float64)
+        for arr, idx, n in ((ry, rows, H), (cx, cols, W)):
+            ok = (idx >= 0) & (idx < n)
+            m = np.nonzero(ok)
+            arr[m[0], idx[ok]] = 1.0
+        weight += ry.T @ cx  # counts: exact in float64, whatever the chunks
+    return weight, origin
 
 
 def covered_box(positions, crop: int, patch_size: int | None = None, min_fraction: float = 0.5):
@@ -377,53 +384,109 @@ def stitch_patches(
     pos = np.asarray(positions, dtype=np.float64)
     if pos.shape != (M, 2):
         raise ValueError(f"positions must have shape ({M}, 2), got {pos.shape}")
-    crop = int(crop)
-    if not 1 <= crop <= N:
-        raise ValueError(f"crop must be in [1, N={N}], got {crop}")
-    psz = N if patch_size_parity_from_patches else None
-    corner = _corner_coords(pos, crop, psz)
-    r, frac = _split(corner)
+    acc = StitchAccumulator(pos, N, crop, shape=shape, origin=origin,
+                            patch_size_parity_from_patches=patch_size_parity_from_patches, chunk=chunk,
+                            margin=margin)
+    acc.add(patches, pos)
+    return acc.result()
 
-    if origin is None or shape is None:
-        box_origin, box_shape = scanned_box(pos, crop, psz)
-        if origin is None:
-            origin = box_origin
-        if shape is None:
-            shape = (box_origin[0] + box_shape[0] - int(origin[0]),
-                     box_origin[1] + box_shape[1] - int(origin[1]))
-    origin = (int(origin[0]), int(origin[1]))
-    H, W = max(int(shape[0]), 0), max(int(shape[1]), 0)
 
-    start = N // 2 - crop // 2
-    if margin is None:
-        margin = min((N - crop) // 2, crop // 4)
-    margin = int(max(0, min(margin, start, N - start - crop)))
-    lo, hi = start - margin, start + crop + margin
+class StitchAccumulator:
+    """:func:`stitch_patches` fed in parts: running sums on the canvas, patches added batch by batch.
 
-    acc_re = np.zeros(H * W, dtype=np.float64)
-    acc_im = np.zeros(H * W, dtype=np.float64)
-    cnt = np.zeros(H * W, dtype=np.float64)
-    kk = np.arange(crop)
-    for s in range(0, M, max(1, int(chunk))):
-        sl = slice(s, min(s + chunk, M))
-        fr = frac[sl]
-        blocks = patches[sl, lo:hi, lo:hi]
+    Memory is the canvas (three float64 (H, W) sums) plus at most ``chunk`` buffered patches, whatever the
+    number of patches. Patches are summed in blocks of ``chunk`` counted from the first patch added, the
+    blocks :func:`stitch_patches` uses, so the result equals ``stitch_patches`` on all the patches at once
+    (bit for bit), however the patches are split into :meth:`add` calls.
+
+    Parameters
+    ----------
+    positions : array_like, shape (M, 2)
+        All the scan positions ``[y, x]`` that will be added (they fix the default canvas).
+    N : int
+        Patch size.
+    crop, shape, origin, patch_size_parity_from_patches, chunk, margin
+        As in :func:`stitch_patches`.
+    """
+
+    def __init__(self, positions, N: int, crop: int, shape=None, origin=None,
+                 patch_size_parity_from_patches: bool = True, chunk: int = 512, margin: int | None = None):
+        N, crop = int(N), int(crop)
+        if not 1 <= crop <= N:
+            raise ValueError(f"crop must be in [1, N={N}], got {crop}")
+        self.N, self.crop, self.chunk = N, crop, max(1, int(chunk))
+        self._psz = N if patch_size_parity_from_patches else None
+        if origin is None or shape is None:
+            box_origin, box_shape = scanned_box(np.asarray(positions, dtype=np.float64), crop, self._psz)
+            if origin is None:
+                origin = box_origin
+            if shape is None:
+                shape = (box_origin[0] + box_shape[0] - int(origin[0]),
+                         box_origin[1] + box_shape[1] - int(origin[1]))
+        self.origin = (int(origin[0]), int(origin[1]))
+        self.H, self.W = max(int(shape[0]), 0), max(int(shape[1]), 0)
+        start = N // 2 - crop // 2
+        if margin is None:
+            margin = min((N - crop) // 2, crop // 4)
+        self.margin = int(max(0, min(margin, start, N - start - crop)))
+        self._lo, self._hi = start - self.margin, start + crop + self.margin
+        self._re = np.zeros(self.H * self.W, dtype=np.float64)
+        self._im = np.zeros(self.H * self.W, dtype=np.float64)
+        self._cnt = np.zeros(self.H * self.W, dtype=np.float64)
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self._n_pending = 0
+        self.n_added = 0
+
+    def add(self, patches, positions) -> None:
+        """Add patches (m, N, N) at positions (m, 2) ``[y, x]``."""
+        patches = np.asarray(patches)
+        pos = np.asarray(positions, dtype=np.float64).reshape(-1, 2)
+        if patches.ndim != 3 or patches.shape[1:] != (self.N, self.N) or patches.shape[0] != pos.shape[0]:
+            raise ValueError(f"patches must have shape ({pos.shape[0]}, {self.N}, {self.N}), got {patches.shape}")
+        self.n_added += patches.shape[0]
+        if self._n_pending:  # complete the block begun by earlier calls first
+            take = min(self.chunk - self._n_pending, patches.shape[0])
+            self._pending.append((patches[:take].copy(), pos[:take].copy()))  # the caller may reuse its buffer
+            self._n_pending += take
+            patches, pos = patches[take:], pos[take:]
+            if self._n_pending < self.chunk:
+                return
+            self._place(np.concatenate([p for p, _ in self._pending]), np.concatenate([q for _, q in self._pending]))
+            self._pending, self._n_pending = [], 0
+        full = patches.shape[0] - patches.shape[0] % self.chunk
+        for s in range(0, full, self.chunk):
+            self._place(patches[s:s + self.chunk], pos[s:s + self.chunk])
+        if full < patches.shape[0]:
+            self._pending, self._n_pending = [(patches[full:].copy(), pos[full:].copy())], patches.shape[0] - full
+
+    def _place(self, patches: np.ndarray, pos: np.ndarray) -> None:
+        """Add one block of patches to the running sums."""
+        crop, margin, H, W = self.crop, self.margin, self.H, self.W
+        r, fr = _split(_corner_coords(pos, crop, self._psz))
+        blocks = patches[:, self._lo:self._hi, self._lo:self._hi]
         need = np.any(fr != 0.0, axis=1)
         vals = blocks.astype(np.complex128)
         if np.any(need):
             vals[need] = fourier_shift_patches(blocks[need], fr[need])
         vals = vals[:, margin : margin + crop, margin : margin + crop]
-        rows = r[sl, 0, None] - origin[0] + kk[None, :]  # (m, crop)
-        cols = r[sl, 1, None] - origin[1] + kk[None, :]
+        kk = np.arange(crop)
+        rows = r[:, 0, None] - self.origin[0] + kk[None, :]  # (m, crop)
+        cols = r[:, 1, None] - self.origin[1] + kk[None, :]
         ok = ((rows >= 0) & (rows < H))[:, :, None] & ((cols >= 0) & (cols < W))[:, None, :]
         flat = rows[:, :, None] * W + cols[:, None, :]
         idx = flat[ok]
         v = vals[ok]
-        acc_re += np.bincount(idx, weights=v.real, minlength=H * W)
-        acc_im += np.bincount(idx, weights=v.imag, minlength=H * W)
-        cnt += np.bincount(idx, minlength=H * W)
+        self._re += np.bincount(idx, weights=v.real, minlength=H * W)
+        self._im += np.bincount(idx, weights=v.imag, minlength=H * W)
+        self._cnt += np.bincount(idx, minlength=H * W)
 
-    img = np.zeros(H * W, dtype=np.complex128)
-    nz = cnt > 0
-    img[nz] = (acc_re[nz] + 1j * acc_im[nz]) / cnt[nz]
-    return Stitched(image=img.reshape(H, W), weight=cnt.reshape(H, W), origin=origin)
+    def result(self) -> Stitched:
+        """The stitched object of everything added so far (the buffered patches are placed first)."""
+        if self._n_pending:
+            self._place(np.concatenate([p for p, _ in self._pending]), np.concatenate([q for _, q in self._pending]))
+            self._pending, self._n_pending = [], 0
+        H, W = self.H, self.W
+        img = np.zeros(H * W, dtype=np.complex128)
+        nz = self._cnt > 0
+        img[nz] = (self._re[nz] + 1j * self._im[nz]) / self._cnt[nz]
+        return Stitched(image=img.reshape(H, W), weight=self._cnt.reshape(H, W).copy(), origin=self.origin)

@@ -591,13 +591,32 @@ def predict_patches(model: Any, diffraction: np.ndarray, norm_factor: float, bat
     """
     if not hasattr(diffraction, "shape"):
         diffraction = np.asarray(diffraction)
+    out = np.empty((diffraction.shape[0], *tuple(model.outputs[0].shape[1:])), np.complex64)
+    for start, stop, pred in predicted_batches(model, diffraction, norm_factor, batch_size, offsets):
+        out[start:stop] = pred
+    return out
+
+
+def predicted_batches(model: Any, diffraction: Any, norm_factor: float, batch_size: int = 256,
+                      offsets: np.ndarray | None = None):
+    """The predictions of :func:`predict_patches` one chunk at a time, without holding them all.
+
+    Parameters
+    ----------
+    model, diffraction, norm_factor, batch_size, offsets
+        As in :func:`predict_patches` (the same chunks, so the same values).
+
+    Yields
+    ------
+    (start, stop, np.ndarray)
+        Sample rows ``start:stop`` and their complex64 (stop - start, N, N, C) patches. The rows of
+        ``diffraction`` are read per chunk (patterns in a file stay there).
+    """
     single = len(diffraction.shape) == 3  # (n, N, N): one channel
     needs_offsets = len(model.inputs) > 1
     if needs_offsets and offsets is None:
         raise ValueError("this model (a PINN with gridsize>1) needs the samples' offsets (offsets=...)")
     n = diffraction.shape[0]
-    out_shape = tuple(model.outputs[0].shape[1:])
-    out = np.empty((n, *out_shape), np.complex64)
     size = chunk_size(n, int(batch_size))
     for start in range(0, n, size):
         stop = min(start + size, n)
@@ -605,8 +624,7 @@ def predict_patches(model: Any, diffraction: np.ndarray, norm_factor: float, bat
         rows = rows[..., None] if single else rows
         chunk = _pad_to((rows.astype(np.float64) * norm_factor).astype(np.float32), size)
         inputs = [chunk, _pad_to(np.asarray(offsets[start:stop], np.float32), size)] if needs_offsets else chunk
-        out[start:stop] = np.asarray(model.predict_on_batch(inputs))[:stop - start]
-    return out
+        yield start, stop, np.asarray(model.predict_on_batch(inputs))[:stop - start].astype(np.complex64, copy=False)
 
 
 def chunk_size(n: int, batch_size: int) -> int:

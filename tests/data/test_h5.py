@@ -5,6 +5,9 @@
 - A PINN job on .h5 files gives the same result as on the equivalent .npz files: the training pipeline
   shuffles and batches the same indices with the job's seed and reads each batch's patterns from the file.
 - Reading every batch of a file 4x larger does not use more memory (tracemalloc), where loading it does.
+- A test scan in a file is predicted and stitched batch by batch with the scores and object of the in-memory
+  path, bit for bit (a model stand-in, no TensorFlow); `ptycho-exp predict` on the .h5 writes what it writes
+  for the .npz (a freshly built PINN).
 Everything runs on the CPU in well under two minutes (two 1-epoch CLI jobs on 32x32 patterns).
 """
 from __future__ import annotations
@@ -194,3 +197,99 @@ def test_streamed_pipeline_gives_the_in_memory_batches_for_gridsize_2(scans):
                 assert a["diffraction"].shape[1:] == (N, N, 4)
                 assert np.array_equal(a["diffraction"], b["diffraction"])
                 assert np.array_equal(a["offsets"], b["offsets"])
+
+
+# --------------------------------------------------------------------------- the test scan, batch by batch
+class _StubModel:
+    """A model-shaped stand-in (no TensorFlow): complex patches from the normalised diffraction (and offsets)."""
+
+    def __init__(self, n: int, channels: int, takes_offsets: bool):
+        from types import SimpleNamespace
+
+        self.inputs = [None, None] if takes_offsets else [None]
+        self.outputs = [SimpleNamespace(shape=(None, n, n, channels))]
+
+    def predict_on_batch(self, inputs):
+        x, phase = (inputs[0], 0.05 * inputs[1].sum(-1)[:, None, None, :]) if len(self.inputs) > 1 else (inputs, 0.0)
+        return (np.sqrt(x + 0.1) * np.exp(1j * (0.3 * x + phase))).astype(np.complex64)
+
+
+def test_stitching_batch_by_batch_equals_stitching_all_patches():
+    """Patches added in any split (a single one, batches across the accumulator's blocks) give the object of
+    stitch_patches on all of them at once, bit for bit, on the default canvas and on a given one."""
+    from ptycho_exp.evaluate.stitch import StitchAccumulator, stitch_patches
+
+    rng = np.random.default_rng(4)
+    m, n = 1100, 16
+    patches = (rng.random((m, n, n)) + 1j * rng.random((m, n, n))).astype(np.complex64)
+    positions = rng.random((m, 2)) * 60 + 20
+    positions[:50] = np.round(positions[:50])  # some integer positions: placed without a Fourier shift
+    for canvas in ({}, {"origin": (30, 25), "shape": (40, 50)}):
+        want = stitch_patches(patches, positions, 6, **canvas)
+        acc = StitchAccumulator(positions, n, 6, **canvas)
+        for a, b in ((0, 1), (1, 38), (38, 600), (600, 601), (601, m)):
+            acc.add(patches[a:b], positions[a:b])
+        got = acc.result()
+        assert got.origin == want.origin and acc.n_added == m
+        assert np.array_equal(got.image, want.image) and np.array_equal(got.weight, want.weight)
+
+
+@pytest.mark.parametrize("gridsize", [1, 2])
+def test_h5_test_scan_scores_from_batches_equal_the_in_memory_scores(scans, gridsize):
+    """The job's streamed test path (patterns read per batch from the .h5, predicted, stitched at once onto the
+    scored canvas) scores exactly what the in-memory path (all patches predicted, then stitched) scores on the
+    .npz; ``ptycho-exp predict``'s batch-wise stitching equals stitching all patches."""
+    from ptycho_exp.data.datasets import heldout_groups, make_samples
+    from ptycho_exp.evaluate.pipeline import evaluate_reconstruction, evaluate_stitched, scored_canvas
+    from ptycho_exp.evaluate.stitch import stitch_patches
+    from ptycho_exp.models.fit import compute_norm_factor, predict_patches
+    from ptycho_exp.predict import predict_scan, stitch_predictions, stitch_scan
+
+    streamed_scan, memory_scan = load_contract_npz(scans / "test.h5"), load_contract_npz(scans / "test.npz")
+    groups = heldout_groups(memory_scan, None, gridsize, 7, 5)
+    streamed, memory = make_samples(streamed_scan, groups), make_samples(memory_scan, groups)
+    assert isinstance(streamed.diffraction, GroupedPatterns)
+    model = _StubModel(N, gridsize ** 2, takes_offsets=gridsize > 1)
+    norm = compute_norm_factor(memory.diffraction)
+    pred = predict_patches(model, memory.diffraction, norm, batch_size=7, offsets=memory.offsets)
+    patches = np.moveaxis(pred, -1, 1).reshape(-1, N, N)
+    positions = memory.positions.reshape(-1, 2)
+    want = evaluate_reconstruction(patches, positions, memory_scan.object, upsample_factor=10)
+    crop, origin, shape = scored_canvas(positions, N)
+    st, seconds = stitch_predictions(model, streamed.diffraction, streamed.positions, norm, crop, origin=origin,
+                                     shape=shape, batch_size=7, offsets=streamed.offsets)
+    got = evaluate_stitched(st, streamed_scan.object, upsample_factor=10)
+    assert seconds > 0
+    np.testing.assert_equal(got.metrics, want.metrics)
+    assert np.array_equal(got.recon, want.recon) and got.origin == want.origin
+    # ptycho-exp predict: the whole scan grouped, batch by batch from the file
+    all_patches, all_positions, norm_all, _ = predict_scan(model, memory_scan.diffraction, memory_scan.positions,
+                                                           gridsize, batch_size=7)
+    want_obj = stitch_patches(all_patches, all_positions, 10)
+    got_obj, norm_streamed, _ = stitch_scan(model, streamed_scan.diffraction, streamed_scan.positions, gridsize,
+                                            10, batch_size=7)
+    assert norm_streamed == norm_all
+    assert np.array_equal(got_obj.image, want_obj.image) and got_obj.origin == want_obj.origin
+
+
+def test_predict_command_on_h5_writes_the_npz_result(scans, tmp_path):
+    """``ptycho-exp predict`` with a (freshly built, untrained) saved PINN: the .h5 scan, read batch by batch,
+    gives the object, weights and normalisation it gives for the same scan as .npz."""
+    from ptycho_exp.config import ModelConfig
+    from ptycho_exp.models.fit import save_network
+    from ptycho_exp.models.pinn import build_pinn
+    from ptycho_exp.predict import predict_file
+
+    scan = load_contract_npz(scans / "test.npz")
+    pinn = build_pinn(ModelConfig(name="pinn", n_filters_scale=1), N, 1, scan.probe, 1e6)
+    save_network(pinn.inference_model, tmp_path / "model", {"N": N, "gridsize": 1, "model": "pinn"})
+    outs = {}
+    for suffix in (".h5", ".npz"):
+        summary = predict_file(tmp_path / "model", scans / f"test{suffix}", tmp_path / f"o{suffix}.npz",
+                               batch_size=16)
+        assert summary.startswith("wrote") and f"from {scan.n_positions} patterns" in summary
+        with np.load(tmp_path / f"o{suffix}.npz", allow_pickle=False) as z:
+            outs[suffix] = {k: z[k] for k in z.files}
+    assert np.isfinite(outs[".h5"]["object"]).all() and (outs[".h5"]["weight"] > 0).mean() > 0.9
+    for key, value in outs[".npz"].items():
+        np.testing.assert_array_equal(outs[".h5"][key], value, err_msg=key)
