@@ -80,8 +80,8 @@ def engine_memory_shortfall(what: str, n_patterns: int, N: int, available: int |
             f"for its {int(n_patterns)} patterns of {int(N)}x{int(N)} ({_gib(patterns)} of float32 patterns x "
             f"{ENGINE_PATTERN_FACTOR:g} + {_gib(ENGINE_BASE_BYTES)}), but only {_gib(available)} is available; "
             f"fix: reduce the scan with `ptycho-exp data import ... --bin B` (B x B fewer pixels per pattern) or "
-            f"`--frames A:B` (fewer patterns, e.g. data.n_test for an iterative arm), or run on a machine "
-            f"with more memory")
+            f"`--frames A:B` (fewer patterns; data.reader.bin and data.reader.frame_start/frame_stop for "
+            f"data=cxi|ptylab_h5, data.n_test for an iterative arm), or run on a machine with more memory")
 
 
 def check_engine_memory(what: str, n_patterns: int, N: int, available: int | None = None) -> None:
