@@ -2,11 +2,14 @@
 
 The saved inference model (``<job>/model/model.keras``) is loaded with ``safe_mode=True`` (the
 custom layers are registered, no Python code is deserialised), the data with ``allow_pickle=False``.
-Patterns are normalised the way training normalised its own data (mean per-pattern ``sum X**2 =
-(N/2)**2``, computed on this file), grouped like a job's test set when the model was trained with
-gridsize > 1 (knn or g x g grid blocks, as the model's training groups were), predicted in
-batches, and each batch's central crops are added to the stitched object at the scan positions, so only
-the object and one batch are held (an ``.h5`` scan's patterns are read from the file batch by batch).
+Patterns are multiplied by the training set's normalisation factor (``norm.json``), as the job multiplied
+its test scan, so a job's own test scan is reconstructed exactly as the job reconstructed it; with
+``--norm scan`` the factor is computed on this file instead (mean per-pattern ``sum X**2 = (N/2)**2``),
+for a scan recorded at another dose than the training data. Patterns are grouped like a job's test set
+when the model was trained with gridsize > 1 (knn or g x g grid blocks, as the model's training groups
+were), predicted in batches, and each batch's central crops are added to the stitched object at the scan
+positions, so only the object and one batch are held (an ``.h5`` scan's patterns are read from the file
+batch by batch).
 """
 from __future__ import annotations
 
@@ -199,7 +202,7 @@ def stitch_predictions(model, samples, positions: np.ndarray, norm_factor: float
 
 
 def stitch_scan(model, diffraction, positions: np.ndarray, gridsize: int, crop: int, batch_size: int = 256,
-                grouping: str = "knn", step: float | None = None):
+                grouping: str = "knn", step: float | None = None, norm_factor: float | None = None):
     """Predict and stitch one scan batch by batch (its patterns may stay in a file).
 
     Parameters
@@ -210,6 +213,9 @@ def stitch_scan(model, diffraction, positions: np.ndarray, gridsize: int, crop: 
         (M, N, N) amplitude as stored: an array or a :class:`ptycho_exp.data.h5.H5Patterns`.
     crop : int
         Stitching crop.
+    norm_factor : float, optional
+        The factor the patterns are multiplied by (the training set's, ``norm.json``); None: computed on
+        this scan (:func:`ptycho_exp.models.fit.compute_norm_factor`).
 
     Returns
     -------
@@ -224,15 +230,18 @@ def stitch_scan(model, diffraction, positions: np.ndarray, gridsize: int, crop: 
     from ptycho_exp.physics.scan import relative_offsets
 
     groups, notes = group_scan(positions, gridsize, grouping, step)
-    norm = compute_norm_factor(diffraction)  # read in chunks
+    norm = compute_norm_factor(diffraction) if norm_factor is None else float(norm_factor)  # read in chunks
     offsets = relative_offsets(positions, groups) if gridsize > 1 else None
     st, _ = stitch_predictions(model, GroupedPatterns(diffraction, groups), positions[groups], norm, crop,
                                batch_size=batch_size, offsets=offsets)
     return st, norm, notes
 
 
+NORM_CHOICES = ("model", "scan")
+
+
 def predict_file(model_dir: Path | str, data_path: Path | str, out_path: Path | str,
-                 crop: int | None = None, batch_size: int = 256) -> str:
+                 crop: int | None = None, batch_size: int = 256, norm: str = "model") -> str:
     """Reconstruct the scan in ``data_path`` with the network in ``model_dir``; write an NPZ atomically.
 
     Parameters
@@ -245,11 +254,14 @@ def predict_file(model_dir: Path | str, data_path: Path | str, out_path: Path | 
     out_path : path
         Output ``.npz`` with ``object`` (complex64 stitched object), ``weight`` (patches per pixel),
         ``origin`` (object coordinate of ``object[0, 0]``), ``positions`` (M, 2), ``crop``, ``N``,
-        ``norm_factor`` and ``model`` (name).
+        ``norm_factor``, ``norm`` (where the factor came from) and ``model`` (name).
     crop : int, optional
         Central crop kept per patch (default 20 px at N=64, scaled with N).
     batch_size : int
         Samples per forward pass.
+    norm : {"model", "scan"}
+        model: the training set's normalisation factor from ``norm.json`` (what the job applied to its test
+        scan); scan: the factor computed on this scan (another dose than the training data).
 
     Returns
     -------
@@ -284,16 +296,24 @@ def predict_file(model_dir: Path | str, data_path: Path | str, out_path: Path | 
         raise ValueError(f"the network in {mdir} takes {C} channels, not gridsize**2; re-run the job")
     if len(model.inputs) > 1 and not meta.get("needs_offsets", True):
         raise ValueError(f"the network in {mdir} takes offsets but its metadata says it does not; re-run the job")
+    if norm not in NORM_CHOICES:
+        raise ValueError(f"norm={norm!r}: choose one of {', '.join(NORM_CHOICES)}")
+    if norm == "model" and not meta.get("norm_factor"):
+        raise ValueError(f"{mdir / META_FILE} records no norm_factor (the training set's normalisation); "
+                         f"use --norm scan to normalise this scan by its own patterns")
     crop = default_crop(N) if crop is None else int(crop)
-    st, norm, notes = stitch_scan(model, scan.diffraction, scan.positions, gridsize, crop, batch_size,
-                                  grouping=str(meta.get("grouping", "knn")), step=meta.get("neighbour_step"))
+    factor = float(meta["norm_factor"]) if norm == "model" else None
+    st, norm_factor, notes = stitch_scan(model, scan.diffraction, scan.positions, gridsize, crop, batch_size,
+                                         grouping=str(meta.get("grouping", "knn")), step=meta.get("neighbour_step"),
+                                         norm_factor=factor)
     buf = io.BytesIO()
     np.savez_compressed(buf, object=st.image.astype(np.complex64), weight=st.weight.astype(np.float32),
                         origin=np.asarray(st.origin, np.int64), positions=scan.positions.astype(np.float64),
-                        crop=np.int64(crop), N=np.int64(N), norm_factor=np.float64(norm),
-                        model=np.array(str(meta.get("model", "network"))))
+                        crop=np.int64(crop), N=np.int64(N), norm_factor=np.float64(norm_factor),
+                        norm=np.array(norm), model=np.array(str(meta.get("model", "network"))))
     out = Path(out_path)
     atomic_write_bytes(out, buf.getvalue())
     return (f"wrote {out}: {st.image.shape[0]}x{st.image.shape[1]} object from {scan.n_positions} patterns "
-            f"({meta.get('model', 'network')}, N={N}, gridsize={gridsize}, crop={crop})"
+            f"({meta.get('model', 'network')}, N={N}, gridsize={gridsize}, crop={crop}, "
+            f"normalised by the {'training set' if norm == 'model' else 'scan'}'s factor {norm_factor:.6g})"
             + "".join(f"\nwarning: {note}" for note in notes))
