@@ -282,14 +282,17 @@ def test_predict_command_on_h5_writes_the_npz_result(scans, tmp_path):
 
     scan = load_contract_npz(scans / "test.npz")
     pinn = build_pinn(ModelConfig(name="pinn", n_filters_scale=1), N, 1, scan.probe, 1e6)
-    save_network(pinn.inference_model, tmp_path / "model", {"N": N, "gridsize": 1, "model": "pinn"})
-    outs = {}
-    for suffix in (".h5", ".npz"):
-        summary = predict_file(tmp_path / "model", scans / f"test{suffix}", tmp_path / f"o{suffix}.npz",
-                               batch_size=16)
-        assert summary.startswith("wrote") and f"from {scan.n_positions} patterns" in summary
-        with np.load(tmp_path / f"o{suffix}.npz", allow_pickle=False) as z:
-            outs[suffix] = {k: z[k] for k in z.files}
-    assert np.isfinite(outs[".h5"]["object"]).all() and (outs[".h5"]["weight"] > 0).mean() > 0.9
-    for key, value in outs[".npz"].items():
-        np.testing.assert_array_equal(outs[".h5"][key], value, err_msg=key)
+    save_network(pinn.inference_model, tmp_path / "model", {"N": N, "gridsize": 1, "model": "pinn",
+                                                            "norm_factor": 0.87})
+    for norm in ("model", "scan"):
+        outs = {}
+        for suffix in (".h5", ".npz"):
+            summary = predict_file(tmp_path / "model", scans / f"test{suffix}", tmp_path / f"o{suffix}.npz",
+                                   batch_size=16, norm=norm)
+            assert summary.startswith("wrote") and f"from {scan.n_positions} patterns" in summary
+            with np.load(tmp_path / f"o{suffix}.npz", allow_pickle=False) as z:
+                outs[suffix] = {k: z[k] for k in z.files}
+        assert np.isfinite(outs[".h5"]["object"]).all() and (outs[".h5"]["weight"] > 0).mean() > 0.9
+        assert (float(outs[".h5"]["norm_factor"]) == 0.87) == (norm == "model")
+        for key, value in outs[".npz"].items():
+            np.testing.assert_array_equal(outs[".h5"][key], value, err_msg=key)
