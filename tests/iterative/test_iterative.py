@@ -648,7 +648,7 @@ def _score(obj, origin, positions, gt, n):
 
 
 @needs_ptylab
-@pytest.mark.parametrize("case", ["clean", "measured-like"])
+@pytest.mark.parametrize("case", [pytest.param("clean", marks=pytest.mark.e2e), "measured-like"])  # 10 s each
 def test_default_reference_converges_on_simulated_scans(tmp_path, case):
     from types import SimpleNamespace
 
@@ -726,6 +726,7 @@ def test_probe_guess_at_the_wrong_scale_is_matched_to_the_data(tmp_path):
 # Position correction on a measured-like scan whose true positions the engine is not told
 # ----------------------------------------------------------------------------------------------------
 @needs_ptylab
+@pytest.mark.e2e  # two 100-iteration PtyLab runs (15 s): the e2e stage
 def test_position_correction_beats_uncorrected_positions(tmp_path):
     from ptycho_exp.physics.probe import make_probe
     from ptycho_exp.physics.scan import grid_positions

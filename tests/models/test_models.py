@@ -442,6 +442,7 @@ def test_the_gpu_precision_mixed_float16_trains_both_networks(tmp_path, monkeypa
             fitmod.release_tf()
 
 
+@pytest.mark.e2e  # trains two networks (13 s): the e2e stage
 def test_gridsize2_pinn_and_baseline_train_save_and_reload(tmp_path):
     """fit_network at gridsize 2 (PINN and baseline): finite losses, a validation loss, .keras reload is exact."""
     from ptycho_exp.models.fit import fit_network, load_network, predict_patches, release_tf
