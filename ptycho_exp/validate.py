@@ -373,6 +373,15 @@ def check_targets(job_cfg: Any) -> None:
 
 
 # --------------------------------------------------------------------------- data files (headers only)
+def job_data_files(cfg: Any):
+    """``(key, path)`` of each data file a job reads: ``test_path``, and ``train_path`` for the networks."""
+    needs_train = cfg.model.name in NETWORK_MODELS
+    for key in ("train_path", "test_path"):
+        path = getattr(cfg.data, key)
+        if path is not None and (key == "test_path" or needs_train):
+            yield key, path
+
+
 def check_data_files(cfg: Any) -> None:
     """``data=npz``: check each file's path and contract from its array headers (no data read).
 
@@ -388,11 +397,7 @@ def check_data_files(cfg: Any) -> None:
         return
     from ptycho_exp.data.npz import DataContractError, contract_header
 
-    needs_train = cfg.model.name in NETWORK_MODELS
-    for key in ("train_path", "test_path"):
-        path = getattr(d, key)
-        if path is None or (key == "train_path" and not needs_train):
-            continue
+    for key, path in job_data_files(cfg):
         try:
             head = contract_header(str(path))
         except DataContractError as exc:
@@ -484,11 +489,7 @@ def check_measured_files(cfg: Any) -> None:
     from ptycho_exp.data.readers.convert import CONFIG_NAMES, check_file, options_from_config
 
     opts = options_from_config(as_plain(d.reader), d.N)
-    needs_train = cfg.model.name in NETWORK_MODELS
-    for key in ("train_path", "test_path"):
-        path = getattr(d, key)
-        if path is None or (key == "train_path" and not needs_train):
-            continue
+    for key, path in job_data_files(cfg):
         try:
             m = check_file(str(path), MEASURED_FORMATS[d.kind], opts, CONFIG_NAMES)
         except (DataContractError, ValueError, OSError) as exc:
