@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .metrics import normalise_pair, ssim
+from .metrics import compute_metrics, normalise_pair
 
-__all__ = ["plot_comparison", "plot_frc"]
+__all__ = ["panel_scores", "plot_comparison", "plot_frc"]
 
 
 def _plt():
@@ -38,6 +38,33 @@ def _limits(*imgs, lo=1.0, hi=99.0):
     return float(a), float(b)
 
 
+def panel_scores(gt, recon) -> tuple[float, float]:
+    """Amplitude and phase SSIM of one comparison panel, exactly as the job scores them.
+
+    Parameters
+    ----------
+    gt, recon : ndarray, complex, shape (H, W)
+        Aligned ground truth (or reference) and reconstruction.
+
+    Returns
+    -------
+    (float, float)
+        ``amp_ssim`` and ``phase_ssim`` of :func:`~.metrics.compute_metrics`: NaN for a channel
+        whose ground truth is flat (e.g. the phase of an amplitude-only object), where any score
+        would be meaningless.
+    """
+    m = compute_metrics(gt, recon)
+    return m["amp_ssim"], m["phase_ssim"]
+
+
+def _title(label: str, channel: str, score) -> str:
+    if score is None:
+        return f"{label} {channel}"
+    if not np.isfinite(score):
+        return f"{label} {channel}\nnot scored (flat truth)"
+    return f"{label} {channel}\nSSIM {score:.3f}"
+
+
 def plot_comparison(path, gt, recon_dict, dpi: int = 150, gt_label: str = "GT") -> None:
     """Ground truth beside reconstructions: amplitude row and phase row.
 
@@ -61,7 +88,8 @@ def plot_comparison(path, gt, recon_dict, dpi: int = 150, gt_label: str = "GT") 
     Each reconstruction is shown exactly as scored
     (:func:`~.metrics.normalise_pair`: scaled amplitude, plane-removed phase).
     Colour limits are shared per row (1st-99th percentile of the ground truth
-    and all reconstructions). Titles give the SSIM of each panel.
+    and all reconstructions). Titles give the SSIM of each panel as scored
+    (:func:`panel_scores`); a channel whose ground truth is flat says it is not scored.
     """
     plt = _plt()
     gt = np.asarray(gt)
@@ -69,9 +97,9 @@ def plot_comparison(path, gt, recon_dict, dpi: int = 150, gt_label: str = "GT") 
     gt_amp = np.abs(gt).astype(np.float64)
     gt_ph = None
     for label, rec in recon_dict.items():
-        ga, pa, gp, pp = normalise_pair(gt, np.asarray(rec))
+        _, pa, gp, pp = normalise_pair(gt, np.asarray(rec))
         gt_ph = gp
-        items.append((str(label), pa, pp, ssim(ga, pa), ssim(gp, pp)))  # headline scale
+        items.append((str(label), pa, pp, *panel_scores(gt, np.asarray(rec))))
     if gt_ph is None:
         from .metrics import remove_phase_plane
 
@@ -85,8 +113,8 @@ def plot_comparison(path, gt, recon_dict, dpi: int = 150, gt_label: str = "GT") 
         for j, (label, a, p, sa, sp) in enumerate(cols):
             ima = axes[0, j].imshow(a, cmap="gray", vmin=amp_lim[0], vmax=amp_lim[1])
             imp = axes[1, j].imshow(p, cmap="twilight", vmin=ph_lim[0], vmax=ph_lim[1])
-            axes[0, j].set_title(f"{label} amplitude" + ("" if sa is None else f"\nSSIM {sa:.3f}"))
-            axes[1, j].set_title(f"{label} phase" + ("" if sp is None else f"\nSSIM {sp:.3f}"))
+            axes[0, j].set_title(_title(label, "amplitude", sa))
+            axes[1, j].set_title(_title(label, "phase", sp))
             for ax in axes[:, j]:
                 ax.set_xticks([])
                 ax.set_yticks([])

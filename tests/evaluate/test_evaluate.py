@@ -547,6 +547,29 @@ def test_figures_smoke(scan, tmp_path):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_figure_panel_scores_are_the_job_metrics_and_none_for_a_flat_truth():
+    """A panel title must never show a score the job does not report (a flat phase scores ~1 by SSIM)."""
+    from ptycho_exp.evaluate.figures import panel_scores
+
+    rng = np.random.default_rng(3)
+    amp = 0.5 + 0.3 * gaussian_filter(rng.random((60, 60)), 2)
+    phase = gaussian_filter(rng.normal(size=(60, 60)), 3)
+    noisy = lambda a: a * (1 + 0.05 * rng.normal(size=a.shape))  # noqa: E731
+    # amplitude-only truth: the recon's phase is near flat too, and raw SSIM would call it near perfect
+    gt = amp.astype(np.complex128)
+    rec = noisy(amp) * np.exp(1j * 1e-3 * rng.normal(size=amp.shape))
+    sa, sp = panel_scores(gt, rec)
+    m = compute_metrics(gt, rec)
+    assert math.isnan(sp) and math.isnan(m["phase_ssim"])
+    assert sa == m["amp_ssim"] and 0.0 < sa < 0.999
+    # a phase object: both panels carry exactly the scored values
+    gt = amp * np.exp(1j * phase)
+    rec = noisy(amp) * np.exp(1j * (phase + 0.1 * rng.normal(size=amp.shape)))
+    m = compute_metrics(gt, rec)
+    assert panel_scores(gt, rec) == (m["amp_ssim"], m["phase_ssim"])
+    assert 0.0 < m["phase_ssim"] < 1.0
+
+
 def test_implausible_registration_is_rejected_not_a_crash():
     """A reconstruction unrelated to the ground truth (here a far-shifted copy) must not crash the trim."""
     rng = np.random.default_rng(0)
