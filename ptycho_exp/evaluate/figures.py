@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .metrics import compute_metrics, normalise_pair
+from .metrics import _flat_if_roundoff, _safe_range, ground_truth_problems, normalise_pair, ssim
 
 __all__ = ["panel_scores", "plot_comparison", "plot_frc"]
 
@@ -49,12 +49,17 @@ def panel_scores(gt, recon) -> tuple[float, float]:
     Returns
     -------
     (float, float)
-        ``amp_ssim`` and ``phase_ssim`` of :func:`~.metrics.compute_metrics`: NaN for a channel
-        whose ground truth is flat (e.g. the phase of an amplitude-only object), where any score
-        would be meaningless.
+        The ``amp_ssim`` and ``phase_ssim`` that :func:`~.metrics.compute_metrics` reports
+        (without its other metrics): NaN for a channel whose ground truth is flat (e.g. the
+        phase of an amplitude-only object), where any score would be meaningless.
     """
-    m = compute_metrics(gt, recon)
-    return m["amp_ssim"], m["phase_ssim"]
+    problems = ground_truth_problems(gt)
+    ga, pa, gp, pp = normalise_pair(gt, np.asarray(recon))
+    out = []
+    for channel, g, p in (("amp", ga, pa), ("phase", gp, pp)):
+        p = _flat_if_roundoff(p, g)
+        out.append(float("nan") if channel in problems else float(ssim(g, p, data_range=_safe_range(g))))
+    return out[0], out[1]
 
 
 def _title(label: str, channel: str, score) -> str:
