@@ -53,8 +53,11 @@ def panel_scores(gt, recon) -> tuple[float, float]:
         (without its other metrics): NaN for a channel whose ground truth is flat (e.g. the
         phase of an amplitude-only object), where any score would be meaningless.
     """
-    problems = ground_truth_problems(gt)
-    ga, pa, gp, pp = normalise_pair(gt, np.asarray(recon))
+    return _normalised_scores(ground_truth_problems(gt), *normalise_pair(gt, np.asarray(recon)))
+
+
+def _normalised_scores(problems, ga, pa, gp, pp) -> tuple[float, float]:
+    """:func:`panel_scores` of a pair already through :func:`~.metrics.normalise_pair`."""
     out = []
     for channel, g, p in (("amp", ga, pa), ("phase", gp, pp)):
         p = _flat_if_roundoff(p, g)
@@ -101,10 +104,11 @@ def plot_comparison(path, gt, recon_dict, dpi: int = 150, gt_label: str = "GT") 
     items = []
     gt_amp = np.abs(gt).astype(np.float64)
     gt_ph = None
+    problems = ground_truth_problems(gt)
     for label, rec in recon_dict.items():
-        _, pa, gp, pp = normalise_pair(gt, np.asarray(rec))
+        ga, pa, gp, pp = normalise_pair(gt, np.asarray(rec))
         gt_ph = gp
-        items.append((str(label), pa, pp, *panel_scores(gt, np.asarray(rec))))
+        items.append((str(label), pa, pp, *_normalised_scores(problems, ga, pa, gp, pp)))
     if gt_ph is None:
         from .metrics import remove_phase_plane
 
