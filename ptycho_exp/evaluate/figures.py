@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .metrics import _flat_if_roundoff, _safe_range, ground_truth_problems, normalise_pair, ssim
+from .metrics import ground_truth_problems, headline_ssims, normalise_pair
 
 __all__ = ["panel_scores", "plot_comparison", "plot_frc"]
 
@@ -53,16 +53,7 @@ def panel_scores(gt, recon) -> tuple[float, float]:
         (without its other metrics): NaN for a channel whose ground truth is flat (e.g. the
         phase of an amplitude-only object), where any score would be meaningless.
     """
-    return _normalised_scores(ground_truth_problems(gt), *normalise_pair(gt, np.asarray(recon)))
-
-
-def _normalised_scores(problems, ga, pa, gp, pp) -> tuple[float, float]:
-    """:func:`panel_scores` of a pair already through :func:`~.metrics.normalise_pair`."""
-    out = []
-    for channel, g, p in (("amp", ga, pa), ("phase", gp, pp)):
-        p = _flat_if_roundoff(p, g)
-        out.append(float("nan") if channel in problems else float(ssim(g, p, data_range=_safe_range(g))))
-    return out[0], out[1]
+    return headline_ssims(*normalise_pair(gt, np.asarray(recon)), ground_truth_problems(gt))
 
 
 def _title(label: str, channel: str, score) -> str:
@@ -108,7 +99,7 @@ def plot_comparison(path, gt, recon_dict, dpi: int = 150, gt_label: str = "GT") 
     for label, rec in recon_dict.items():
         ga, pa, gp, pp = normalise_pair(gt, np.asarray(rec))
         gt_ph = gp
-        items.append((str(label), pa, pp, *_normalised_scores(problems, ga, pa, gp, pp)))
+        items.append((str(label), pa, pp, *headline_ssims(ga, pa, gp, pp, problems)))
     if gt_ph is None:
         from .metrics import remove_phase_plane
 

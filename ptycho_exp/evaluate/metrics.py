@@ -50,6 +50,7 @@ __all__ = [
     "pearson",
     "phase_to_unit",
     "compute_metrics",
+    "headline_ssims",
     "null_reconstruction",
     "null_metrics",
     "ground_truth_problems",
@@ -507,6 +508,24 @@ def compute_metrics(gt_complex, recon_complex, frc_apodize=False, return_frc=Fal
     gt_amp, pred_amp, gt_ph, pred_ph = normalise_pair(gt_complex, recon_complex)
     pred_amp, pred_ph = _flat_if_roundoff(pred_amp, gt_amp), _flat_if_roundoff(pred_ph, gt_ph)
     return _score(gt_amp, pred_amp, gt_ph, pred_ph, ground_truth_problems(gt_complex), frc_apodize, return_frc)
+
+
+def headline_ssims(gt_amp, pred_amp, gt_ph, pred_ph, problems) -> tuple[float, float]:
+    """``amp_ssim`` and ``phase_ssim`` of :func:`compute_metrics` alone, for a pair already through
+    :func:`normalise_pair` (what a figure title shows without paying for every metric).
+
+    Parameters
+    ----------
+    gt_amp, pred_amp, gt_ph, pred_ph : ndarray
+        The four arrays :func:`normalise_pair` returns.
+    problems : collection of str
+        :func:`ground_truth_problems` of the ground truth: a channel named there scores NaN.
+    """
+    out = []
+    for channel, gt, pred in (("amp", gt_amp, pred_amp), ("phase", gt_ph, pred_ph)):
+        pred = _flat_if_roundoff(pred, gt)
+        out.append(math.nan if channel in problems else float(ssim(gt, pred, data_range=_safe_range(gt))))
+    return out[0], out[1]
 
 
 def null_metrics(gt_complex, frc_apodize=False) -> dict:
