@@ -111,6 +111,9 @@ class ModelConfig:
     probe_trainable: bool = False
     intensity_scale_trainable: bool = False
     probe_big: bool = False
+    # reserve the decoders' last k channels for the probe_big border branch (PtychoPINN reserves 4)
+    border_channels: int = 0
+    border_activation: str = "decoder"  # decoder (sigmoid / pi*tanh) | swish: the border branch's output
     object_big: bool = True
     align_phase: bool = True          # gridsize>1: align each patch's constant phase to the first before merging
     probe_scaling: str = "auto"       # auto | fit | off: scale the PINN's probe to the normalised patterns

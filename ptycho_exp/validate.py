@@ -112,6 +112,12 @@ def _seed(v: Any, c: Any) -> bool:
     return 0 <= v <= SEED_MAX
 
 
+def _decoder_channels(c: Any) -> int:
+    """Channels of the PINN decoder's last block (models.blocks.encoder_filters(N, scale)[0]), without Keras."""
+    levels = max(1, round(math.log2(max(int(c.data.N), 16))) - 3)
+    return int(c.model.n_filters_scale) * max(1, 128 >> (levels - 1))
+
+
 def _optional(check: Check) -> Check:
     return lambda v, c: v is None or check(v, c)
 
@@ -195,6 +201,11 @@ RANGES: tuple[tuple[str, Check, Any], ...] = (
      "must be > 0 counts or null (the integer dtype's maximum)"),
     # model
     ("model.n_filters_scale", lambda v, c: 1 <= v <= 16, "must be in 1..16 (e.g. model.n_filters_scale=2)"),
+    ("model.border_channels", lambda v, c: 0 <= v < _decoder_channels(c),
+     "must be >= 0 and below the decoder's last-block channels (32 * model.n_filters_scale at N=64); "
+     "0 lets the border branch read them all, PtychoPINN reserves 4"),
+    ("model.border_activation", lambda v, c: v in ("decoder", "swish"),
+     "choose decoder (the central sigmoid / pi*tanh) or swish (PtychoPINN's border branch)"),
     ("model.nll_weight", lambda v, c: v >= 0, "loss weights must be >= 0"),
     ("model.mae_weight", lambda v, c: v >= 0, "loss weights must be >= 0"),
     ("model.tv_weight", lambda v, c: v >= 0, "loss weights must be >= 0"),

@@ -74,6 +74,9 @@ def test_every_group_option_composes(group):
     ("data.scan=random data.n_random_positions=1000000", "data.n_random_positions"),
     # model
     ("model.n_filters_scale=0", "model.n_filters_scale"), ("model.n_filters_scale=17", "model.n_filters_scale"),
+    ("model.border_channels=-1", "model.border_channels"),
+    ("model.n_filters_scale=1 model.border_channels=32", "model.border_channels"),
+    ("model.border_activation=tanh", "model.border_activation"),
     ("model.tv_weight=-0.1", "model.tv_weight"), ("model.iterative.iterations=0", "model.iterative.iterations"),
     ("model.iterative.batch_size=0", "model.iterative.batch_size"),
     ("model.iterative.beta_object=0", "model.iterative.beta_object"),

@@ -263,6 +263,32 @@ class PiTanh(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
+class ChannelSlice(keras.layers.Layer):
+    """``x[..., start:stop]``: a contiguous range of channels (``stop=None``: to the last).
+
+    Parameters
+    ----------
+    start, stop : int, int or None
+        Channel range, as in a Python slice with non-negative bounds.
+    """
+
+    def __init__(self, start: int, stop: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.start = int(start)
+        self.stop = None if stop is None else int(stop)
+
+    def call(self, x):
+        return x[..., self.start:self.stop]
+
+    def compute_output_spec(self, x):
+        c = len(range(x.shape[-1])[self.start:self.stop])
+        return keras.KerasTensor((*x.shape[:-1], c), dtype=x.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "start": self.start, "stop": self.stop}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class BorderCombine(keras.layers.Layer):
     """``central + (1 - centre mask) * border``: the optional probe_big border branch.
 

@@ -30,6 +30,7 @@ from .blocks import conv_up_block, decoder_trunk, encoder, encoder_filters
 from .layers import (
     BorderCombine,
     CentreOnCanvas,
+    ChannelSlice,
     ComplexFromAmpPhase,
     Diffract,
     ExtractGroup,
@@ -46,17 +47,34 @@ PROBE_SCALING_MODES = ("auto", "fit", "off")
 POWER_RATIO_BAND = (0.1, 10.0)
 
 
+BORDER_ACTIVATIONS = ("decoder", "swish")
+
+
 def _pinn_decoder(z, trunk: list[int], c_out: int, name: str, activation, N: int, border_filters: int,
-                  probe_big: bool, dtype):
-    """Decoder to N/2, output conv + activation (float32), zero-padded to N; optional border branch."""
+                  probe_big: bool, dtype, border_channels: int = 0, border_activation: str = "decoder"):
+    """Decoder to N/2, output conv + activation (float32), zero-padded to N; optional border branch.
+
+    With ``border_channels = k > 0`` the last ``k`` channels of the decoder trunk are reserved for the
+    border branch: the central output convolution reads the others, the branch (when ``probe_big``)
+    reads only those ``k``; without ``probe_big`` they are unused. ``border_activation`` is the
+    branch's output activation: ``decoder`` (the central one: sigmoid / pi*tanh) or ``swish``.
+    """
     x = decoder_trunk(z, trunk, name, dtype)
-    c = keras.layers.Conv2D(c_out, 3, padding="same", dtype="float32", name=f"{name}_out")(x)
+    central_in, border_in = x, x
+    if border_channels:
+        k = int(x.shape[-1]) - int(border_channels)
+        central_in = ChannelSlice(0, k, dtype=dtype, name=f"{name}_central_channels")(x)
+        border_in = ChannelSlice(k, None, dtype=dtype, name=f"{name}_border_channels")(x)
+    c = keras.layers.Conv2D(c_out, 3, padding="same", dtype="float32", name=f"{name}_out")(central_in)
     c = activation(f"{name}_act")(c)
     c = keras.layers.ZeroPadding2D(N // 4, dtype="float32", name=f"{name}_pad")(c)
     if probe_big:
-        b = conv_up_block(x, border_filters, f"{name}_border", dtype)
+        b = conv_up_block(border_in, border_filters, f"{name}_border", dtype)
         b = keras.layers.Conv2D(c_out, 3, padding="same", dtype="float32", name=f"{name}_border_out")(b)
-        b = activation(f"{name}_border_act")(b)
+        if border_activation == "swish":
+            b = keras.layers.Activation("swish", dtype="float32", name=f"{name}_border_act")(b)
+        else:
+            b = activation(f"{name}_border_act")(b)
         c = BorderCombine(N // 2, name=f"{name}_with_border")([c, b])
     return c
 
@@ -229,7 +247,8 @@ def build_pinn(cfg: Any, N: int, gridsize: int, probe: np.ndarray, nphotons: flo
     Parameters
     ----------
     cfg : ModelConfig-like
-        Reads ``n_filters_scale``, ``object_big``, ``probe_big``, ``probe_trainable``,
+        Reads ``n_filters_scale``, ``object_big``, ``probe_big``, ``border_channels``,
+        ``border_activation``, ``probe_trainable``,
         ``intensity_scale_trainable`` and the loss weights.
     N, gridsize : int
         Patch size (power of two >= 16) and group side (C = gridsize**2 channels).
@@ -259,8 +278,17 @@ def build_pinn(cfg: Any, N: int, gridsize: int, probe: np.ndarray, nphotons: flo
 
     diff_in = keras.Input((N, N, C), name="diffraction")
     z = encoder(diff_in, N, scale, dtype)
-    amp = _pinn_decoder(z, trunk, c_dec, "amp", _sigmoid, N, 32 * scale, probe_big, dtype)
-    phase = _pinn_decoder(z, trunk, c_dec, "phase", _pi_tanh, N, 32 * scale, probe_big, dtype)
+    border_channels = int(cfg.border_channels)
+    border_activation = str(cfg.border_activation)
+    if border_activation not in BORDER_ACTIVATIONS:
+        raise ValueError(f"model.border_activation={border_activation!r} is invalid: choose "
+                         f"{', '.join(BORDER_ACTIVATIONS)}")
+    if not 0 <= border_channels < trunk[-1]:
+        raise ValueError(f"model.border_channels={border_channels} is invalid: choose 0 to {trunk[-1] - 1} "
+                         f"(the decoder's last block has {trunk[-1]} channels)")
+    dec = dict(border_channels=border_channels, border_activation=border_activation)
+    amp = _pinn_decoder(z, trunk, c_dec, "amp", _sigmoid, N, 32 * scale, probe_big, dtype, **dec)
+    phase = _pinn_decoder(z, trunk, c_dec, "phase", _pi_tanh, N, 32 * scale, probe_big, dtype, **dec)
     obj = ComplexFromAmpPhase(name="object")([amp, phase])
 
     if C > 1:

@@ -355,6 +355,8 @@ def more_config_cases() -> list[Case]:
         c("jitter_negative", ["data.jitter=-1"], ["data.jitter"]),
         c("n_random_positions_zero", ["data.scan=random", "data.n_random_positions=0"], ["data.n_random_positions"]),
         c("n_filters_scale_zero", ["model.n_filters_scale=0"], ["model.n_filters_scale"]),
+        c("border_channels_all", ["model.border_channels=4096"], ["model.border_channels"]),
+        c("border_activation_unknown", ["model.border_activation=relu"], ["model.border_activation"]),
         c("nll_weight_negative", ["model.nll_weight=-1"], ["model.nll_weight"]),
         c("pinn_without_data_term", ["model.nll_weight=0", "model.mae_weight=0"], ["model.nll_weight"]),
         c("iterations_zero", ["model=ptylab", "model.iterative.iterations=0"], ["model.iterative.iterations"]),

@@ -97,6 +97,37 @@ def test_parameter_counts_match_spec():
         encoder_filters(48, 2)
 
 
+def test_reserved_border_channels_reproduce_the_reference_layout():
+    """model.border_channels / border_activation: the layout PtychoPINN (712c23f3) documents for its grid-lines
+    model at N=64, g=1, n_filters_scale 2 (2,331,772 parameters with probe.big, 2,252,026 without), with the
+    central output reading only the unreserved channels and the border branch only the reserved ones."""
+    import keras
+    import tensorflow as tf
+
+    from ptycho_exp.models.pinn import build_pinn
+    from ptycho_exp.physics.probe import make_probe
+
+    probe = make_probe("ideal_disk", 64)
+    ref = build_pinn(_model_cfg(probe_big=True, border_channels=4, border_activation="swish"), 64, 1, probe, 1e9)
+    assert ref.n_params == 2_331_772
+    assert build_pinn(_model_cfg(border_channels=4), 64, 1, probe, 1e9).n_params == 2_252_026
+    assert build_pinn(_model_cfg(probe_big=True), 64, 1, probe, 1e9).n_params == 2_400_964
+    inf = ref.inference_model
+    for name in ("amp", "phase"):
+        assert inf.get_layer(f"{name}_out").input.shape[-1] == 60
+        assert inf.get_layer(f"{name}_border_conv1").input.shape[-1] == 4
+    # the object's border is the swish branch's output: it is not bounded below by 0 like the sigmoid,
+    # and the centre is untouched by it
+    trunk = keras.Model(inf.input, [inf.get_layer("amp_border_act").output, inf.get_layer("amp_act").output,
+                                    inf.get_layer("amp_with_border").output])
+    x = tf.random.stateless_normal((2, 64, 64, 1), (1, 2)) * 3.0
+    border, central, combined = (np.asarray(t) for t in trunk(x))
+    np.testing.assert_allclose(combined[:, 16:48, 16:48], central, rtol=0, atol=0)
+    np.testing.assert_allclose(combined[:, :16], border[:, :16], rtol=0, atol=0)
+    silu_min = -0.2785
+    assert silu_min - 1e-4 <= border.min() < 0.0
+
+
 def test_merge_is_per_group_not_across_the_batch():
     """Groups never mix: changing one group's patches leaves every other group's merged object unchanged."""
     import tensorflow as tf
