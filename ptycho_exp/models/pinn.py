@@ -283,9 +283,10 @@ def build_pinn(cfg: Any, N: int, gridsize: int, probe: np.ndarray, nphotons: flo
     if border_activation not in BORDER_ACTIVATIONS:
         raise ValueError(f"model.border_activation={border_activation!r} is invalid: choose "
                          f"{', '.join(BORDER_ACTIVATIONS)}")
-    if not 0 <= border_channels < trunk[-1]:
-        raise ValueError(f"model.border_channels={border_channels} is invalid: choose 0 to {trunk[-1] - 1} "
-                         f"(the decoder's last block has {trunk[-1]} channels)")
+    last = trunk[-1] if trunk else enc[-1]  # channels the output convolutions read (N=16: the bottleneck's)
+    if not 0 <= border_channels < last:
+        raise ValueError(f"model.border_channels={border_channels} is invalid: choose 0 to {last - 1} "
+                         f"(the decoder's last block has {last} channels)")
     dec = dict(border_channels=border_channels, border_activation=border_activation)
     amp = _pinn_decoder(z, trunk, c_dec, "amp", _sigmoid, N, 32 * scale, probe_big, dtype, **dec)
     phase = _pinn_decoder(z, trunk, c_dec, "phase", _pi_tanh, N, 32 * scale, probe_big, dtype, **dec)

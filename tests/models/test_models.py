@@ -128,6 +128,27 @@ def test_reserved_border_channels_reproduce_the_reference_layout():
     assert silu_min - 1e-4 <= border.min() < 0.0
 
 
+@pytest.mark.parametrize("N", [16, 32, 128])
+def test_pinn_builds_at_every_patch_size_with_and_without_reserved_border_channels(N):
+    """N=16 has no decoder up-blocks (the output convolutions read the bottleneck): every layout still builds,
+    and the validation's channel count (no Keras) is the network's."""
+    from omegaconf import OmegaConf
+
+    from ptycho_exp.models.pinn import build_pinn
+    from ptycho_exp.physics.probe import make_probe
+    from ptycho_exp.validate import _decoder_channels
+
+    probe = make_probe("ideal_disk", N)
+    for kw in ({}, {"probe_big": True, "border_channels": 4, "border_activation": "swish"}):
+        pinn = build_pinn(_model_cfg(n_filters_scale=1, **kw), N, 2, probe, 1e9)
+        out = pinn.inference_model.get_layer("amp_out")
+        reserved = kw.get("border_channels", 0)
+        c = OmegaConf.create({"data": {"N": N}, "model": {"n_filters_scale": 1}})
+        assert out.input.shape[-1] + reserved == _decoder_channels(c)
+    with pytest.raises(ValueError, match="model.border_channels"):
+        build_pinn(_model_cfg(n_filters_scale=1, border_channels=_decoder_channels(c)), N, 1, probe, 1e9)
+
+
 def test_merge_is_per_group_not_across_the_batch():
     """Groups never mix: changing one group's patches leaves every other group's merged object unchanged."""
     import tensorflow as tf
