@@ -283,7 +283,7 @@ def build_pinn(cfg: Any, N: int, gridsize: int, probe: np.ndarray, nphotons: flo
     if border_activation not in BORDER_ACTIVATIONS:
         raise ValueError(f"model.border_activation={border_activation!r} is invalid: choose "
                          f"{', '.join(BORDER_ACTIVATIONS)}")
-    last = trunk[-1] if trunk else enc[-1]  # channels the output convolutions read (N=16: the bottleneck's)
+    last = enc[0]  # channels the output convolutions read: the decoder's last block (N=16: the bottleneck)
     if not 0 <= border_channels < last:
         raise ValueError(f"model.border_channels={border_channels} is invalid: choose 0 to {last - 1} "
                          f"(the decoder's last block has {last} channels)")
