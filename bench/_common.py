@@ -99,6 +99,13 @@ def machine_info(with_tf: bool = True) -> dict:
             "versions": package_versions(("ptycho_exp", "numpy", "tensorflow", "keras"))}
 
 
+def result_name(name: str) -> str:
+    """``name`` if it is a valid result file stem, else ``ValueError`` (usable as an argparse ``type``)."""
+    if not name or not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
+        raise ValueError(f"bench result name {name!r}: use letters, digits, '-', '_' or '.' only")
+    return name
+
+
 def write_result(name: str, payload: dict, results_dir: Path | str | None = None) -> Path:
     """Write ``payload`` plus machine info to ``<results_dir>/<name>.json`` atomically.
 
@@ -116,8 +123,7 @@ def write_result(name: str, payload: dict, results_dir: Path | str | None = None
     Path
         The file written.
     """
-    if not name or not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
-        raise ValueError(f"bench result name {name!r}: use letters, digits, '-', '_' or '.' only")
+    result_name(name)
     from ptycho_exp.results import write_json
 
     path = Path(results_dir) if results_dir is not None else RESULTS_DIR

@@ -103,7 +103,7 @@ class IterativeConfig:
 @dataclass
 class ModelConfig:
     name: str = "pinn"                # pinn | baseline | ptylab | tike
-    n_filters_scale: int = 2
+    n_filters_scale: float = 2        # width: filters scale x [32, 64, 128] at N=64, rounded (1.5: 48, 96, 192)
     nll_weight: float = 1.0
     mae_weight: float = 0.0
     tv_weight: float = 0.0

@@ -115,7 +115,7 @@ def _seed(v: Any, c: Any) -> bool:
 def _decoder_channels(c: Any) -> int:
     """Channels of the PINN decoder's last block (models.blocks.encoder_filters(N, scale)[0]), without Keras."""
     levels = max(1, round(math.log2(max(int(c.data.N), 16))) - 3)
-    return int(c.model.n_filters_scale) * max(1, 128 >> (levels - 1))
+    return max(1, int(round(float(c.model.n_filters_scale) * max(1, 128 >> (levels - 1)))))
 
 
 def _optional(check: Check) -> Check:
@@ -200,7 +200,7 @@ RANGES: tuple[tuple[str, Check, Any], ...] = (
     ("data.reader.saturation", _optional(lambda v, c: v > 0),
      "must be > 0 counts or null (the integer dtype's maximum)"),
     # model
-    ("model.n_filters_scale", lambda v, c: 1 <= v <= 16, "must be in 1..16 (e.g. model.n_filters_scale=2)"),
+    ("model.n_filters_scale", lambda v, c: 1 <= v <= 16, "must be in 1..16 (e.g. model.n_filters_scale=2 or 1.5)"),
     ("model.border_channels", lambda v, c: 0 <= v < _decoder_channels(c),
      "must be >= 0 and below the decoder's last-block channels (32 * model.n_filters_scale at N=64); "
      "0 lets the border branch read them all, PtychoPINN reserves 4"),

@@ -74,6 +74,7 @@ def test_every_group_option_composes(group):
     ("data.scan=random data.n_random_positions=1000000", "data.n_random_positions"),
     # model
     ("model.n_filters_scale=0", "model.n_filters_scale"), ("model.n_filters_scale=17", "model.n_filters_scale"),
+    ("model.n_filters_scale=0.5", "model.n_filters_scale"),
     ("model.border_channels=-1", "model.border_channels"),
     ("model.n_filters_scale=1 model.border_channels=32", "model.border_channels"),
     ("model.border_activation=tanh", "model.border_activation"),

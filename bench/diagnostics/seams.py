@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/_common.py
-from _common import write_result  # noqa: E402
+from _common import result_name, write_result  # noqa: E402
 
 
 def seam_index(image: np.ndarray, period: int, axis: int) -> tuple[float, int]:
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("recons", nargs="+", help="score folders or recon.npz files, each optionally LABEL=PATH")
     p.add_argument("--periods", type=int, nargs="+", default=[5, 10, 20])
-    p.add_argument("--name", default="seams")
+    p.add_argument("--name", type=result_name, default="seams")
     args = p.parse_args(argv)
     rows = [describe(r, args.periods) for r in args.recons]
     for r in rows:

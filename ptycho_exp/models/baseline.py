@@ -71,7 +71,7 @@ def build_baseline(cfg: Any, N: int, gridsize: int, *, dtype: str = "float32") -
         With ``.inference_model``, ``.net`` and ``.n_params`` (~4.6 M at N=64, scale 2).
     """
     C = int(gridsize) ** 2
-    scale = int(cfg.n_filters_scale)
+    scale = float(cfg.n_filters_scale)
     trunk = list(reversed(encoder_filters(N, scale)))
     diff_in = keras.Input((N, N, C), name="diffraction")
     z = encoder(diff_in, N, scale, dtype)
@@ -83,7 +83,7 @@ def build_baseline(cfg: Any, N: int, gridsize: int, *, dtype: str = "float32") -
     obj = ComplexFromAmpPhase(name="object")(outs)
     inference = keras.Model(diff_in, obj, name="baseline_inference")
     model = BaselineModel(inference, net, name="baseline")
-    log.info("baseline: N=%d gridsize=%d n_filters_scale=%d -> %d parameters", N, gridsize, scale,
+    log.info("baseline: N=%d gridsize=%d n_filters_scale=%g -> %d parameters", N, gridsize, scale,
              model.n_params)
     return model
 

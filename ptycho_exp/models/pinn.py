@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import losses
-from .blocks import conv_up_block, decoder_trunk, encoder, encoder_filters
+from .blocks import conv_up_block, decoder_trunk, encoder, encoder_filters, scaled_filters
 from .layers import (
     BorderCombine,
     CentreOnCanvas,
@@ -267,7 +267,7 @@ def build_pinn(cfg: Any, N: int, gridsize: int, probe: np.ndarray, nphotons: flo
         ~2.25 M at N=64, gridsize 1, scale 2).
     """
     C = int(gridsize) ** 2
-    scale = int(cfg.n_filters_scale)
+    scale = float(cfg.n_filters_scale)
     object_big = bool(cfg.object_big)
     probe_big = bool(cfg.probe_big)
     support = object_support(cfg, N)
@@ -288,8 +288,9 @@ def build_pinn(cfg: Any, N: int, gridsize: int, probe: np.ndarray, nphotons: flo
         raise ValueError(f"model.border_channels={border_channels} is invalid: choose 0 to {last - 1} "
                          f"(the decoder's last block has {last} channels)")
     dec = dict(border_channels=border_channels, border_activation=border_activation)
-    amp = _pinn_decoder(z, trunk, c_dec, "amp", _sigmoid, N, 32 * scale, probe_big, dtype, **dec)
-    phase = _pinn_decoder(z, trunk, c_dec, "phase", _pi_tanh, N, 32 * scale, probe_big, dtype, **dec)
+    border_filters = scaled_filters(32, scale)
+    amp = _pinn_decoder(z, trunk, c_dec, "amp", _sigmoid, N, border_filters, probe_big, dtype, **dec)
+    phase = _pinn_decoder(z, trunk, c_dec, "phase", _pi_tanh, N, border_filters, probe_big, dtype, **dec)
     obj = ComplexFromAmpPhase(name="object")([amp, phase])
 
     if C > 1:
@@ -317,5 +318,5 @@ def build_pinn(cfg: Any, N: int, gridsize: int, probe: np.ndarray, nphotons: flo
     model = PinnModel(inference, physics, channels=C, N=N, nphotons=nphotons, weights=weights,
                       scale_trainable=bool(cfg.intensity_scale_trainable),
                       support=support, name="pinn")
-    log.info("PINN: N=%d gridsize=%d n_filters_scale=%d -> %d parameters", N, gridsize, scale, model.n_params)
+    log.info("PINN: N=%d gridsize=%d n_filters_scale=%g -> %d parameters", N, gridsize, scale, model.n_params)
     return model

@@ -97,6 +97,34 @@ def test_parameter_counts_match_spec():
         encoder_filters(48, 2)
 
 
+def test_a_fractional_width_rounds_every_level_and_scales_the_work():
+    """model.n_filters_scale=1.5: 48 / 96 / 192 filters; parameters and multiply-adds lie between widths 1 and 2."""
+    import keras
+    from omegaconf import OmegaConf
+
+    from ptycho_exp.models.blocks import encoder_filters
+    from ptycho_exp.models.pinn import build_pinn
+    from ptycho_exp.physics.probe import make_probe
+    from ptycho_exp.validate import _decoder_channels
+
+    assert encoder_filters(64, 1.5) == [48, 96, 192]
+    assert encoder_filters(128, 1.5) == [24, 48, 96, 192]
+    assert _decoder_channels(OmegaConf.create({"data": {"N": 64}, "model": {"n_filters_scale": 1.5}})) == 48
+
+    def macs(model):  # multiply-adds per pattern of every convolution
+        return sum(c.output.shape[1] * c.output.shape[2] * c.kernel_size[0] * c.kernel_size[1]
+                   * c.input.shape[-1] * c.output.shape[-1]
+                   for c in model.layers if isinstance(c, keras.layers.Conv2D))
+
+    probe = make_probe("ideal_disk", 64)
+    nets = {s: build_pinn(_model_cfg(n_filters_scale=s), 64, 1, probe, 1e9) for s in (1, 1.5, 2)}
+    assert nets[1].n_params < nets[1.5].n_params < nets[2].n_params
+    w = {s: macs(n.inference_model) for s, n in nets.items()}
+    # the convolutions between hidden layers dominate, so the work grows about as the square of the width
+    assert 0.5 < w[1.5] / w[2] / (1.5 / 2) ** 2 < 1.1 and w[1.5] < 0.6 * w[2]
+    assert nets[1.5].inference_model.get_layer("amp_out").input.shape[-1] == 48
+
+
 def test_reserved_border_channels_reproduce_the_reference_layout():
     """model.border_channels / border_activation: the layout PtychoPINN (712c23f3) documents for its grid-lines
     model at N=64, g=1, n_filters_scale 2 (2,331,772 parameters with probe.big, 2,252,026 without), with the
