@@ -28,13 +28,7 @@ from scipy.ndimage import gaussian_filter
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/_common.py
 from _common import result_name, write_result  # noqa: E402
 
-
-def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson correlation of two arrays of the same shape (0 where either is constant)."""
-    a = np.asarray(a, np.float64).ravel() - np.mean(a)
-    b = np.asarray(b, np.float64).ravel() - np.mean(b)
-    den = np.sqrt((a @ a) * (b @ b))
-    return float(a @ b / den) if den > 0 else 0.0
+from ptycho_exp.evaluate.metrics import pearson  # noqa: E402  (the job's own r: 0 where either image is constant)
 
 
 def band_scores(recon: np.ndarray, truth: np.ndarray, sigma: float) -> dict:
