@@ -110,6 +110,7 @@ def job_patches(job: Path, test: Path) -> tuple[np.ndarray, np.ndarray, np.ndarr
     scan = load_contract_npz(test)
     groups, _ = group_scan(scan.positions, round(C ** 0.5), str(meta.get("grouping", "knn")),
                            meta.get("neighbour_step"))
+    groups = np.unique(groups, axis=0)  # block grouping anchors each block at each of its C positions
     offsets = relative_offsets(scan.positions, groups) if C > 1 else None
     pred = predict_patches(model, np.moveaxis(scan.diffraction[groups], 1, -1), float(meta["norm_factor"]),
                            offsets=offsets)
