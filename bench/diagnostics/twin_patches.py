@@ -13,7 +13,7 @@ whose reflected r is the larger is counted as reflected. Reading: about 0 % refl
 the object; a large fraction, with groups split between the two, means the network picks object or twin patch
 by patch, and the stitched image becomes a mosaic of disagreeing tiles.
 
-Input: a job folder (its saved network predicts the test file's patches: each position's patch, reflected about
+Input: a job folder (its saved network predicts each test position's patch, tested against the reflection about
 its group's centroid) or an NPZ of patches from any code with keys ``patches`` (M, N, N) complex,
 ``positions`` (M, 2) [y, x] patch centres and optionally ``centres`` (M, 2) reflection centres (default: the
 positions). ``--test`` is a contract NPZ with ``objectGuess`` (e.g. from ``ptycho-exp data export``).
