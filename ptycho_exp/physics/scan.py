@@ -312,11 +312,10 @@ def order_channels(positions: np.ndarray, groups: np.ndarray, decimals: int = 3)
 
     A fixed geometric order is what lets a network that sees the C patterns as channels (but not
     their offsets) tell which neighbour lies where: with the members in drawing order, channel 1 is
-    above the centre in one sample and to its left in the next, and a g=2 PINN trained on such
-    samples learns little more than each patch's mean (measured: amplitude SSIM 0.31 vs 0.37 after 6
-    epochs at N=64). The order is also what tells the object from its twin: for a group symmetric
-    about its centroid (a g x g block), a real object under a real symmetric probe and its point
-    reflection give the same patterns with the channels reversed. Trained with each group's channels
+    above the centre in one sample and to its left in the next. The order is also what tells the
+    object from its twin: for a group symmetric about its centroid (a g x g block), a real object
+    under a real symmetric probe and its point reflection give the same patterns with the channels
+    reversed. Trained with each group's channels
     in a random order, a g=2 PINN on an amplitude-only object predicted the twin in about half its
     test patches (amplitude SSIM 0.50 against 0.66 in raster order, 2,048 groups x 20 epochs).
     Positions are compared after rounding to ``decimals`` (sub-px jitter of a grid keeps the grid's
