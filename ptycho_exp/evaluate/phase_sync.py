@@ -1,0 +1,104 @@
+"""Align the constant phase of overlapping object patches (angular synchronisation).
+
+One far-field pattern leaves the constant phase of its patch free: ``|FFT(P o e^{ic})| = |FFT(P o)|``. A
+network that predicts each patch from one pattern (gridsize 1) can therefore give neighbouring patches
+phase levels that disagree, and their stitched average blurs or flattens the phase at the scale of the scan
+step. Where patches overlap, their relative levels are fixed by the data they share: patch ``i`` and patch
+``j`` should agree on the object pixels both cover. This module finds one phase factor per patch that makes
+them agree best, the leading eigenvector of the Hermitian matrix of overlap inner products (Singer,
+"Angular synchronization by eigenvectors and semidefinite programming", Appl. Comput. Harmon. Anal. 30, 2011),
+which maximises ``sum_ij |z_ij| cos(theta_i - theta_j - arg z_ij)`` in its spectral relaxation.
+Only relative levels are fixed; the global phase stays free, as in any ptychographic reconstruction.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["align_patch_phases"]
+
+
+def _overlap_products(windows: np.ndarray, pos: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """``z_k = sum(w_i * conj(w_j))`` over the object pixels both windows of pair ``k = (i, j)`` cover."""
+    w = windows.shape[-1]
+    z = np.empty(len(pairs), np.complex128)
+    for k, (i, j) in enumerate(pairs):
+        dy, dx = pos[j] - pos[i]
+        a = windows[i, max(0, dy):w + min(0, dy), max(0, dx):w + min(0, dx)]
+        b = windows[j, max(0, -dy):w + min(0, -dy), max(0, -dx):w + min(0, -dx)]
+        z[k] = np.vdot(b, a)
+    return z
+
+
+def _leading_unit_vector(h) -> np.ndarray:
+    """Phases (unit-modulus entries) of the leading eigenvector of a Hermitian (sparse) matrix."""
+    from scipy.sparse.linalg import eigsh
+
+    n = h.shape[0]
+    if n <= 64:
+        v = np.linalg.eigh(h.toarray())[1][:, -1]
+    else:
+        v = eigsh(h, k=1, which="LA")[1][:, 0]
+    mag = np.abs(v)
+    return np.where(mag > 0, v / np.where(mag > 0, mag, 1.0), 1.0)
+
+
+def align_patch_phases(patches, positions, window: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Multiply each patch by the phase factor that best matches its overlapping neighbours.
+
+    Parameters
+    ----------
+    patches : ndarray, complex, shape (M, N, N)
+        Object patches; ``patch[i, j]`` samples ``obj[y - N/2 + i, x - N/2 + j]``
+        (:mod:`ptycho_exp.evaluate.stitch`).
+    positions : array_like, shape (M, 2)
+        Patch centres ``[y, x]`` in object pixels; rounded to whole pixels to find the overlaps.
+    window : int, optional
+        Side of the central part of each patch that is compared with its neighbours (default: the
+        stitching crop, :func:`~ptycho_exp.evaluate.stitch.default_crop`, the part that is kept; a
+        network's patch is least reliable towards its edges).
+
+    Returns
+    -------
+    aligned : ndarray, shape (M, N, N), the dtype of ``patches``
+        ``patches[m] * conj(u[m])``.
+    u : ndarray, complex128, shape (M,)
+        The unit phase factor found for each patch, ``u[m] = exp(i theta_m)``. Patches in separate groups of
+        overlapping patches are aligned within their group only; a patch that overlaps no other gets 1.
+
+    Notes
+    -----
+    With ``z_ij`` the inner product of patches ``i`` and ``j`` over their common pixels, ``u`` is the
+    leading eigenvector of ``H = [z_ij]`` taken to unit modulus. When the patches are one object up to a
+    constant phase each, ``H`` has rank one and the factors are exact (up to one global phase); the
+    amplitude weighting of ``z_ij`` lets bright, well-determined overlaps count more.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    from ptycho_exp.evaluate.stitch import default_crop
+
+    patches = np.asarray(patches)
+    if patches.ndim != 3 or patches.shape[1] != patches.shape[2]:
+        raise ValueError(f"patches must have shape (M, N, N), got {patches.shape}")
+    m, n, _ = patches.shape
+    pos = np.rint(np.asarray(positions, dtype=np.float64)).astype(np.int64)
+    if pos.shape != (m, 2):
+        raise ValueError(f"positions must have shape ({m}, 2), got {pos.shape}")
+    w = default_crop(n) if window is None else int(window)
+    if not 1 <= w <= n:
+        raise ValueError(f"window must be between 1 and the patch size {n}, got {w}")
+    a = n // 2 - w // 2
+    windows = patches[:, a:a + w, a:a + w]
+    pairs = cKDTree(pos).query_pairs(w - 1, p=np.inf, output_type="ndarray") if m > 1 else np.empty((0, 2), int)
+    z = _overlap_products(windows, pos, pairs)
+    rows, cols = np.r_[pairs[:, 0], pairs[:, 1]], np.r_[pairs[:, 1], pairs[:, 0]]
+    h = coo_matrix((np.r_[z, z.conj()], (rows, cols)), shape=(m, m)).tocsr()
+    u = np.ones(m, np.complex128)
+    linked = coo_matrix((np.ones(rows.size), (rows, cols)), shape=(m, m))
+    n_comp, label = connected_components(linked, directed=False)
+    for c in range(n_comp):
+        idx = np.flatnonzero(label == c)
+        if idx.size > 1:
+            u[idx] = _leading_unit_vector(h[idx][:, idx])
+    return (patches * u.conj()[:, None, None]).astype(patches.dtype, copy=False), u
