@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/_common.py
 from _common import result_name, write_result  # noqa: E402
-from twin_patches import job_patches, npz_patches  # noqa: E402
+from twin_patches import job_patches, npz_patches, truth_and_inputs  # noqa: E402
 
 from ptycho_exp.evaluate.phase_sync import align_patch_phases  # noqa: E402
 from ptycho_exp.evaluate.pipeline import evaluate_reconstruction  # noqa: E402
@@ -64,21 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--window", type=int, default=None, help="central part compared (default: the stitching crop)")
     ap.add_argument("--name", type=result_name, default="phase_sync")
     args = ap.parse_args(argv)
-    if not args.test.is_file():
-        print(f"{args.test}: not found (a contract NPZ with objectGuess, from ptycho-exp data export)",
-              file=sys.stderr)
+    obj = truth_and_inputs(args.test, args.inputs)
+    if obj is None:
         return 2
-    with np.load(args.test, allow_pickle=False) as z:
-        if "objectGuess" not in z:
-            print(f"{args.test}: no 'objectGuess' (the truth); export the test scan with ptycho-exp data export",
-                  file=sys.stderr)
-            return 2
-        obj = z["objectGuess"]
-    for arg in args.inputs:
-        p = Path(arg.rpartition("=")[2])
-        if not (p.is_dir() or p.is_file()):
-            print(f"{p}: not found (give a job folder or an NPZ of patches)", file=sys.stderr)
-            return 2
     rows = [describe(a, obj, args.test, args.window) for a in args.inputs]
     for r in rows:
         b, a = r["as_predicted"], r["aligned"]

@@ -144,6 +144,26 @@ def describe(arg: str, obj: np.ndarray, test: Path, crop: int, part: str) -> dic
             "r_best_q10_q50_q90": q(np.maximum(r_direct, r_twin))}
 
 
+def truth_and_inputs(test: Path, inputs: list[str]) -> np.ndarray | None:
+    """The test file's truth (``objectGuess``), once every ``[LABEL=]PATH`` input exists; None (after one line on
+    stderr naming the file and the fix) otherwise."""
+    if not test.is_file():
+        print(f"{test}: not found (a contract NPZ with objectGuess, from ptycho-exp data export)", file=sys.stderr)
+        return None
+    with np.load(test, allow_pickle=False) as z:
+        if "objectGuess" not in z:
+            print(f"{test}: no 'objectGuess' (the truth); export the test scan with ptycho-exp data export",
+                  file=sys.stderr)
+            return None
+        obj = z["objectGuess"]
+    for arg in inputs:
+        p = Path(arg.rpartition("=")[2])
+        if not (p.is_dir() or p.is_file()):
+            print(f"{p}: not found (give a job folder or an NPZ of patches)", file=sys.stderr)
+            return None
+    return obj
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("inputs", nargs="+", help="[LABEL=]JOB_DIR or [LABEL=]PATCHES.npz")
@@ -152,17 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--part", choices=("amp", "phase"), default="amp")
     ap.add_argument("--name", type=result_name, default="twin_patches")
     args = ap.parse_args(argv)
-    with np.load(args.test, allow_pickle=False) as z:
-        if "objectGuess" not in z:
-            print(f"{args.test}: no 'objectGuess' (the truth); export the test scan with ptycho-exp data export",
-                  file=sys.stderr)
-            return 2
-        obj = z["objectGuess"]
-    for arg in args.inputs:
-        p = Path(arg.rpartition("=")[2])
-        if not (p.is_dir() or p.is_file()):
-            print(f"{p}: not found (give a job folder or an NPZ of patches)", file=sys.stderr)
-            return 2
+    obj = truth_and_inputs(args.test, args.inputs)
+    if obj is None:
+        return 2
     rows = [describe(a, obj, args.test, args.crop, args.part) for a in args.inputs]
     for r in rows:
         print(f"{r['label']}: {r['reflected_fraction']:.1%} of {r['n_patches']} patches reflected "
