@@ -315,9 +315,9 @@ def order_channels(positions: np.ndarray, groups: np.ndarray, decimals: int = 3)
     above the centre in one sample and to its left in the next. The order is also what tells the
     object from its twin: for a group symmetric about its centroid (a g x g block), a real object
     under a real symmetric probe and its point reflection give the same patterns with the channels
-    reversed. Trained with each group's channels
-    in a random order, a g=2 PINN on an amplitude-only object predicted the twin in about half its
-    test patches (amplitude SSIM 0.50 against 0.66 in raster order, 2,048 groups x 20 epochs).
+    reversed. Trained with each group's channels in a random order, a g=2 PINN on an amplitude-only
+    object predicted the twin in about half its test patches (amplitude SSIM 0.50 against 0.66 in
+    raster order, 2,048 groups x 20 epochs).
     Positions are compared after rounding to ``decimals`` (sub-px jitter of a grid keeps the grid's
     order only up to that).
 
