@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--norm", choices=("model", "scan"), default="model",
                    help="model (default): multiply the patterns by the training set's normalisation factor, as "
                         "the job did with its test scan; scan: by this scan's own factor (another dose)")
+    p.add_argument("--phase-sync", action="store_true",
+                   help="align each patch's constant phase with its overlapping neighbours before stitching, as "
+                        "a job with eval.phase_sync=true does (the scan is predicted twice)")
     p = sub.add_parser("rerun", help="re-run a finished job in a new folder and compare its metrics")
     p.add_argument("job_dir")
     p.add_argument("--out", help="new job folder (default <sweep dir>_reruns/<job> for a sweep job, "
@@ -181,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             load_contract_npz(args.data, check_intensity=False)  # a bad file fails before TensorFlow loads
             use_tensorflow_env()
 
-            print(predict_file(args.model_dir, args.data, args.out, norm=args.norm))
+            print(predict_file(args.model_dir, args.data, args.out, norm=args.norm, phase_sync=args.phase_sync))
             return 0
         if args.cmd == "rerun":
             from ptycho_exp.rerun import rerun_job

@@ -157,6 +157,9 @@ class EvalConfig:
     reference_algorithm: str = "ePIE"  # iterative reference (PtyLab): ePIE (stable on measured data) | mPIE
     reference_iterations: int = 300    # iterations of the iterative reference
     min_coverage: float = 0.5         # fraction of the test object the scan must cover for it to be scored
+    phase_sync: bool = False          # networks: align each predicted patch's constant phase with its overlapping
+    #                                   neighbours before stitching (evaluate/phase_sync.py); result.json keeps the
+    #                                   scores as predicted under phase_sync.as_predicted
     figures: bool = True
     save_recon: bool = True
 

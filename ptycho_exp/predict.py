@@ -9,13 +9,15 @@ for a scan recorded at another dose than the training data. Patterns are grouped
 when the model was trained with gridsize > 1 (knn or g x g grid blocks, as the model's training groups
 were), predicted in batches, and each batch's central crops are added to the stitched object at the scan
 positions, so only the object and one batch are held (an ``.h5`` scan's patterns are read from the file
-batch by batch).
+batch by batch). With ``--phase-sync`` each patch's constant phase is first aligned with its overlapping
+neighbours (:mod:`ptycho_exp.evaluate.phase_sync`), as a job with ``eval.phase_sync=true`` scores it.
 """
 from __future__ import annotations
 
 import io
 import json
 import logging
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -154,7 +156,8 @@ def predict_scan(model, diffraction: np.ndarray, positions: np.ndarray, gridsize
 
 def stitch_predictions(model, samples, positions: np.ndarray, norm_factor: float, crop: int,
                        origin=None, shape=None, batch_size: int = 256,
-                       offsets: np.ndarray | None = None):
+                       offsets: np.ndarray | None = None, phase_factors: np.ndarray | None = None,
+                       windows_out: np.ndarray | None = None):
     """Predict samples batch by batch and add each batch's patches to the stitched object at once.
 
     Memory is the canvas plus one batch, whatever the number of samples: the patterns are read per batch
@@ -178,6 +181,12 @@ def stitch_predictions(model, samples, positions: np.ndarray, norm_factor: float
         Samples per forward pass.
     offsets : np.ndarray, optional
         (n, C, 2), for a PINN with C > 1.
+    phase_factors : np.ndarray, optional
+        (n * C,) unit complex factors ``u``: patch ``m`` is stitched as ``patch * conj(u[m])``
+        (:func:`ptycho_exp.evaluate.phase_sync.patch_phase_factors`).
+    windows_out : np.ndarray, optional
+        (n * C, w, w) complex array filled with each predicted patch's central ``w`` x ``w`` window (before
+        ``phase_factors``), what :func:`~ptycho_exp.evaluate.phase_sync.patch_phase_factors` needs.
 
     Returns
     -------
@@ -194,15 +203,56 @@ def stitch_predictions(model, samples, positions: np.ndarray, norm_factor: float
     N = int(samples.shape[1])
     acc = StitchAccumulator(positions.reshape(-1, 2), N, crop, shape=shape, origin=origin)
     seconds, t0 = 0.0, time.perf_counter()
+    if windows_out is not None:
+        w = windows_out.shape[-1]
+        a = N // 2 - w // 2
     for start, stop, pred in predicted_batches(model, samples, norm_factor, batch_size, offsets):
         seconds += time.perf_counter() - t0
-        acc.add(np.moveaxis(pred, -1, 1).reshape(-1, N, N), positions[start:stop].reshape(-1, 2))
+        patches = np.moveaxis(pred, -1, 1).reshape(-1, N, N)
+        lo, hi = start * pred.shape[-1], stop * pred.shape[-1]  # patch rows of samples start:stop
+        if windows_out is not None:
+            windows_out[lo:hi] = patches[:, a:a + w, a:a + w]
+        if phase_factors is not None:
+            patches = (patches * np.conj(phase_factors[lo:hi])[:, None, None]).astype(patches.dtype, copy=False)
+        acc.add(patches, positions[start:stop].reshape(-1, 2))
         t0 = time.perf_counter()
     return acc.result(), seconds + time.perf_counter() - t0
 
 
+def stitch_phase_synced(stitch, positions: np.ndarray, crop: int):
+    """Stitch twice: as predicted, then with each patch's constant phase aligned to its neighbours.
+
+    The first pass keeps each patch's central ``crop`` x ``crop`` window (the part stitching keeps), the
+    phase factors are found from those (:func:`ptycho_exp.evaluate.phase_sync.patch_phase_factors`), and the
+    second pass predicts and stitches again with them applied. Memory: the canvas, one batch and the windows.
+
+    Parameters
+    ----------
+    stitch : callable
+        :func:`stitch_predictions` with everything but ``phase_factors`` / ``windows_out`` bound.
+    positions : np.ndarray
+        (M, 2) position of every patch, in the order predicted.
+    crop : int
+        The stitching crop; also the compared window.
+
+    Returns
+    -------
+    as_predicted, aligned : ptycho_exp.evaluate.stitch.Stitched
+    predict_seconds : float
+        Both passes.
+    """
+    from ptycho_exp.evaluate.phase_sync import patch_phase_factors
+
+    positions = np.asarray(positions, dtype=np.float64).reshape(-1, 2)
+    windows = np.empty((positions.shape[0], crop, crop), np.complex64)
+    as_predicted, s0 = stitch(windows_out=windows)
+    aligned, s1 = stitch(phase_factors=patch_phase_factors(windows, positions, window=crop))
+    return as_predicted, aligned, s0 + s1
+
+
 def stitch_scan(model, diffraction, positions: np.ndarray, gridsize: int, crop: int, batch_size: int = 256,
-                grouping: str = "knn", step: float | None = None, norm_factor: float | None = None):
+                grouping: str = "knn", step: float | None = None, norm_factor: float | None = None,
+                phase_sync: bool = False):
     """Predict and stitch one scan batch by batch (its patterns may stay in a file).
 
     Parameters
@@ -216,6 +266,9 @@ def stitch_scan(model, diffraction, positions: np.ndarray, gridsize: int, crop: 
     norm_factor : float, optional
         The factor the patterns are multiplied by (the training set's, ``norm.json``); None: computed on
         this scan (:func:`ptycho_exp.models.fit.compute_norm_factor`).
+    phase_sync : bool
+        Align each patch's constant phase with its overlapping neighbours before stitching
+        (:func:`stitch_phase_synced`; the scan is predicted twice).
 
     Returns
     -------
@@ -232,8 +285,9 @@ def stitch_scan(model, diffraction, positions: np.ndarray, gridsize: int, crop: 
     groups, notes = group_scan(positions, gridsize, grouping, step)
     norm = compute_norm_factor(diffraction) if norm_factor is None else float(norm_factor)  # read in chunks
     offsets = relative_offsets(positions, groups) if gridsize > 1 else None
-    st, _ = stitch_predictions(model, GroupedPatterns(diffraction, groups), positions[groups], norm, crop,
-                               batch_size=batch_size, offsets=offsets)
+    stitch = partial(stitch_predictions, model, GroupedPatterns(diffraction, groups), positions[groups], norm, crop,
+                     batch_size=batch_size, offsets=offsets)
+    st = stitch_phase_synced(stitch, positions[groups], crop)[1] if phase_sync else stitch()[0]
     return st, norm, notes
 
 
@@ -241,7 +295,8 @@ NORM_CHOICES = ("model", "scan")
 
 
 def predict_file(model_dir: Path | str, data_path: Path | str, out_path: Path | str,
-                 crop: int | None = None, batch_size: int = 256, norm: str = "model") -> str:
+                 crop: int | None = None, batch_size: int = 256, norm: str = "model",
+                 phase_sync: bool = False) -> str:
     """Reconstruct the scan in ``data_path`` with the network in ``model_dir``; write an NPZ atomically.
 
     Parameters
@@ -262,6 +317,9 @@ def predict_file(model_dir: Path | str, data_path: Path | str, out_path: Path | 
     norm : {"model", "scan"}
         model: the training set's normalisation factor from ``norm.json`` (what the job applied to its test
         scan); scan: the factor computed on this scan (another dose than the training data).
+    phase_sync : bool
+        Align each patch's constant phase with its overlapping neighbours before stitching, as a job with
+        ``eval.phase_sync=true`` does (:func:`stitch_phase_synced`).
 
     Returns
     -------
@@ -305,12 +363,13 @@ def predict_file(model_dir: Path | str, data_path: Path | str, out_path: Path | 
     factor = float(meta["norm_factor"]) if norm == "model" else None
     st, norm_factor, notes = stitch_scan(model, scan.diffraction, scan.positions, gridsize, crop, batch_size,
                                          grouping=str(meta.get("grouping", "knn")), step=meta.get("neighbour_step"),
-                                         norm_factor=factor)
+                                         norm_factor=factor, phase_sync=phase_sync)
     buf = io.BytesIO()
     np.savez_compressed(buf, object=st.image.astype(np.complex64), weight=st.weight.astype(np.float32),
                         origin=np.asarray(st.origin, np.int64), positions=scan.positions.astype(np.float64),
                         crop=np.int64(crop), N=np.int64(N), norm_factor=np.float64(norm_factor),
-                        norm=np.array(norm), model=np.array(str(meta.get("model", "network"))))
+                        norm=np.array(norm), model=np.array(str(meta.get("model", "network"))),
+                        phase_sync=np.bool_(phase_sync))
     out = Path(out_path)
     atomic_write_bytes(out, buf.getvalue())
     return (f"wrote {out}: {st.image.shape[0]}x{st.image.shape[1]} object from {scan.n_positions} patterns "

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import resource
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -310,6 +311,7 @@ def run_science(cfg: Any, job_dir: Path) -> dict:
         evaluate_object,
         evaluate_reconstruction,
         metrics_validity,
+        scored_canvas,
         write_frc_csv,
     )
 
@@ -355,11 +357,22 @@ def run_science(cfg: Any, job_dir: Path) -> dict:
             timings["inference_s"] = time.time() - t1
             patches = np.moveaxis(pred, -1, 1).reshape(-1, pred.shape[1], pred.shape[2])
             t2 = time.time()
-            ev = evaluate_reconstruction(patches, positions, gt, crop=cfg.eval.crop,
-                                         upsample_factor=cfg.eval.upsample_factor, trim_px=cfg.eval.trim_px)
+            crop = scored_canvas(positions, patches.shape[-1], cfg.eval.crop)[0]
+            score = partial(evaluate_reconstruction, positions=positions, gt_object=gt, crop=cfg.eval.crop,
+                            upsample_factor=cfg.eval.upsample_factor, trim_px=cfg.eval.trim_px)
+            ev = score(patches)
+            if cfg.eval.phase_sync:
+                from ptycho_exp.evaluate.phase_sync import align_patch_phases
+
+                as_predicted = ev
+                ev = score(align_patch_phases(patches, positions, window=crop)[0])
             timings["eval_s"] = time.time() - t2
         else:  # patterns in a file (.h5): read, predicted and stitched batch by batch, no patches kept
-            ev, timings["inference_s"], timings["eval_s"] = _streamed_evaluation(cfg, fit, test, positions, gt)
+            ev, as_predicted, timings["inference_s"], timings["eval_s"] = _streamed_evaluation(
+                cfg, fit, test, positions, gt)
+            crop = scored_canvas(positions, int(test.diffraction.shape[1]), cfg.eval.crop)[0]
+        if cfg.eval.phase_sync:
+            out["phase_sync"] = phase_sync_record(as_predicted, crop)
         out["throughput"] = {"train_patterns_per_s": fit.train_patterns_per_s,
                              "inference_patterns_per_s": positions.shape[0] / max(timings["inference_s"], 1e-9)}
         out["resources"] = {"n_params": int(fit.n_params)}
@@ -430,21 +443,38 @@ def _streamed_evaluation(cfg: Any, fit: Any, test: Any, positions: np.ndarray, g
     predicted and added to the stitched object on the scored canvas, so memory holds the canvas and one
     batch, not the predicted patches. The scores equal those of the in-memory path on the same patterns.
 
+    With ``eval.phase_sync`` the scan is predicted twice (:func:`ptycho_exp.predict.stitch_phase_synced`;
+    inference time counts both passes).
+
     Returns
     -------
-    (EvalResult, inference seconds, evaluation seconds (stitching and scoring))
+    (EvalResult, EvalResult as predicted or None (without eval.phase_sync), inference seconds,
+    evaluation seconds (stitching and scoring))
     """
     from ptycho_exp.evaluate.pipeline import evaluate_stitched, scored_canvas
-    from ptycho_exp.predict import stitch_predictions
+    from ptycho_exp.predict import stitch_phase_synced, stitch_predictions
 
     t0 = time.time()
     N = int(test.diffraction.shape[1])
     crop, origin, shape = scored_canvas(positions, N, cfg.eval.crop)
-    st, predict_s = stitch_predictions(fit.model, test.diffraction, test.positions, fit.norm_factor, crop,
-                                       origin=origin, shape=shape, batch_size=cfg.eval.batch_size,
-                                       offsets=test.offsets)
-    ev = evaluate_stitched(st, gt, upsample_factor=cfg.eval.upsample_factor, trim_px=cfg.eval.trim_px)
-    return ev, predict_s, time.time() - t0 - predict_s
+    stitch = partial(stitch_predictions, fit.model, test.diffraction, test.positions, fit.norm_factor, crop,
+                     origin=origin, shape=shape, batch_size=cfg.eval.batch_size, offsets=test.offsets)
+    score = partial(evaluate_stitched, gt_object=gt, upsample_factor=cfg.eval.upsample_factor,
+                    trim_px=cfg.eval.trim_px)
+    if cfg.eval.phase_sync:
+        raw, st, predict_s = stitch_phase_synced(stitch, positions, crop)
+        return score(st), score(raw), predict_s, time.time() - t0 - predict_s
+    st, predict_s = stitch()
+    return score(st), None, predict_s, time.time() - t0 - predict_s
+
+
+def phase_sync_record(as_predicted: Any, window: int) -> dict:
+    """``result.json``'s ``phase_sync``: the scores of the patches as predicted (the job's ``metrics`` are
+    those of the aligned patches, so a reader sees what the alignment changed) and the compared window (px)."""
+    from ptycho_exp.evaluate.metrics import METRICS
+
+    return {"as_predicted": {k: v for k, v in as_predicted.metrics.items() if k in METRICS},
+            "window_px": int(window)}
 
 
 def settings_name(res: Any) -> str:

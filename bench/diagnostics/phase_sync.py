@@ -14,13 +14,18 @@ NPZ of any code's patches (keys ``patches`` (M, N, N) complex and ``positions`` 
 a contract NPZ with ``objectGuess`` (e.g. from ``ptycho-exp data export``). For a job, its own recorded
 metrics are listed beside the "as predicted" ones, which should equal them.
 
+With labels of the form ``ARM_s<seed>`` the result also has a ``summary`` per arm (mean, sd and values of
+each score, as predicted and aligned) and, with ``--versus ARM``, every other arm's seeds against that arm's
+(pairs won and the two-sided Mann-Whitney U test, ``scipy.stats.mannwhitneyu``; for MAE lower wins).
+
     python bench/diagnostics/phase_sync.py [LABEL=]JOB_DIR_OR_PATCHES_NPZ [...] --test TEST.npz \
-        [--window 20] [--name phase_sync]
+        [--window 20] [--versus ARM] [--name phase_sync]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -57,11 +62,49 @@ def describe(arg: str, obj: np.ndarray, test: Path, window: int | None) -> dict:
     return row
 
 
+def summarise(rows: list[dict], versus: str | None) -> dict:
+    """Per-arm statistics of the ``ARM_s<seed>`` rows, and each arm against ``versus``."""
+    from scipy.stats import mannwhitneyu
+
+    arms: dict[str, list[dict]] = {}
+    for r in rows:
+        m = re.fullmatch(r"(.+)_s(\d+)", r["label"])
+        if m:
+            arms.setdefault(m.group(1), []).append(r)
+    out: dict = {"arms": {}}
+    for arm, rs in arms.items():
+        out["arms"][arm] = {stage: {} for stage in ("as_predicted", "aligned")}
+        for stage, k in ((stage, k) for stage in ("as_predicted", "aligned") for k in SHOWN):
+            v = [r[stage][k] for r in rs]
+            out["arms"][arm][stage][k] = {"values": v, "mean": round(float(np.mean(v)), 4),
+                                          "sd": round(float(np.std(v, ddof=1)), 4) if len(v) > 1 else None}
+        out["arms"][arm]["seeds"] = [int(re.fullmatch(r".+_s(\d+)", r["label"]).group(1)) for r in rs]
+    if versus in arms:
+        out["versus"] = {"arm": versus, "what": "every seed of the arm against every seed of the compared arm: "
+                         "pairs the arm wins (phase_mae: lower wins) and the two-sided Mann-Whitney U p"}
+        for arm in arms:
+            if arm == versus:
+                continue
+            out["versus"][arm] = {}
+            for stage in ("as_predicted", "aligned"):
+                res = {}
+                for k in SHOWN:
+                    a = [r[stage][k] for r in arms[arm]]
+                    b = [r[stage][k] for r in arms[versus]]
+                    sign = -1.0 if k.endswith("mae") else 1.0
+                    won = sum(sign * (x - y) > 0 for x in a for y in b)
+                    p = float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
+                    res[k] = {"pairs": len(a) * len(b), "pairs_won": int(won), "mann_whitney_p": round(p, 3)}
+                out["versus"][arm][stage] = res
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("inputs", nargs="+", help="[LABEL=]JOB_DIR or [LABEL=]PATCHES.npz")
     ap.add_argument("--test", required=True, type=Path, help="contract NPZ with objectGuess")
     ap.add_argument("--window", type=int, default=None, help="central part compared (default: the stitching crop)")
+    ap.add_argument("--versus", help="arm (label prefix before _s<seed>) the other arms are compared with")
     ap.add_argument("--name", type=result_name, default="phase_sync")
     args = ap.parse_args(argv)
     obj = truth_and_inputs(args.test, args.inputs)
@@ -72,7 +115,11 @@ def main(argv: list[str] | None = None) -> int:
         b, a = r["as_predicted"], r["aligned"]
         print(f"{r['label']}: levels moved by {r['level_shift_circular_sd_rad']:.2f} rad (circular sd); "
               + ", ".join(f"{k} {b[k]:.3f} -> {a[k]:.3f}" for k in SHOWN))
-    write_result(args.name, {"test": str(args.test), "results": rows})
+    summary = summarise(rows, args.versus)
+    for arm, st in summary["arms"].items():
+        print(f"{arm} (seeds {st['seeds']}): " + ", ".join(
+            f"{k} {st['as_predicted'][k]['mean']:.3f} -> {st['aligned'][k]['mean']:.3f}" for k in SHOWN))
+    write_result(args.name, {"test": str(args.test), "results": rows, "summary": summary})
     return 0
 
 

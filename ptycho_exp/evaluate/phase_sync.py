@@ -14,32 +14,48 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["align_patch_phases"]
+__all__ = ["align_patch_phases", "patch_phase_factors"]
 
 
 def _overlap_products(windows: np.ndarray, pos: np.ndarray, pairs: np.ndarray) -> np.ndarray:
-    """``z_k = sum(w_i * conj(w_j))`` over the object pixels both windows of pair ``k = (i, j)`` cover."""
+    """``z_k = sum(w_i * conj(w_j))`` over the object pixels both windows of pair ``k = (i, j)`` cover.
+
+    Pairs with the same relative shift are done together (at most ``(2w - 1)**2`` shifts, whatever the
+    number of patches).
+    """
     w = windows.shape[-1]
     z = np.empty(len(pairs), np.complex128)
-    for k, (i, j) in enumerate(pairs):
-        dy, dx = pos[j] - pos[i]
-        a = windows[i, max(0, dy):w + min(0, dy), max(0, dx):w + min(0, dx)]
-        b = windows[j, max(0, -dy):w + min(0, -dy), max(0, -dx):w + min(0, -dx)]
-        z[k] = np.vdot(b, a)
+    if not len(pairs):
+        return z
+    d = pos[pairs[:, 1]] - pos[pairs[:, 0]]
+    shifts, which = np.unique(d, axis=0, return_inverse=True)
+    for s, (dy, dx) in enumerate(shifts):
+        k = np.flatnonzero(which.ravel() == s)
+        a = windows[pairs[k, 0], max(0, dy):w + min(0, dy), max(0, dx):w + min(0, dx)]
+        b = windows[pairs[k, 1], max(0, -dy):w + min(0, -dy), max(0, -dx):w + min(0, -dx)]
+        z[k] = np.einsum("kij,kij->k", a, b.conj())
     return z
 
 
 def _leading_unit_vector(h) -> np.ndarray:
-    """Phases (unit-modulus entries) of the leading eigenvector of a Hermitian (sparse) matrix."""
+    """Phases (unit-modulus entries) of the leading eigenvector of a Hermitian (sparse) matrix, the first 1.
+
+    Above 64 rows the problem is solved as the real symmetric ``[[Re, -Im], [Im, Re]]`` of twice the size,
+    whose leading eigenvectors are ``(Re v, Im v)`` for the leading ``v`` (times any phase): real Lanczos
+    takes a hundredth of the time of ARPACK's complex solver here (0.03 s against 4 s for 1,089 patches).
+    """
+    from scipy.sparse import bmat
     from scipy.sparse.linalg import eigsh
 
     n = h.shape[0]
     if n <= 64:
         v = np.linalg.eigh(h.toarray())[1][:, -1]
     else:
-        v = eigsh(h, k=1, which="LA")[1][:, 0]
-    mag = np.abs(v)
-    return np.where(mag > 0, v / np.where(mag > 0, mag, 1.0), 1.0)
+        real = bmat([[h.real, -h.imag], [h.imag, h.real]]).tocsr()
+        x = eigsh(real, k=1, which="LA", v0=np.ones(2 * n))[1][:, 0]  # a fixed start: the same factors each run
+        v = x[:n] + 1j * x[n:]
+    # unit factors; the global phase, which the eigenvector leaves free, is the first patch's own (factor 1)
+    return np.where(np.abs(v) > 0, np.exp(1j * (np.angle(v) - np.angle(v[0]))), 1.0)
 
 
 def align_patch_phases(patches, positions, window: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -62,8 +78,29 @@ def align_patch_phases(patches, positions, window: int | None = None) -> tuple[n
     aligned : ndarray, shape (M, N, N), the dtype of ``patches``
         ``patches[m] * conj(u[m])``.
     u : ndarray, complex128, shape (M,)
-        The unit phase factor found for each patch, ``u[m] = exp(i theta_m)``. Patches in separate groups of
-        overlapping patches are aligned within their group only; a patch that overlaps no other gets 1.
+        :func:`patch_phase_factors` of the patches.
+    """
+    patches = np.asarray(patches)
+    u = patch_phase_factors(patches, positions, window)
+    return (patches * u.conj()[:, None, None]).astype(patches.dtype, copy=False), u
+
+
+def patch_phase_factors(patches, positions, window: int | None = None) -> np.ndarray:
+    """The constant phase factor of each patch relative to its overlapping neighbours.
+
+    Parameters
+    ----------
+    patches, positions, window
+        As in :func:`align_patch_phases`. Only the central ``window`` of each patch is read: with ``window``
+        given, the central windows alone (shape (M, window, window)) give the factors of the whole patches.
+
+    Returns
+    -------
+    u : ndarray, complex128, shape (M,)
+        The unit phase factor of each patch, ``u[m] = exp(i theta_m)``; ``patches[m] * conj(u[m])`` agree
+        best. Patches in separate groups of overlapping patches are aligned within their group only; the
+        first patch of each group, and a patch that overlaps no other, gets 1 (the global phase is free), so
+        the same patches give the same factors every time.
 
     Notes
     -----
@@ -101,4 +138,4 @@ def align_patch_phases(patches, positions, window: int | None = None) -> tuple[n
         idx = np.flatnonzero(label == c)
         if idx.size > 1:
             u[idx] = _leading_unit_vector(h[idx][:, idx])
-    return (patches * u.conj()[:, None, None]).astype(patches.dtype, copy=False), u
+    return u

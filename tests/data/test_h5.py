@@ -272,6 +272,49 @@ def test_h5_test_scan_scores_from_batches_equal_the_in_memory_scores(scans, grid
     assert np.array_equal(got_obj.image, want_obj.image) and got_obj.origin == want_obj.origin
 
 
+class _LevelsModel(_StubModel):
+    """The stub, with a constant phase per patch that depends on its pattern (what one pattern leaves free)."""
+
+    def predict_on_batch(self, inputs):
+        out = super().predict_on_batch(inputs)
+        x = inputs[0] if len(self.inputs) > 1 else inputs
+        return (out * np.exp(1j * 40.0 * x.mean(axis=(1, 2), keepdims=True))).astype(np.complex64)
+
+
+@pytest.mark.parametrize("gridsize", [1, 2])
+def test_phase_synced_streaming_equals_aligning_all_patches(scans, gridsize):
+    """eval.phase_sync on a file's test scan (two passes, only the central windows kept between them) stitches
+    exactly what aligning all the predicted patches at once and stitching them gives; the first pass is the
+    plain stitch."""
+    from functools import partial
+
+    from ptycho_exp.data.datasets import heldout_groups, make_samples
+    from ptycho_exp.evaluate.phase_sync import align_patch_phases
+    from ptycho_exp.evaluate.pipeline import scored_canvas
+    from ptycho_exp.evaluate.stitch import stitch_patches
+    from ptycho_exp.models.fit import compute_norm_factor, predict_patches
+    from ptycho_exp.predict import stitch_phase_synced, stitch_predictions
+
+    streamed_scan, memory_scan = load_contract_npz(scans / "test.h5"), load_contract_npz(scans / "test.npz")
+    groups = heldout_groups(memory_scan, None, gridsize, 7, 5)
+    streamed, memory = make_samples(streamed_scan, groups), make_samples(memory_scan, groups)
+    model = _LevelsModel(N, gridsize ** 2, takes_offsets=gridsize > 1)
+    norm = compute_norm_factor(memory.diffraction)
+    pred = predict_patches(model, memory.diffraction, norm, batch_size=7, offsets=memory.offsets)
+    patches = np.moveaxis(pred, -1, 1).reshape(-1, N, N)
+    positions = memory.positions.reshape(-1, 2)
+    crop, origin, shape = scored_canvas(positions, N)
+    aligned, u = align_patch_phases(patches, positions, window=crop)
+    assert np.std(np.angle(u)) > 0.1  # the levels were there to undo
+    stitch = partial(stitch_predictions, model, streamed.diffraction, streamed.positions, norm, crop, origin=origin,
+                     shape=shape, batch_size=7, offsets=streamed.offsets)
+    raw, synced, seconds = stitch_phase_synced(stitch, streamed.positions, crop)
+    assert seconds > 0
+    for got, want in ((raw, patches), (synced, aligned)):
+        want = stitch_patches(want, positions, crop, origin=origin, shape=shape)
+        assert np.array_equal(got.image, want.image) and np.array_equal(got.weight, want.weight)
+
+
 def test_predict_command_on_h5_writes_the_npz_result(scans, tmp_path):
     """``ptycho-exp predict`` with a (freshly built, untrained) saved PINN: the .h5 scan, read batch by batch,
     gives the object, weights and normalisation it gives for the same scan as .npz."""

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from ptycho_exp.evaluate.phase_sync import align_patch_phases
+from ptycho_exp.evaluate.phase_sync import align_patch_phases, patch_phase_factors
 from ptycho_exp.evaluate.stitch import stitch_patches
 from ptycho_exp.physics.scan import extract_patches
 
@@ -39,6 +39,15 @@ def test_random_patch_phases_are_undone_up_to_one_global_phase():
     np.testing.assert_allclose(np.abs(u), 1.0)
     ratio = u / offset
     np.testing.assert_allclose(ratio, ratio[0], atol=1e-9)
+    # the global phase is fixed (the first patch keeps its own), so the same patches give the same factors
+    assert u[0] == 1.0
+    np.testing.assert_array_equal(align_patch_phases(truth * offset[:, None, None], pos)[1], u)
+    # the central windows alone give the factors of the whole patches
+    w = 12
+    a = N // 2 - w // 2
+    windows = (truth * offset[:, None, None])[:, a:a + w, a:a + w]
+    np.testing.assert_allclose(patch_phase_factors(windows, pos, window=w), patch_phase_factors(
+        truth * offset[:, None, None], pos, window=w), atol=1e-12)
 
 
 def test_stitched_phase_of_misaligned_patches_is_restored():

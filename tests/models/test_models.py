@@ -72,6 +72,11 @@ def pinn_g2_job(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def pinn_sync_job(tmp_path_factory):
+    return _run_job(tmp_path_factory, "pinn_sync", ["model=pinn", "eval.phase_sync=true"])
+
+
+@pytest.fixture(scope="module")
 def baseline_job(tmp_path_factory):
     return _run_job(tmp_path_factory, "baseline", ["model=baseline"])
 
@@ -599,6 +604,44 @@ def test_job_writes_every_metric(job, request):
         assert math.isfinite(on_disk["final_losses"][key])
     for name in ("history.csv", "loss.png", "frc.csv", "recon.npz", "model/model.keras", "model/norm.json"):
         assert (root / "job" / name).is_file(), name
+
+
+def test_a_phase_sync_job_scores_the_aligned_patches_and_keeps_the_scores_as_predicted(pinn_job, pinn_sync_job,
+                                                                                        tmp_path):
+    """eval.phase_sync=true: the same training (same seed) as the plain job; ``phase_sync.as_predicted`` holds
+    exactly the plain job's scores, and ``metrics`` are the aligned patches' (recomputed here from the saved
+    model); ``ptycho-exp predict --phase-sync`` stitches the same object the job scored."""
+    from ptycho_exp.data.datasets import build_datasets
+    from ptycho_exp.data.npz import save_contract_npz
+    from ptycho_exp.evaluate.phase_sync import align_patch_phases
+    from ptycho_exp.evaluate.pipeline import evaluate_reconstruction
+    from ptycho_exp.models.fit import load_network, predict_patches
+    from ptycho_exp.predict import predict_file
+
+    (_, plain), (root, sync) = pinn_job, pinn_sync_job
+    assert sync["status"] == "ok" and "phase_sync" not in plain
+    as_predicted = sync["phase_sync"]["as_predicted"]
+    assert {"amp_ssim", "phase_ssim", "phase_frc50", "phase_pearson"} <= set(as_predicted)
+    assert as_predicted == {k: plain["metrics"][k] for k in as_predicted}
+    assert sync["phase_sync"]["window_px"] == 10  # the stitching crop at N=32
+    assert sync["metrics"]["phase_mae"] != plain["metrics"]["phase_mae"]
+    cfg = sync["config"]
+    ds = build_datasets(cfg["data"], seed=cfg["seed"], cache_dir=root / "cache", need_train=False)
+    model, meta = load_network(root / "job")
+    pred = predict_patches(model, ds.test.diffraction, meta["norm_factor"], batch_size=cfg["eval"]["batch_size"])
+    patches, positions = pred[..., 0], ds.test.positions.reshape(-1, 2)
+    ev = evaluate_reconstruction(align_patch_phases(patches, positions, window=10)[0], positions,
+                                 ds.test_scan.object, upsample_factor=cfg["eval"]["upsample_factor"])
+    for key in as_predicted:
+        np.testing.assert_allclose(ev.metrics[key], sync["metrics"][key], rtol=1e-6, atol=1e-9, err_msg=key)
+    data = tmp_path / "test.npz"
+    save_contract_npz(data, ds.test_scan)
+    for flag in (False, True):
+        predict_file(root / "job", data, tmp_path / f"o{flag}.npz", phase_sync=flag)
+    with np.load(tmp_path / "oFalse.npz", allow_pickle=False) as a, \
+            np.load(tmp_path / "oTrue.npz", allow_pickle=False) as b:
+        assert bool(b["phase_sync"]) and not bool(a["phase_sync"])
+        assert np.array_equal(np.abs(a["weight"]), np.abs(b["weight"])) and not np.allclose(a["object"], b["object"])
 
 
 def test_predict_groups_a_scan_as_the_model_was_trained():
