@@ -16,7 +16,16 @@ An NPZ (read with ``allow_pickle=False``) or an HDF5 file (any name; read with h
 ``amplitude`` and ``phase``
     two (H, W) real images (``object = amplitude * exp(1j * phase)``).
 ``--key NAME`` picks another array (an HDF5 path such as ``/entry/object``). Leading axes of length 1
-(a channel or mode axis) are dropped.
+(a channel or mode axis) are dropped. Or, from a network that predicts one patch per pattern,
+
+``patches``
+    (M, N, N) complex object patches, one per test pattern in the test file's order
+    (``patch[i, j]`` samples ``obj[y - N/2 + i, x - N/2 + j]`` at the pattern's position), which are stitched
+    and scored exactly as a job stitches and scores its own network's patches
+    (:func:`~ptycho_exp.evaluate.pipeline.evaluate_reconstruction`). ``--phase-sync`` first aligns each patch's
+    constant phase with its overlapping neighbours, as a job with ``eval.phase_sync=true`` does, and keeps the
+    scores as predicted under ``phase_sync.as_predicted``. Patches are in the test frame by construction, so
+    the frame options below other than ``--transpose`` and ``--conjugate`` do not apply to them.
 
 Pixel frame
 -----------
@@ -49,6 +58,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -83,16 +93,19 @@ class ScoreOptions:
     upsample_factor: int = 50
     trim_px: int = 2
     figures: bool = True
+    phase_sync: bool = False  # patches only: align their constant phases first (eval.phase_sync)
 
 
 @dataclass
 class Recon:
-    """A reconstruction as read: the object, where its [0, 0] sits (or None: unknown), and how it was found."""
+    """A reconstruction as read: the object, where its [0, 0] sits (or None: unknown), and how it was found;
+    or (``patches`` set, ``object`` None) one patch per test pattern."""
 
-    object: np.ndarray
+    object: np.ndarray | None
     origin: tuple[float, float] | None
     positions: np.ndarray | None  # (M, 2) [y, x] in the reconstruction's own frame, when the file has them
     key: str
+    patches: np.ndarray | None = None
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -163,6 +176,22 @@ def _image(path: str, key: str, arr: np.ndarray, want_complex: bool) -> np.ndarr
     return a
 
 
+def _patches(path: str, arr: np.ndarray) -> np.ndarray:
+    """``arr`` checked as (M, N, N) finite complex patches."""
+    import numpy as np
+
+    a = np.asarray(arr)
+    if a.ndim != 3 or a.shape[1] != a.shape[2] or a.shape[0] == 0:
+        raise ExternalInputError(f"{path}: key 'patches' has shape {a.shape}: expected (M, N, N), one N x N patch "
+                                 "per test pattern. Fix: save the predicted patches so")
+    if a.dtype.kind != "c":
+        raise ExternalInputError(f"{path}: key 'patches' has dtype {a.dtype}: expected complex patches. Fix: save "
+                                 "amplitude * exp(1j * phase)")
+    if not np.all(np.isfinite(a)):
+        raise ExternalInputError(f"{path}: key 'patches' holds NaN/Inf values. Fix: repair them before saving")
+    return a
+
+
 def read_reconstruction(path: str | os.PathLike, key: str | None = None) -> Recon:
     """Read an external reconstruction (see the module docstring for the keys).
 
@@ -174,9 +203,12 @@ def read_reconstruction(path: str | os.PathLike, key: str | None = None) -> Reco
     import numpy as np
 
     path = os.fspath(path)
-    names = ((key,) if key else OBJECT_KEYS) + ("amplitude", "phase", "origin", "xcoords", "ycoords")
+    names = ((key,) if key else OBJECT_KEYS) + ("amplitude", "phase", "origin", "xcoords", "ycoords", "patches")
     arrays = _read_arrays(path, names)
     found = next((k for k in ((key,) if key else OBJECT_KEYS) if k in arrays), None)
+    if found is None and key is None and "patches" in arrays and "amplitude" not in arrays:
+        return Recon(object=None, origin=None, positions=None, key="patches",
+                     patches=_patches(path, arrays["patches"]))
     if found is not None:
         obj = _image(path, found, arrays[found], want_complex=True)
     elif key is None and "amplitude" in arrays and "phase" in arrays:
@@ -310,7 +342,13 @@ def score_reconstruction(recon_path: str, test_path: str, opts: ScoreOptions) ->
     from ptycho_exp.evaluate.stitch import covered_box, default_crop
 
     recon = read_reconstruction(recon_path, opts.key)
+    if opts.phase_sync and recon.patches is None:
+        raise ExternalInputError(f"{recon_path}: --phase-sync aligns patches, but this file holds a whole object "
+                                 f"('{recon.key}'). Fix: save the predicted patches under 'patches', or drop "
+                                 "--phase-sync")
     scan, gt, scored_against = load_test(test_path, opts.reference)
+    if recon.patches is not None:
+        return score_patches(recon, scan, gt, scored_against, opts, recon_path, test_path)
     obj, origin, how = place(recon, scan, opts, recon_path)
     crop = default_crop(scan.N) if opts.crop is None else int(opts.crop)
     box_origin, box_shape = covered_box(scan.positions, crop, scan.N)
@@ -322,6 +360,46 @@ def score_reconstruction(recon_path: str, test_path: str, opts: ScoreOptions) ->
     parts = {"eval_s": time.time() - t0, "scored_against": scored_against, "N": scan.N, "crop": crop,
              "n_positions": scan.n_positions, "origin": [float(origin[0]), float(origin[1])], "origin_from": how,
              "key": recon.key, "shape": list(recon.object.shape)}
+    return ev, parts
+
+
+def score_patches(recon: Recon, scan: Any, gt: np.ndarray, scored_against: str, opts: ScoreOptions,
+                  path: str, test_path: str) -> tuple[Any, dict]:
+    """Stitch and score one patch per test pattern as a job scores its network's (optionally phase-synced)."""
+    import numpy as np
+
+    from ptycho_exp.evaluate.pipeline import evaluate_reconstruction
+    from ptycho_exp.evaluate.stitch import covered_box, default_crop
+
+    if opts.pixel_origin is not None or opts.scan_corner:
+        raise ExternalInputError(f"{path}: --pixel-origin / --positions-from-test place an object image; patches "
+                                 "sit at the test file's positions. Fix: drop the option")
+    patches = recon.patches
+    if patches.shape[0] != scan.n_positions or patches.shape[1] != scan.N:
+        raise ExternalInputError(f"{path}: 'patches' has shape {patches.shape} but the test scan has "
+                                 f"{scan.n_positions} patterns of {scan.N} x {scan.N}. Fix: save one {scan.N} x "
+                                 f"{scan.N} patch per test pattern, in the test file's order")
+    if opts.transpose:
+        patches = np.swapaxes(patches, 1, 2)
+    if opts.conjugate:
+        patches = np.conj(patches)
+    crop = default_crop(scan.N) if opts.crop is None else int(opts.crop)
+    positions = np.asarray(scan.positions, np.float64)
+    check_covers(gt, (0.0, 0.0), *covered_box(positions, crop, scan.N), opts.reference or test_path, "reference")
+    score = partial(evaluate_reconstruction, positions=positions, gt_object=gt, crop=crop,
+                    upsample_factor=opts.upsample_factor, trim_px=opts.trim_px)
+    t0 = time.time()
+    ev = score(patches)
+    parts = {"scored_against": scored_against, "N": scan.N, "crop": crop, "n_positions": scan.n_positions,
+             "origin": None, "origin_from": "test positions (patches)", "key": recon.key,
+             "shape": list(patches.shape)}
+    if opts.phase_sync:
+        from ptycho_exp.evaluate.phase_sync import align_patch_phases, phase_sync_record
+
+        as_predicted = ev
+        ev = score(align_patch_phases(patches, positions, window=crop)[0])
+        parts["phase_sync"] = phase_sync_record(as_predicted.metrics, crop)
+    parts["eval_s"] = time.time() - t0
     return ev, parts
 
 
@@ -341,6 +419,9 @@ def job_record(recon_path: str, test_path: str, opts: ScoreOptions, ev: Any, par
                            "key": parts["key"], "shape": parts["shape"], "origin": parts["origin"],
                            "origin_from": parts["origin_from"], "transpose": opts.transpose,
                            "conjugate": opts.conjugate}}
+    if "phase_sync" in parts:
+        config["eval"]["phase_sync"] = True
+    extra = {"phase_sync": parts["phase_sync"]} if "phase_sync" in parts else {}
     return {"schema": SCHEMA_VERSION, "status": "ok", "error": None, "error_type": None,
             "config_hash": config_hash(config), "model": model, "seed": opts.seed, "tag": "",
             "metrics": ev.metrics, "metrics_version": METRICS_VERSION, "scored_against": parts["scored_against"],
@@ -348,7 +429,7 @@ def job_record(recon_path: str, test_path: str, opts: ScoreOptions, ev: Any, par
             "throughput": {}, "resources": {"n_params": None},
             "data": {"reference": parts["scored_against"], "test": {"n_positions": parts["n_positions"]}},
             "config": config,
-            "provenance": {**provenance(), "started_at": _iso(started), "finished_at": now_iso()}}
+            "provenance": {**provenance(), "started_at": _iso(started), "finished_at": now_iso()}, **extra}
 
 
 def _iso(t: float) -> str:
@@ -415,7 +496,8 @@ def add_score_parser(sub: argparse._SubParsersAction) -> None:
     defaults = ScoreOptions(label="")
     p = sub.add_parser("score", help="score a reconstruction made by any code on a test scan, as a job folder "
                                      "(model=external:<label>) the aggregator reads as one more arm")
-    p.add_argument("recon", help="NPZ or HDF5 with 'object' (complex) or 'amplitude' + 'phase'")
+    p.add_argument("recon", help="NPZ or HDF5 with 'object' (complex) or 'amplitude' + 'phase', or 'patches' "
+                                 "(M, N, N) complex, one per test pattern")
     p.add_argument("--test", required=True, help="the contract NPZ of the test scan (e.g. from `data export`)")
     p.add_argument("--out", required=True, help="job folder to write")
     p.add_argument("--label", help="arm name: model=external:<label> (default: the file name's stem)")
@@ -435,6 +517,9 @@ def add_score_parser(sub: argparse._SubParsersAction) -> None:
                                                                    "(default: a job's, 20 px at N=64)")
     p.add_argument("--upsample-factor", type=int, default=defaults.upsample_factor)
     p.add_argument("--trim-px", type=int, default=defaults.trim_px)
+    p.add_argument("--phase-sync", action="store_true",
+                   help="patches only: align each patch's constant phase with its overlapping neighbours before "
+                        "stitching, as a job with eval.phase_sync=true does")
     p.add_argument("--no-figures", action="store_true")
     p.set_defaults(handler=run_score)
 
@@ -446,7 +531,7 @@ def run_score(args: argparse.Namespace) -> int:
                         scan_corner=args.positions_from_test,
                         transpose=args.transpose, conjugate=args.conjugate, reference=args.reference,
                         seed=args.seed, crop=args.crop, upsample_factor=args.upsample_factor,
-                        trim_px=args.trim_px, figures=not args.no_figures)
+                        trim_px=args.trim_px, figures=not args.no_figures, phase_sync=args.phase_sync)
     rec = score_to_job(args.recon, args.test, args.out, opts)
     m = rec["metrics"]
     print(f"wrote {args.out}: {rec['model']} amp_ssim={m.get('amp_ssim', float('nan')):.4f} "

@@ -372,7 +372,9 @@ def run_science(cfg: Any, job_dir: Path) -> dict:
                 cfg, fit, test, positions, gt)
             crop = scored_canvas(positions, int(test.diffraction.shape[1]), cfg.eval.crop)[0]
         if cfg.eval.phase_sync:
-            out["phase_sync"] = phase_sync_record(as_predicted, crop)
+            from ptycho_exp.evaluate.phase_sync import phase_sync_record
+
+            out["phase_sync"] = phase_sync_record(as_predicted.metrics, crop)
         out["throughput"] = {"train_patterns_per_s": fit.train_patterns_per_s,
                              "inference_patterns_per_s": positions.shape[0] / max(timings["inference_s"], 1e-9)}
         out["resources"] = {"n_params": int(fit.n_params)}
@@ -466,15 +468,6 @@ def _streamed_evaluation(cfg: Any, fit: Any, test: Any, positions: np.ndarray, g
         return score(st), score(raw), predict_s, time.time() - t0 - predict_s
     st, predict_s = stitch()
     return score(st), None, predict_s, time.time() - t0 - predict_s
-
-
-def phase_sync_record(as_predicted: Any, window: int) -> dict:
-    """``result.json``'s ``phase_sync``: the scores of the patches as predicted (the job's ``metrics`` are
-    those of the aligned patches, so a reader sees what the alignment changed) and the compared window (px)."""
-    from ptycho_exp.evaluate.metrics import METRICS
-
-    return {"as_predicted": {k: v for k, v in as_predicted.metrics.items() if k in METRICS},
-            "window_px": int(window)}
 
 
 def settings_name(res: Any) -> str:

@@ -93,6 +93,36 @@ def test_score_of_our_own_reconstruction_equals_the_jobs_metrics(job, exported, 
     assert (tmp_path / "ext" / "compare_amp_phase.png").stat().st_size > 0
 
 
+def test_score_of_our_own_patches_equals_the_jobs_metrics_and_phase_sync_aligns_them(job, exported, tmp_path):
+    """Patches (one per test pattern) are stitched and scored as the job scored its own; --phase-sync scores the
+    aligned patches and keeps the job's scores under phase_sync.as_predicted."""
+    from ptycho_exp.data.npz import load_contract_npz
+    from ptycho_exp.evaluate.phase_sync import align_patch_phases
+    from ptycho_exp.evaluate.pipeline import evaluate_reconstruction
+    from ptycho_exp.models.fit import load_network, predict_patches
+
+    scan = load_contract_npz(exported["test"])
+    model, meta = load_network(job)
+    patches = predict_patches(model, scan.diffraction, meta["norm_factor"])[..., 0]
+    path = tmp_path / "patches.npz"
+    np.savez(path, patches=patches)
+    ours = json.loads((job / "result.json").read_text())["metrics"]
+    assert _score(tmp_path, path, exported["test"], "--label", "p", out="plain") == 0
+    assert _score(tmp_path, path, exported["test"], "--label", "p", "--phase-sync", out="synced") == 0
+    plain, synced = (json.loads((tmp_path / o / "result.json").read_text()) for o in ("plain", "synced"))
+    assert "phase_sync" not in plain and plain["config"]["external"]["key"] == "patches"
+    for k, v in ours.items():
+        assert plain["metrics"][k] == pytest.approx(v, rel=1e-6, abs=1e-6), k
+    as_predicted = synced["phase_sync"]["as_predicted"]
+    assert as_predicted == {k: plain["metrics"][k] for k in as_predicted} and "phase_ssim" in as_predicted
+    assert synced["config"]["eval"]["phase_sync"] is True
+    want = evaluate_reconstruction(align_patch_phases(patches, scan.positions, window=10)[0], scan.positions,
+                                   scan.object, upsample_factor=10).metrics
+    for k in as_predicted:
+        assert synced["metrics"][k] == pytest.approx(want[k], rel=1e-9, abs=1e-12), k
+    assert synced["metrics"]["phase_mae"] != plain["metrics"]["phase_mae"]
+
+
 def test_predict_norm_scan_uses_the_scans_own_factor(job, exported, recon, tmp_path):
     """--norm scan (a scan at another dose): the factor is this scan's own, not the training set's."""
     from ptycho_exp.data.npz import load_contract_npz
@@ -214,12 +244,30 @@ def _bad_inputs(tmp_path, obj, origin, test_path):
     cases["hdf5 without object"] = (p, test_path, [], "'object'")
     cases["no such reconstruction"] = (tmp_path / "absent.npz", test_path, [], "absent.npz")
     cases["bad label"] = (tmp_path / "goodobj.npz", test_path, ["--label", "a b/c"], "--label")
+    p = tmp_path / "object_for_sync.npz"
+    np.savez(p, object=obj, origin=origin)
+    cases["--phase-sync on an object"] = (p, test_path, ["--phase-sync"], "--phase-sync")
+    n = scan.N
+    p = tmp_path / "too_few_patches.npz"
+    np.savez(p, patches=np.ones((scan.n_positions - 1, n, n), np.complex64))
+    cases["a patch count that is not the test scan's"] = (p, test_path, [], "one")
+    p = tmp_path / "wrong_size_patches.npz"
+    np.savez(p, patches=np.ones((scan.n_positions, n + 2, n + 2), np.complex64))
+    cases["patches of another size"] = (p, test_path, [], "per test pattern")
+    p = tmp_path / "real_patches.npz"
+    np.savez(p, patches=np.ones((scan.n_positions, n, n), np.float32))
+    cases["real patches"] = (p, test_path, [], "complex")
+    p = tmp_path / "placed_patches.npz"
+    np.savez(p, patches=np.ones((scan.n_positions, n, n), np.complex64))
+    cases["patches with --pixel-origin"] = (p, test_path, ["--pixel-origin=3,4"], "--pixel-origin")
     return cases
 
 
 BAD = ["missing key", "non-complex", "smaller than the scanned box", "malformed origin", "--key absent",
        "test without objectGuess", "amplitude/phase shapes differ", "positions in another pixel size", "3-D object",
-       "hdf5 without object", "no such reconstruction", "bad label"]
+       "hdf5 without object", "no such reconstruction", "bad label", "--phase-sync on an object",
+       "a patch count that is not the test scan's", "patches of another size", "real patches",
+       "patches with --pixel-origin"]
 
 
 @pytest.mark.parametrize("case", BAD)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["align_patch_phases", "patch_phase_factors"]
+__all__ = ["align_patch_phases", "patch_phase_factors", "phase_sync_record"]
 
 
 def _overlap_products(windows: np.ndarray, pos: np.ndarray, pairs: np.ndarray) -> np.ndarray:
@@ -139,3 +139,24 @@ def patch_phase_factors(patches, positions, window: int | None = None) -> np.nda
         if idx.size > 1:
             u[idx] = _leading_unit_vector(h[idx][:, idx])
     return u
+
+
+def phase_sync_record(as_predicted: dict, window: int) -> dict:
+    """``result.json``'s ``phase_sync`` block when a job (or ``ptycho-exp score --phase-sync``) aligned its patches.
+
+    Parameters
+    ----------
+    as_predicted : dict
+        The metrics of the patches as predicted (``EvalResult.metrics``); the record's ``metrics`` are the
+        aligned patches', so a reader sees what the alignment changed.
+    window : int
+        The compared window (px), the stitching crop.
+
+    Returns
+    -------
+    dict
+        ``{"as_predicted": {metric: value} (the headline metrics only), "window_px": window}``.
+    """
+    from ptycho_exp.evaluate.metrics import METRICS
+
+    return {"as_predicted": {k: v for k, v in as_predicted.items() if k in METRICS}, "window_px": int(window)}
