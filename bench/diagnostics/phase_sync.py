@@ -7,7 +7,8 @@ and after :func:`ptycho_exp.evaluate.phase_sync.align_patch_phases` has given ea
 that best matches its overlapping neighbours (the data alone fix those relative levels). A large gain means
 the network got each patch's shape right but not its level; no gain, that the patches themselves are wrong
 (a twin, or lost detail). It also gives how far the alignment moved the levels (circular standard deviation
-of the factors, rad).
+of the factors, rad; smooth phase ramps add to it, so it is a rough size) and the alignment's own time
+(``align_s``, what it adds to a reconstruction).
 
 Input: a job folder (its saved network predicts the test file's patches, as ``twin_patches.py`` does) or an
 NPZ of any code's patches (keys ``patches`` (M, N, N) complex and ``positions`` (M, 2) [y, x]). ``--test`` is
@@ -27,6 +28,7 @@ import argparse
 import json
 import re
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -51,14 +53,18 @@ def describe(arg: str, obj: np.ndarray, test: Path, window: int | None) -> dict:
     label, _, path = arg.rpartition("=")
     path = Path(path)
     patches, pos, _ = job_patches(path, test) if path.is_dir() else npz_patches(path)
+    t0 = time.perf_counter()
     aligned, u = align_patch_phases(patches, pos, window)
+    align_s = time.perf_counter() - t0
     spread = float(np.sqrt(-2.0 * np.log(min(1.0, abs(np.mean(u))))))
     row = {"label": label or str(path), "source": str(path), "n_patches": int(len(pos)),
            "window": int(window or default_crop(patches.shape[-1])), "level_shift_circular_sd_rad": round(spread, 4),
+           "align_s": round(align_s, 4),
            "as_predicted": _scores(patches, pos, obj), "aligned": _scores(aligned, pos, obj)}
     if path.is_dir() and (path / "result.json").is_file():
-        m = json.loads((path / "result.json").read_text())["metrics"]
-        row["job_recorded"] = {k: round(float(m[k]), 4) for k in SHOWN if k in m}
+        rec = json.loads((path / "result.json").read_text())
+        row["job_recorded"] = {k: round(float(rec["metrics"][k]), 4) for k in SHOWN if k in rec["metrics"]}
+        row["job_inference_s"] = rec.get("timings", {}).get("inference_s")  # beside align_s (same scan)
     return row
 
 
