@@ -13,6 +13,8 @@ reference against ground truth), ``result.json`` records what the scores mean:
   (coverage below ``eval.min_coverage``, a ground truth that is constant in the scored region);
 * ``metric_notes``: why some metrics are NaN (``{"amp" | "phase": reason}``), and an iterative
   arm's failure;
+* ``phase_sync`` (networks with ``eval.phase_sync=true``): ``as_predicted``, the scores of the patches as
+  predicted (``metrics`` are those of the phase-aligned patches), and ``window_px``;
 * ``metrics_version``: :data:`METRICS_VERSION` (2: headline phase SSIM / MS-SSIM on the ground
   truth's own range, the reference publication's convention as ``phase_*_ref``; results without
   it scored phase SSIM / MS-SSIM on the ``(phi+pi)/2pi`` scale and MS-SSIM with a uniform window).
