@@ -58,7 +58,6 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -386,19 +385,18 @@ def score_patches(recon: Recon, scan: Any, gt: np.ndarray, scored_against: str, 
     crop = default_crop(scan.N) if opts.crop is None else int(opts.crop)
     positions = np.asarray(scan.positions, np.float64)
     check_covers(gt, (0.0, 0.0), *covered_box(positions, crop, scan.N), opts.reference or test_path, "reference")
-    score = partial(evaluate_reconstruction, positions=positions, gt_object=gt, crop=crop,
-                    upsample_factor=opts.upsample_factor, trim_px=opts.trim_px)
+    kw = {"crop": crop, "upsample_factor": opts.upsample_factor, "trim_px": opts.trim_px}
     t0 = time.time()
-    ev = score(patches)
     parts = {"scored_against": scored_against, "N": scan.N, "crop": crop, "n_positions": scan.n_positions,
              "origin": None, "origin_from": "test positions (patches)", "key": recon.key,
              "shape": list(patches.shape)}
     if opts.phase_sync:
-        from ptycho_exp.evaluate.phase_sync import align_patch_phases, phase_sync_record
+        from ptycho_exp.evaluate.phase_sync import evaluate_phase_synced, phase_sync_record
 
-        as_predicted = ev
-        ev = score(align_patch_phases(patches, positions, window=crop)[0])
+        ev, as_predicted = evaluate_phase_synced(patches, positions, gt, **kw)
         parts["phase_sync"] = phase_sync_record(as_predicted.metrics, crop)
+    else:
+        ev = evaluate_reconstruction(patches, positions, gt, **kw)
     parts["eval_s"] = time.time() - t0
     return ev, parts
 

@@ -359,23 +359,21 @@ def run_science(cfg: Any, job_dir: Path) -> dict:
             timings["inference_s"] = time.time() - t1
             patches = np.moveaxis(pred, -1, 1).reshape(-1, pred.shape[1], pred.shape[2])
             t2 = time.time()
-            crop = scored_canvas(positions, patches.shape[-1], cfg.eval.crop)[0]
-            score = partial(evaluate_reconstruction, positions=positions, gt_object=gt, crop=cfg.eval.crop,
-                            upsample_factor=cfg.eval.upsample_factor, trim_px=cfg.eval.trim_px)
-            ev = score(patches)
+            kw = {"crop": cfg.eval.crop, "upsample_factor": cfg.eval.upsample_factor, "trim_px": cfg.eval.trim_px}
             if cfg.eval.phase_sync:
-                from ptycho_exp.evaluate.phase_sync import align_patch_phases
+                from ptycho_exp.evaluate.phase_sync import evaluate_phase_synced
 
-                as_predicted = ev
-                ev = score(align_patch_phases(patches, positions, window=crop)[0])
+                ev, as_predicted = evaluate_phase_synced(patches, positions, gt, **kw)
+            else:
+                ev = evaluate_reconstruction(patches, positions, gt, **kw)
             timings["eval_s"] = time.time() - t2
         else:  # patterns in a file (.h5): read, predicted and stitched batch by batch, no patches kept
             ev, as_predicted, timings["inference_s"], timings["eval_s"] = _streamed_evaluation(
                 cfg, fit, test, positions, gt)
-            crop = scored_canvas(positions, int(test.diffraction.shape[1]), cfg.eval.crop)[0]
         if cfg.eval.phase_sync:
             from ptycho_exp.evaluate.phase_sync import phase_sync_record
 
+            crop = scored_canvas(positions, int(test.diffraction.shape[1]), cfg.eval.crop)[0]
             out["phase_sync"] = phase_sync_record(as_predicted.metrics, crop)
         out["throughput"] = {"train_patterns_per_s": fit.train_patterns_per_s,
                              "inference_patterns_per_s": positions.shape[0] / max(timings["inference_s"], 1e-9)}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["align_patch_phases", "patch_phase_factors", "phase_sync_record"]
+__all__ = ["align_patch_phases", "evaluate_phase_synced", "patch_phase_factors", "phase_sync_record"]
 
 
 def _overlap_products(windows: np.ndarray, pos: np.ndarray, pairs: np.ndarray) -> np.ndarray:
@@ -160,3 +160,28 @@ def phase_sync_record(as_predicted: dict, window: int) -> dict:
     from ptycho_exp.evaluate.metrics import METRICS
 
     return {"as_predicted": {k: v for k, v in as_predicted.items() if k in METRICS}, "window_px": int(window)}
+
+
+def evaluate_phase_synced(patches, positions, gt_object, crop: int | None = None, **kwargs):
+    """Score patches as predicted and after :func:`align_patch_phases` (window: the stitching crop).
+
+    Parameters
+    ----------
+    patches, positions, gt_object, crop
+        As in :func:`ptycho_exp.evaluate.pipeline.evaluate_reconstruction`; ``kwargs`` (``upsample_factor``,
+        ``trim_px``, ...) are passed on to it.
+
+    Returns
+    -------
+    aligned, as_predicted : EvalResult
+        The aligned patches' evaluation (what a job with ``eval.phase_sync=true`` records as its metrics) and
+        the patches' own.
+    """
+    from ptycho_exp.evaluate.pipeline import evaluate_reconstruction
+    from ptycho_exp.evaluate.stitch import default_crop
+
+    patches = np.asarray(patches)
+    crop = default_crop(patches.shape[-1]) if crop is None else int(crop)
+    as_predicted = evaluate_reconstruction(patches, positions, gt_object, crop=crop, **kwargs)
+    aligned = align_patch_phases(patches, positions, window=crop)[0]
+    return evaluate_reconstruction(aligned, positions, gt_object, crop=crop, **kwargs), as_predicted
